@@ -1,0 +1,67 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`).
+
+Every error the API returns, including FastAPI's own validation errors, has the same shape:
+`type`, `title`, `status`, `detail`, and for validation errors the list of `errors`.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import StoreError
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(HTTPException):
+    """An HTTP error with a human-readable detail, rendered as problem details."""
+
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(status_code=status, detail=detail)
+        self.extra = extra
+
+
+def problem_response(status: int, detail: str, **extra: Any) -> JSONResponse:
+    """A problem details response."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def install(app: FastAPI) -> None:
+    """Render every error of the app as problem details."""
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        extra = exc.extra if isinstance(exc, Problem) else {}
+        response = problem_response(exc.status_code, str(exc.detail), **extra)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(e['loc'][1:]) or 'request'}: {e['msg']}" for e in errors)
+        return problem_response(422, detail, errors=errors)
+
+    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(503, f"the store is unavailable: {exc}")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StoreError, store_error)

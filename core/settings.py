@@ -1,0 +1,153 @@
+"""The one settings class shared by every service, read from `PILOTS_*` environment variables.
+
+Every field is documented, with its default, in `pilots.env.example` at the repository root; a
+unit test keeps the two in step. Construction validates only: nothing here connects anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+#: Secrets that ship in examples; refused outside development.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "password", "secret", "admin", "pilots"})
+
+DEFAULT_MQTT_PORT = 1883
+DEFAULT_MQTTS_PORT = 8883
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTarget:
+    """Where and how to reach an MQTT broker, parsed from `PILOTS_MQTT_URL`."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> MqttTarget:
+        """Parse `mqtt://user:pass@host:port` (or `mqtts://` for TLS)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ConfigError(
+                f"PILOTS_MQTT_URL: scheme must be mqtt:// or mqtts://, got {parts.scheme!r}"
+            )
+        if not parts.hostname:
+            raise ConfigError(f"PILOTS_MQTT_URL: no host in {url!r}")
+        tls = parts.scheme in ("mqtts", "ssl")
+        try:
+            port = parts.port or (DEFAULT_MQTTS_PORT if tls else DEFAULT_MQTT_PORT)
+        except ValueError as exc:
+            raise ConfigError(f"PILOTS_MQTT_URL: bad port in {url!r}") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+    def __str__(self) -> str:
+        """Show the target without its password, for logs."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+class Settings(BaseSettings):
+    """Configuration of every `pilots` service; see `pilots.env.example` for each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PILOTS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: Path = Path("var")
+    registry: Path | None = None
+
+    mqtt_url: str | None = None
+    mqtt_client_id: str = "pilots-ingest"
+    mqtt_topic: str = "pilots/+/+/up"
+    mqtt_keepalive_s: int = Field(default=30, ge=5)
+
+    influx_url: str | None = None
+    influx_database: str = "pilots"
+    influx_token: SecretStr | None = None
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    influx_org: str = "-"
+    influx_write_api: Literal["auto", "v1", "v2"] = "auto"
+    influx_timeout_s: float = Field(default=10.0, gt=0)
+
+    ingest_batch_max: int = Field(default=20_000, ge=1)
+    ingest_queue_max: int = Field(default=50_000, ge=1)
+    ingest_max_payload_bytes: int = Field(default=262_144, ge=64)
+    ingest_max_future_s: int = Field(default=600, ge=0)
+    ingest_max_age_days: int = Field(default=3650, ge=1)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_max_points: int = Field(default=100_000, ge=1)
+
+    demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
+    demo_backfill_hours: float = Field(default=1.0, ge=0)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            MqttTarget.parse(value)
+        return value
+
+    @field_validator("influx_url")
+    @classmethod
+    def _influx_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        secrets = {
+            "PILOTS_INFLUX_TOKEN": self.influx_token,
+            "PILOTS_INFLUX_PASSWORD": self.influx_password,
+        }
+        for name, secret in secrets.items():
+            if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name} is a placeholder; set a real secret in production")
+        target = self.mqtt()
+        if target.password is not None and target.password.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("PILOTS_MQTT_URL has a placeholder password; set a real one")
+        return self
+
+    def mqtt(self) -> MqttTarget:
+        """The broker to use; `mqtt://127.0.0.1:1883` when `PILOTS_MQTT_URL` is unset."""
+        return MqttTarget.parse(self.mqtt_url or f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}")
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment, turning validation errors into `ConfigError`."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"PILOTS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else err["msg"]
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,357 @@
+"""The InfluxDB adapter: the store of record.
+
+Reads use InfluxQL over `/query`, which InfluxDB 1.x serves, 2.x serves through its v1
+compatibility API and 3.x serves natively, asking for CSV (`Accept: application/csv`) because
+CSV parsed by pyarrow straight into numpy is more than twice as fast as the JSON answer. Writes
+send gzip-compressed line protocol either through `influxdb-client`'s v2 write API (InfluxDB
+1.8+, 2.x, 3.x) or to `/write` on older 1.x servers, chosen by `PILOTS_INFLUX_WRITE_API` or, on
+`auto`, by the version `/ping` reports.
+
+Queries are built only from identifiers that the registry has validated (they match
+`[a-z0-9_-]`); every value a caller supplies travels as a bound parameter.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import urllib3
+from urllib3.exceptions import HTTPError
+
+from core.errors import StoreError, StoreUnavailableError
+from core.readings import Readings
+from core.registry import Registry
+from core.settings import Settings
+from core.store.lineprotocol import MEASUREMENT, LineEncoder
+
+log = logging.getLogger("pilots.store.influx")
+
+WriteApi = Literal["v1", "v2"]
+
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def write_api_for_version(version: str | None) -> WriteApi:
+    """Which write API a server of this `X-Influxdb-Version` speaks (v2 from 1.8 on)."""
+    match = re.match(r"^v?(\d+)\.(\d+)", version or "")
+    if match is None:
+        # 3.x and cloud services may not send the header; all of them speak v2.
+        return "v2"
+    major, minor = int(match.group(1)), int(match.group(2))
+    return "v2" if (major, minor) >= (1, 8) else "v1"
+
+
+class InfluxStore:
+    """`core.store.Store` over InfluxDB's HTTP API."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        registry: Registry,
+        *,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        org: str = "-",
+        write_api: Literal["auto", "v1", "v2"] = "auto",
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.database = database
+        self.registry = registry
+        self.org = org
+        self._token = token
+        self._username = username
+        self._password = password
+        self._write_api_setting = write_api
+        self._write_api: WriteApi | None = None if write_api == "auto" else write_api
+        self._timeout_s = timeout_s
+        self._encoder = LineEncoder(registry)
+        self._http = urllib3.PoolManager(
+            num_pools=2, maxsize=8, retries=False, timeout=urllib3.Timeout(total=timeout_s)
+        )
+        self._v2_client: Any = None
+        self._v2_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: Registry) -> InfluxStore:
+        """Build the adapter from `PILOTS_INFLUX_*` settings (does not connect)."""
+        assert settings.influx_url is not None
+        return cls(
+            settings.influx_url,
+            settings.influx_database,
+            registry,
+            token=settings.influx_token.get_secret_value() if settings.influx_token else None,
+            username=settings.influx_username,
+            password=(
+                settings.influx_password.get_secret_value() if settings.influx_password else None
+            ),
+            org=settings.influx_org,
+            write_api=settings.influx_write_api,
+            timeout_s=settings.influx_timeout_s,
+        )
+
+    # -- HTTP plumbing ---------------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._token:
+            return {"Authorization": f"Token {self._token}"}
+        if self._username is not None:
+            return urllib3.make_headers(basic_auth=f"{self._username}:{self._password or ''}")
+        return {}
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        fields: dict[str, str] | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        all_headers = {**self._auth_headers(), **(headers or {})}
+        try:
+            if body is not None:
+                query = urlencode(fields or {})
+                return self._http.request(
+                    method, f"{self.url}{path}?{query}", body=body, headers=all_headers
+                )
+            if method == "GET":
+                return self._http.request(method, f"{self.url}{path}", fields=fields,
+                                          headers=all_headers)
+            return self._http.request(
+                method, f"{self.url}{path}", fields=fields, headers=all_headers,
+                encode_multipart=False,
+            )
+        except HTTPError as exc:
+            raise StoreUnavailableError(f"InfluxDB at {self.url} unreachable: {exc}") from exc
+
+    def _fail(self, what: str, response: urllib3.BaseHTTPResponse) -> StoreError:
+        text = response.data.decode(errors="replace").strip()[:500]
+        message = f"InfluxDB {what} failed with HTTP {response.status}: {text}"
+        if response.status in _TRANSIENT_STATUS:
+            return StoreUnavailableError(message)
+        return StoreError(message)
+
+    def _query(self, q: str, params: dict[str, object], *, csv: bool) -> bytes:
+        fields = {"db": self.database, "q": q, "epoch": "ns"}
+        if params:
+            fields["params"] = json.dumps(params)
+        accept = "application/csv" if csv else "application/json"
+        response = self._request("POST", "/query", fields=fields, headers={"Accept": accept})
+        if response.status != 200:
+            raise self._fail("query", response)
+        return bytes(response.data)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Raise unless InfluxDB answers `/ping`; learns the write API on `auto`."""
+        response = self._request("GET", "/ping")
+        if response.status != 204:
+            raise self._fail("ping", response)
+        if self._write_api is None:
+            version = response.headers.get("X-Influxdb-Version")
+            self._write_api = write_api_for_version(version)
+            log.info("InfluxDB %s at %s: using the %s write API", version, self.url, self._write_api)
+
+    def start(self) -> None:
+        """Check InfluxDB answers and that the database exists, creating it where allowed."""
+        self.ensure_database()
+
+    def ensure_database(self) -> None:
+        """Create the database when the server allows it and it is missing (1.x)."""
+        self.ping()
+        body = json.loads(self._query("SHOW DATABASES", {}, csv=False))
+        result = body.get("results", [{}])[0]
+        if "error" in result:
+            log.warning("cannot list InfluxDB databases (%s); assuming %s exists",
+                        result["error"], self.database)
+            return
+        series = result.get("series", [])
+        names = {row[0] for s in series for row in s.get("values", [])}
+        if self.database in names:
+            return
+        response = self._request(
+            "POST", "/query", fields={"q": f'CREATE DATABASE "{self.database}"'}
+        )
+        if response.status != 200 or b'"error"' in response.data:
+            raise StoreError(
+                f"InfluxDB database {self.database!r} does not exist and could not be created "
+                "(PILOTS_INFLUX_DATABASE; on InfluxDB 2.x create the bucket and its DBRP mapping): "
+                f"{response.data.decode(errors='replace')[:300]}"
+            )
+        log.info("created InfluxDB database %s", self.database)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._http.clear()
+        if self._v2_client is not None:
+            self._v2_client.close()
+            self._v2_client = None
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def write(self, readings: Readings) -> None:
+        """Write the batch as line protocol; returns once InfluxDB has accepted it."""
+        if len(readings) == 0:
+            return
+        body = self._encoder.encode(readings)
+        if self._write_api is None:
+            self.ping()
+        if self._write_api == "v1":
+            self._write_v1(body)
+        else:
+            self._write_v2(body)
+
+    def _write_v1(self, body: bytes) -> None:
+        response = self._request(
+            "POST",
+            "/write",
+            fields={"db": self.database, "precision": "ns"},
+            body=gzip.compress(body, compresslevel=1),
+            headers={"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"},
+        )
+        if response.status != 204:
+            raise self._fail("write", response)
+
+    def _v2(self) -> Any:
+        with self._v2_lock:
+            if self._v2_client is None:
+                from influxdb_client import InfluxDBClient
+
+                token = self._token or (
+                    f"{self._username}:{self._password or ''}" if self._username else ""
+                )
+                self._v2_client = InfluxDBClient(
+                    url=self.url,
+                    token=token,
+                    org=self.org,
+                    timeout=int(self._timeout_s * 1000),
+                    enable_gzip=True,
+                )
+            return self._v2_client
+
+    def _write_v2(self, body: bytes) -> None:
+        from influxdb_client import WritePrecision
+        from influxdb_client.client.write_api import SYNCHRONOUS
+        from influxdb_client.rest import ApiException
+
+        client = self._v2()
+        try:
+            client.write_api(write_options=SYNCHRONOUS).write(
+                bucket=self.database, org=self.org, record=body, write_precision=WritePrecision.NS
+            )
+        except ApiException as exc:
+            message = f"InfluxDB write failed with HTTP {exc.status}: {str(exc.body)[:500]}"
+            if exc.status in _TRANSIENT_STATUS:
+                raise StoreUnavailableError(message) from exc
+            raise StoreError(message) from exc
+        except HTTPError as exc:
+            raise StoreUnavailableError(f"InfluxDB at {self.url} unreachable: {exc}") from exc
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def _check_names(self, pilot: str, sensors: Sequence[str], devices: Sequence[str]) -> None:
+        if pilot not in self.registry.pilots:
+            raise ValueError(f"unknown pilot {pilot!r}")
+        for sensor in sensors:
+            if sensor not in self.registry.sensors:
+                raise ValueError(f"unknown sensor {sensor!r}")
+        for device in devices:
+            if device not in self.registry.devices:
+                raise ValueError(f"unknown device {device!r}")
+
+    def scan(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        devices: Sequence[str] | None = None,
+    ) -> Readings:
+        """Readings of the pilot's sensors (and devices) with `start_ns <= time < end_ns`."""
+        self._check_names(pilot, sensors, devices or ())
+        if not sensors or (devices is not None and not devices):
+            return Readings.empty()
+        params: dict[str, object] = {"pilot": pilot, "start": int(start_ns), "end": int(end_ns)}
+        where = '"pilot" = $pilot AND time >= $start AND time < $end'
+        if devices is not None:
+            for i, device in enumerate(devices):
+                params[f"d{i}"] = device
+            where += " AND (" + " OR ".join(f'"device" = $d{i}' for i in range(len(devices))) + ")"
+        fields = ",".join(f'"{s}"' for s in sensors)
+        q = f'SELECT {fields} FROM "{MEASUREMENT}" WHERE {where} GROUP BY "device"'
+        return self._parse_csv(self._query(q, params, csv=True), sensors)
+
+    def _parse_csv(self, body: bytes, sensors: Sequence[str]) -> Readings:
+        if not body.strip():
+            return Readings.empty()
+        types = {"name": pa.string(), "tags": pa.string(), "time": pa.int64()}
+        types.update({s: pa.float64() for s in sensors})
+        try:
+            table = pacsv.read_csv(
+                io.BytesIO(body), convert_options=pacsv.ConvertOptions(column_types=types)
+            )
+        except pa.ArrowInvalid as exc:
+            raise StoreError(f"unexpected InfluxDB CSV answer: {body[:300]!r}") from exc
+        tags = table.column("tags").dictionary_encode().combine_chunks()
+        known = self.registry.devices
+        lookup = np.asarray(
+            [known[t[len("device="):]].code if t[len("device="):] in known else -1
+             for t in tags.dictionary.to_pylist()],
+            dtype=np.int32,
+        )
+        device = lookup[tags.indices.to_numpy(zero_copy_only=False)]
+        ts = table.column("time").to_numpy()
+        parts: list[Readings] = []
+        for sensor in sensors:
+            column = table.column(sensor)
+            present = column.is_valid().to_numpy(zero_copy_only=False) & (device >= 0)
+            values = column.to_numpy(zero_copy_only=False)
+            code = self.registry.sensors[sensor].code
+            parts.append(
+                Readings.from_arrays(
+                    ts[present], device[present], np.full(int(present.sum()), code), values[present]
+                )
+            )
+        return Readings.concat(parts)
+
+    def latest(self, pilot: str) -> Readings:
+        """The newest reading of each (device, sensor) of the pilot."""
+        self._check_names(pilot, (), ())
+        sensors = self.registry.pilots[pilot].sensors
+        q = "; ".join(
+            f'SELECT last("{s}") FROM "{MEASUREMENT}" WHERE "pilot" = $pilot GROUP BY "device"'
+            for s in sensors
+        )
+        body = json.loads(self._query(q, {"pilot": pilot}, csv=False))
+        ts: list[int] = []
+        device: list[int] = []
+        sensor: list[int] = []
+        value: list[float] = []
+        for sensor_id, result in zip(sensors, body.get("results", []), strict=False):
+            if "error" in result:
+                raise StoreError(f"InfluxDB query failed: {result['error']}")
+            for series in result.get("series", []):
+                device_id = series.get("tags", {}).get("device")
+                if device_id not in self.registry.devices:
+                    continue
+                for row in series.get("values", []):
+                    ts.append(int(row[0]))
+                    device.append(self.registry.devices[device_id].code)
+                    sensor.append(self.registry.sensors[sensor_id].code)
+                    value.append(float(row[1]))
+        return Readings.from_arrays(ts, device, sensor, value)

@@ -1,0 +1,52 @@
+"""Readings to InfluxDB line protocol, and the schema both directions agree on.
+
+Schema (documented in docs/SCHEMA.md): measurement `readings`; tags `device`, `kind`, `pilot`
+(bounded by the registry, sorted as InfluxDB prefers); one float field per sensor; the device's
+time as the point time in nanoseconds. A reading is one line; lines of the same device and
+time merge into one point, and writing a line again overwrites the same field of that point.
+Registry identifiers are restricted to `[a-z0-9_-]`, so tags and field keys need no escaping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.readings import Readings
+from core.registry import Registry
+
+MEASUREMENT = "readings"
+
+
+class LineEncoder:
+    """Turns `Readings` into line protocol bytes, with per-registry prefixes built once."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._prefix = [
+            f"{MEASUREMENT},device={d.id},kind={d.kind},pilot={d.pilot} "
+            for d in registry.device_list
+        ]
+        self._field = [f"{s.id}=" for s in registry.sensor_list]
+
+    def encode(self, readings: Readings) -> bytes:
+        """Line protocol for the batch, one line per reading, `\\n`-separated.
+
+        `repr` of a float is the shortest text that parses back to the same float64, so values
+        round-trip exactly. Non-finite values cannot be stored by InfluxDB and are refused.
+        """
+        if len(readings) == 0:
+            return b""
+        if not np.isfinite(readings.value).all():
+            raise ValueError("line protocol cannot carry NaN or infinite values")
+        prefix = self._prefix
+        field = self._field
+        lines = [
+            f"{prefix[d]}{field[s]}{v!r} {t}"
+            for d, s, v, t in zip(
+                readings.device.tolist(),
+                readings.sensor.tolist(),
+                readings.value.tolist(),
+                readings.ts_ns.tolist(),
+                strict=True,
+            )
+        ]
+        return "\n".join(lines).encode()

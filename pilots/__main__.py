@@ -1,0 +1,5 @@
+"""`python -m pilots` runs the `pilots` command."""
+
+from pilots.cli import app
+
+app()

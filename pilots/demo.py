@@ -1,0 +1,95 @@
+"""`pilots demo`: the whole system in one process on embedded defaults.
+
+An in-process MQTT broker (unless `PILOTS_MQTT_URL` names a real one), the simulated fleets of
+the three pilots with a backfill so charts are not empty, ingest over real MQTT/TCP, the
+embedded store (unless `PILOTS_INFLUX_URL` is set) and the API. Ctrl-C stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+
+from api.app import create_app
+from core.registry import Registry
+from core.settings import Settings
+from core.store import Store, describe_store, open_store
+from ingest.quarantine import Quarantine
+from ingest.service import IngestService
+from pilots.broker import EmbeddedBroker, free_port, port_is_free
+from simulators.fleet import Fleet
+from simulators.publisher import Publisher, backfill, run_realtime
+
+log = logging.getLogger("pilots.demo")
+
+
+@contextlib.contextmanager
+def _broker(settings: Settings) -> Iterator[Settings]:
+    """Yield settings that point at a broker: the configured one, or an embedded one."""
+    if settings.mqtt_url:
+        log.info("using the broker at %s", settings.mqtt())
+        yield settings
+        return
+    host = "127.0.0.1"
+    port = settings.demo_mqtt_port
+    if port == 0 or not port_is_free(host, port):
+        chosen = free_port(host)
+        if port:
+            log.warning("port %d is taken; the demo broker uses %d (PILOTS_DEMO_MQTT_PORT)",
+                        port, chosen)
+        port = chosen
+    broker = EmbeddedBroker(host, port)
+    broker.start()
+    try:
+        yield settings.model_copy(update={"mqtt_url": f"mqtt://{host}:{port}"})
+    finally:
+        broker.stop()
+
+
+def _simulate(settings: Settings, registry: Registry, stop: threading.Event) -> None:
+    publisher = Publisher(settings.mqtt(), client_id="pilots-demo-fleet")
+    try:
+        publisher.connect()
+        fleet = Fleet(registry)
+        backfill(publisher, fleet, settings.demo_backfill_hours)
+        run_realtime(publisher, fleet, stop)
+    except Exception:
+        log.exception("the simulated fleet stopped")
+    finally:
+        publisher.close()
+
+
+def run_demo(settings: Settings, registry: Registry) -> None:
+    """Run everything until interrupted."""
+    store: Store = open_store(settings, registry)
+    store.start()
+    log.info("store: %s", describe_store(settings))
+    quarantine = Quarantine(settings.data_dir / "quarantine.sqlite")
+    stop = threading.Event()
+    with _broker(settings) as live:
+        ingest = IngestService(live, registry, store, quarantine)
+        ingest.start()
+        if not ingest.subscribed.wait(30):
+            log.warning("ingest has not subscribed yet; the fleet publishes anyway")
+        fleet = threading.Thread(
+            target=_simulate, args=(live, registry, stop), name="demo-fleet", daemon=True
+        )
+        fleet.start()
+        app = create_app(live, registry, store)
+        log.info("API on http://%s:%d (OpenAPI at /docs)", live.api_host, live.api_port)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=live.api_host, port=live.api_port, log_level="warning")
+        )
+        try:
+            server.run()
+        finally:
+            log.info("stopping the demo")
+            stop.set()
+            fleet.join(10)
+            ingest.stop()
+    quarantine.close()
+    store.close()

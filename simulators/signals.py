@@ -1,0 +1,173 @@
+"""Plausible signals for each device kind, as pure vectorised functions of time.
+
+Each function takes the instants (int64 ns) at which a device reports and returns one float64
+array per sensor. Values follow the pilot's local clock (weather peaks mid-afternoon, dissolved
+oxygen is lowest at dawn, air pollution peaks at rush hours) and carry noise that is a hash of
+(device, seed, instant): the same device at the same instant always reads the same, whatever
+batches a run is cut into. Ranges come from the project's DOMAIN notes (late spring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from zlib import crc32
+
+import numpy as np
+from numpy.typing import NDArray
+
+from core.registry import Device, Pilot
+from core.timeutil import NS_PER_S, utc_offset_ns
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+_HOUR_NS = 3600 * NS_PER_S
+_DAY_NS = 24 * _HOUR_NS
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a signal needs besides time: the device, its pilot and the run's seed."""
+
+    device: Device
+    pilot: Pilot
+    seed: int
+
+    @property
+    def key(self) -> int:
+        """A stable 32-bit key of (device, seed) for the noise hash."""
+        return crc32(f"{self.device.id}/{self.seed}".encode())
+
+
+def _mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """splitmix64's finaliser: a well-mixed 64-bit hash of each element."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def uniform(key: int, ts_ns: I64, stream: int) -> F64:
+    """Deterministic uniform noise in [0, 1) for (key, stream) at each instant."""
+    base = np.uint64((key << 16) ^ (stream * 0x9E3779B9) & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        h = _mix64(ts_ns.astype(np.uint64) + base)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def normal(key: int, ts_ns: I64, stream: int) -> F64:
+    """Deterministic standard normal noise (Box-Muller over two uniform streams)."""
+    u1 = np.maximum(uniform(key, ts_ns, 2 * stream + 1), 1e-300)
+    u2 = uniform(key, ts_ns, 2 * stream + 2)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def local_hour(pilot: Pilot, ts_ns: I64) -> F64:
+    """Hour of the local day (0 to 24, fractional) at each instant."""
+    if len(ts_ns) == 0:
+        return np.empty(0)
+    offset = utc_offset_ns(pilot.tz, int(ts_ns[0]))
+    return ((ts_ns + offset) % _DAY_NS).astype(np.float64) / _HOUR_NS
+
+
+def _daily(hour: F64, peak_hour: float) -> F64:
+    """A cosine day: +1 at `peak_hour`, -1 twelve hours away."""
+    return np.cos(2.0 * np.pi * (hour - peak_hour) / 24.0)
+
+
+def _bump(hour: F64, centre: float, width_h: float) -> F64:
+    return np.exp(-0.5 * ((hour - centre) / width_h) ** 2)
+
+
+def _storm(ctx: Context, ts_ns: I64) -> F64:
+    """Rain intensity in mm/h: some afternoons and evenings carry a storm, shared by a pilot."""
+    hour = local_hour(ctx.pilot, ts_ns)
+    day = ((ts_ns + utc_offset_ns(ctx.pilot.tz, int(ts_ns[0]))) // _DAY_NS).astype(np.int64)
+    pilot_key = crc32(f"{ctx.pilot.id}/{ctx.seed}".encode())
+    stormy = uniform(pilot_key, day, 1) < 0.3
+    centre = 15.0 + 6.0 * uniform(pilot_key, day, 2)
+    peak_mm_h = 5.0 + 25.0 * uniform(pilot_key, day, 3)
+    return np.where(stormy, peak_mm_h * _bump(hour, centre, 1.2), 0.0)
+
+
+def river_level(ctx: Context, ts_ns: I64) -> dict[str, F64]:
+    """Slow river: centimetres per day, water temperature with a small daily swing."""
+    base = {"santa-fe": 3.6, "resistencia": 4.9}.get(ctx.pilot.id, 3.0)
+    days = ts_ns.astype(np.float64) / _DAY_NS
+    phase = (ctx.key % 1000) / 1000.0 * 2.0 * np.pi
+    level = base + 0.25 * np.sin(2.0 * np.pi * days / 40.0 + phase) + 0.004 * normal(ctx.key, ts_ns, 1)
+    hour = local_hour(ctx.pilot, ts_ns)
+    water = 25.0 + 1.2 * _daily(hour, 17.0) + 0.1 * normal(ctx.key, ts_ns, 2)
+    return {"level": level, "water_temp": water}
+
+
+def rain_gauge(ctx: Context, ts_ns: I64) -> dict[str, F64]:
+    """Rain per reporting interval (tips of 0.2 mm); cumulative tips are added by the fleet."""
+    intensity = _storm(ctx, ts_ns) * (0.8 + 0.4 * uniform(ctx.key, ts_ns, 1))
+    rain = np.floor(intensity * ctx.device.interval_s / 3600.0 / 0.2) * 0.2
+    return {"rain": rain}
+
+
+def weather(ctx: Context, ts_ns: I64) -> dict[str, F64]:
+    """Temperature peaking near 15:00 local, humidity moving opposite, wind in the afternoon."""
+    hour = local_hour(ctx.pilot, ts_ns)
+    temperature = 24.0 + 6.5 * _daily(hour, 15.0) + 0.3 * normal(ctx.key, ts_ns, 1)
+    humidity = np.clip(62.0 - 3.2 * (temperature - 24.0) + 2.0 * normal(ctx.key, ts_ns, 2), 15, 100)
+    pressure = 1012.0 + 1.5 * np.cos(2.0 * np.pi * (hour - 10.0) / 12.0) + 0.2 * normal(
+        ctx.key, ts_ns, 3
+    )
+    wind = np.abs(3.0 + 2.0 * _daily(hour, 16.0) + 1.0 * normal(ctx.key, ts_ns, 4))
+    direction = (110.0 + 40.0 * np.sin(2.0 * np.pi * hour / 24.0) + 15.0 * normal(
+        ctx.key, ts_ns, 5
+    )) % 360.0
+    return {
+        "temperature": temperature,
+        "humidity": humidity,
+        "pressure": pressure,
+        "wind_speed": wind,
+        "wind_dir": direction,
+    }
+
+
+def water_quality(ctx: Context, ts_ns: I64) -> dict[str, F64]:
+    """Lagoon chemistry: dissolved oxygen and pH lowest at dawn, highest mid-afternoon."""
+    hour = local_hour(ctx.pilot, ts_ns)
+    day_cycle = _daily(hour, 15.0)
+    return {
+        "water_temp": 27.0 + 1.5 * _daily(hour, 16.0) + 0.1 * normal(ctx.key, ts_ns, 1),
+        "ph": 7.6 + 0.45 * day_cycle + 0.03 * normal(ctx.key, ts_ns, 2),
+        "dissolved_oxygen": np.clip(7.0 + 3.0 * day_cycle + 0.2 * normal(ctx.key, ts_ns, 3), 2, 14),
+        "conductivity": 420.0 + 15.0 * normal(ctx.key, ts_ns, 4),
+        "turbidity": np.clip(25.0 + 3.0 * normal(ctx.key, ts_ns, 5), 5, 150),
+    }
+
+
+def air_quality(ctx: Context, ts_ns: I64) -> dict[str, F64]:
+    """Traffic peaks 08-10 h and 19-21 h local on a background, with multiplicative noise."""
+    hour = local_hour(ctx.pilot, ts_ns)
+    traffic = _bump(hour, 9.0, 1.0) + _bump(hour, 20.0, 1.0)
+    noise = np.exp(0.15 * normal(ctx.key, ts_ns, 1))
+    pm25 = (8.0 + 22.0 * traffic) * noise
+    return {
+        "pm25": pm25,
+        "pm10": pm25 * 1.8 + 4.0,
+        "no2": (12.0 + 35.0 * traffic) * np.exp(0.1 * normal(ctx.key, ts_ns, 2)),
+        "co": (0.4 + 1.4 * traffic) * np.exp(0.1 * normal(ctx.key, ts_ns, 3)),
+    }
+
+
+def battery(ctx: Context, ts_ns: I64) -> F64:
+    """Li-ion volts: charged by the sun around midday, drained overnight."""
+    hour = local_hour(ctx.pilot, ts_ns)
+    return np.clip(3.85 + 0.25 * _daily(hour, 14.0) + 0.01 * normal(ctx.key, ts_ns, 9), 3.3, 4.2)
+
+
+#: Device kind → signal model. A new kind in the registry needs a line here.
+SIGNALS: dict[str, Callable[[Context, I64], dict[str, F64]]] = {
+    "river_level": river_level,
+    "rain_gauge": rain_gauge,
+    "weather": weather,
+    "water_quality": water_quality,
+    "air_quality": air_quality,
+}
