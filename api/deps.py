@@ -80,7 +80,9 @@ def _time_range(
     ] = None,
 ) -> TimeRange:
     end_ns = _instant("end", end) if end is not None else time.time_ns()
-    start_ns = _instant("start", start) if start is not None else end_ns - DEFAULT_RANGE_S * NS_PER_S
+    start_ns = (
+        _instant("start", start) if start is not None else end_ns - DEFAULT_RANGE_S * NS_PER_S
+    )
     if start_ns >= end_ns:
         raise Problem(422, "start must be before end")
     return TimeRange(start_ns, end_ns)

@@ -63,8 +63,9 @@ def pilot_summary(registry: Registry, store: Store, pilot: Pilot) -> PilotOut:
         theme=pilot.theme,
         devices=len(pilot.devices),
         sensors=[_sensor_out(registry, s) for s in pilot.sensors],
-        thresholds=[ThresholdOut(sensor=t.sensor, name=t.name, value=t.value)
-                    for t in pilot.thresholds],
+        thresholds=[
+            ThresholdOut(sensor=t.sensor, name=t.name, value=t.value) for t in pilot.thresholds
+        ],
         last_seen=_local(pilot, last),
     )
 

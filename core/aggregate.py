@@ -29,7 +29,9 @@ class Windows:
     max: NDArray[np.float64]
 
 
-def window_starts(start_ns: int, end_ns: int, every_ns: int, origin_ns: int = 0) -> NDArray[np.int64]:
+def window_starts(
+    start_ns: int, end_ns: int, every_ns: int, origin_ns: int = 0
+) -> NDArray[np.int64]:
     """Starts of the aligned windows that intersect `[start_ns, end_ns)`."""
     if every_ns <= 0:
         raise ValueError("every_ns must be positive")

@@ -23,3 +23,7 @@ class StoreError(PilotsError):
 
 class StoreUnavailableError(StoreError):
     """A transient store failure (connection refused, timeout, 5xx): retry later."""
+
+
+class StoreRejectedError(StoreError):
+    """The store refused the data itself (bad line, field type conflict): retrying won't help."""

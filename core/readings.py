@@ -38,7 +38,7 @@ class Readings:
             ("value", self.value, VALUE_DTYPE),
         ):
             if array.ndim != 1 or array.shape != n:
-                raise ValueError(f"Readings.{name} must be 1-D with {n[0]} elements")
+                raise ValueError(f"Readings.{name} must be 1-D, as long as ts_ns (shape {n})")
             if array.dtype != dtype:
                 raise TypeError(f"Readings.{name} must be {dtype}, got {array.dtype}")
 
@@ -82,7 +82,9 @@ class Readings:
 
     def take(self, index: NDArray[np.bool_] | NDArray[np.integer]) -> Readings:
         """The readings selected by a boolean mask or an index array, in that order."""
-        return Readings(self.ts_ns[index], self.device[index], self.sensor[index], self.value[index])
+        return Readings(
+            self.ts_ns[index], self.device[index], self.sensor[index], self.value[index]
+        )
 
     def sort_order(self) -> NDArray[np.intp]:
         """Indices that sort by device, then sensor, then time (stable)."""

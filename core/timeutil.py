@@ -2,7 +2,7 @@
 
 Durations are written like InfluxQL's (`90s`, `10m`, `1h`, `1d`, `1w`); instants as RFC 3339
 with an explicit offset. A naive timestamp is refused rather than guessed: the pilots live in
-UTC−3 and a silent UTC assumption would shift every calendar window by three hours.
+UTC-3 and a silent UTC assumption would shift every calendar window by three hours.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ NS_PER_S = 1_000_000_000
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION = re.compile(r"^(\d{1,9})([smhdw])$")
+#: Fractional seconds; `datetime` keeps six digits, the rest are added back as nanoseconds.
+_FRACTION = re.compile(r":\d\d[.,](\d+)")
 
 
 def parse_duration_s(text: str) -> int:
@@ -42,7 +44,9 @@ def parse_instant_ns(text: str) -> int:
         raise ValueError(f"invalid RFC 3339 timestamp {text!r}") from exc
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no UTC offset; add Z or ±hh:mm")
-    return datetime_to_ns(moment)
+    fraction = _FRACTION.search(text)
+    sub_us_ns = int(fraction.group(1)[6:9].ljust(3, "0")) if fraction else 0
+    return datetime_to_ns(moment) + sub_us_ns
 
 
 def datetime_to_ns(moment: datetime) -> int:
@@ -60,7 +64,7 @@ def ns_to_datetime(ts_ns: int, tz: tzinfo = UTC) -> datetime:
 
 
 def utc_offset_ns(tz: tzinfo, at_ns: int) -> int:
-    """The zone's offset from UTC at an instant, in nanoseconds (UTC−3 → −3 h)."""
+    """The zone's offset from UTC at an instant, in nanoseconds (UTC-3 → -3 h)."""
     offset = ns_to_datetime(at_ns, tz).utcoffset()
     assert offset is not None
     return int(offset.total_seconds()) * NS_PER_S

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from core.errors import StoreError, StoreUnavailableError
+from core.errors import StoreError, StoreRejectedError
 from core.readings import Readings
 from core.registry import Registry
 from core.settings import Settings
@@ -186,8 +186,9 @@ class IngestService:
         if self._stopping.is_set():
             return  # not acknowledged: the broker redelivers it to the next session
         received_ns = time.time_ns()
-        readings, rejections = self._process(msg.topic, msg.payload, received_ns)
-        item = _Message(msg.mid, msg.qos, msg.topic, msg.payload, received_ns, readings, rejections)
+        payload = bytes(msg.payload)
+        readings, rejections = self._process(msg.topic, payload, received_ns)
+        item = _Message(msg.mid, msg.qos, msg.topic, payload, received_ns, readings, rejections)
         while not self._stopping.is_set():
             try:
                 self._queue.put(item, timeout=0.5)
@@ -249,20 +250,24 @@ class IngestService:
                 self._keep_refused(refused)
                 self.store.write(readings)
                 break
-            except (StoreUnavailableError, QuarantineError) as exc:
-                self.stats.write_retries += 1
-                log.warning("write failed, retrying in %.1f s: %s", delay, exc)
-            except StoreError as exc:
+            except StoreRejectedError as exc:
                 # The store refused the data itself: keep every message of the batch, and move on.
                 log.error("store refused a batch of %d readings: %s", len(readings), exc)
                 refused = [
-                    Refused(m.received_ns, m.topic, m.payload, Rejection(Reason.STORE_REJECTED,
-                                                                         str(exc)[:500]))
+                    Refused(
+                        m.received_ns,
+                        m.topic,
+                        m.payload,
+                        Rejection(Reason.STORE_REJECTED, str(exc)[:500]),
+                    )
                     for m in batch
                     if len(m.readings)
                 ]
                 readings = Readings.empty()
                 continue
+            except (StoreError, QuarantineError) as exc:
+                self.stats.write_retries += 1
+                log.warning("write failed, retrying in %.1f s: %s", delay, exc)
             if self._abort.wait(delay * random.uniform(0.5, 1.0)):  # noqa: S311  jitter only
                 return False
             delay = min(delay * 2, _BACKOFF_MAX_S)

@@ -40,8 +40,9 @@ class EmbeddedBroker:
         self.host = host
         self.port = port
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="demo-broker",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="demo-broker", daemon=True
+        )
         self._broker: Any = None
 
     def start(self, timeout_s: float = 15.0) -> None:

@@ -12,9 +12,10 @@ from typing import Annotated
 
 import typer
 
-from core.errors import PilotsError
+from core.errors import PilotsError, StoreUnavailableError
 from core.registry import Registry, load_registry
 from core.settings import Settings, load_settings
+from core.store import Store
 from core.timeutil import ns_to_datetime
 
 app = typer.Typer(
@@ -47,13 +48,30 @@ def _fail(exc: PilotsError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    done = threading.Event()
+def _stop_on_signal() -> threading.Event:
+    """An event that SIGINT or SIGTERM sets (instead of interrupting the program)."""
+    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    while not done.wait(1):
-        pass
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _start_store(store: Store, stop: threading.Event) -> bool:
+    """Start the store, retrying with backoff while it is unreachable; False if stopped first.
+
+    A store that answers but refuses (bad credentials, missing database) fails at once: that is
+    configuration, and waiting will not fix it.
+    """
+    delay_s = 1.0
+    while True:
+        try:
+            store.start()
+            return True
+        except StoreUnavailableError as exc:
+            log.warning("store unreachable, retrying in %.0f s: %s", delay_s, exc)
+        if stop.wait(delay_s):
+            return False
+        delay_s = min(delay_s * 2, 30.0)
 
 
 @app.command()
@@ -80,14 +98,17 @@ def ingest() -> None:
     from ingest.service import IngestService
 
     settings, registry = _setup()
+    stop = _stop_on_signal()
     try:
         store = open_store(settings, registry)
-        store.start()
         log.info("store: %s", describe_store(settings))
+        if not _start_store(store, stop):
+            return
         quarantine = Quarantine(settings.data_dir / "quarantine.sqlite")
         service = IngestService(settings, registry, store, quarantine)
         service.start()
-        _wait_for_signal()
+        while not stop.wait(1):
+            pass
         service.stop()
         quarantine.close()
         store.close()
@@ -110,9 +131,15 @@ def api(
     try:
         store = open_store(settings, registry)
         store.start()
+    except StoreUnavailableError as exc:
+        # Serve anyway: /health reports the store as unavailable until it answers.
+        log.warning("store unreachable at start-up: %s", exc)
     except PilotsError as exc:
         raise _fail(exc) from exc
     log.info("store: %s", describe_store(settings))
+    # uvicorn re-raises the signal that stopped it; a handler of ours lets us close the store.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         create_app(settings, registry, store),
         host=host or settings.api_host,
@@ -153,6 +180,8 @@ def simulate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     publisher = Publisher(settings.mqtt())
+    # SIGTERM interrupts connecting and backfilling the way Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         publisher.connect()
         start = time.time_ns()
@@ -160,11 +189,11 @@ def simulate(
             sent = backfill(publisher, fleet, backfill_hours, now_ns=start)
             typer.echo(f"published {sent} messages ({backfill_hours} h of history)")
         if backfill_hours is None or follow:
-            stop = threading.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
+            stop = _stop_on_signal()
             log.info("publishing %d devices in real time; Ctrl-C stops", len(fleet.devices))
             run_realtime(publisher, fleet, stop, start_ns=start)
+    except KeyboardInterrupt:
+        log.info("interrupted; %d messages were published", publisher.sent)
     except PublishError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

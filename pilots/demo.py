@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -39,8 +40,9 @@ def _broker(settings: Settings) -> Iterator[Settings]:
     if port == 0 or not port_is_free(host, port):
         chosen = free_port(host)
         if port:
-            log.warning("port %d is taken; the demo broker uses %d (PILOTS_DEMO_MQTT_PORT)",
-                        port, chosen)
+            log.warning(
+                "port %d is taken; the demo broker uses %d (PILOTS_DEMO_MQTT_PORT)", port, chosen
+            )
         port = chosen
     broker = EmbeddedBroker(host, port)
     broker.start()
@@ -84,6 +86,10 @@ def run_demo(settings: Settings, registry: Registry) -> None:
         server = uvicorn.Server(
             uvicorn.Config(app, host=live.api_host, port=live.api_port, log_level="warning")
         )
+        # uvicorn re-raises the signal that stopped it once it has shut down; with our handler in
+        # place that only sets `stop`, so the rest of the system gets to stop cleanly too.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         try:
             server.run()
         finally:

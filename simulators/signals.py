@@ -76,7 +76,7 @@ def _daily(hour: F64, peak_hour: float) -> F64:
     return np.cos(2.0 * np.pi * (hour - peak_hour) / 24.0)
 
 
-def _bump(hour: F64, centre: float, width_h: float) -> F64:
+def _bump(hour: F64, centre: F64 | float, width_h: float) -> F64:
     return np.exp(-0.5 * ((hour - centre) / width_h) ** 2)
 
 
@@ -96,7 +96,9 @@ def river_level(ctx: Context, ts_ns: I64) -> dict[str, F64]:
     base = {"santa-fe": 3.6, "resistencia": 4.9}.get(ctx.pilot.id, 3.0)
     days = ts_ns.astype(np.float64) / _DAY_NS
     phase = (ctx.key % 1000) / 1000.0 * 2.0 * np.pi
-    level = base + 0.25 * np.sin(2.0 * np.pi * days / 40.0 + phase) + 0.004 * normal(ctx.key, ts_ns, 1)
+    level = (
+        base + 0.25 * np.sin(2.0 * np.pi * days / 40.0 + phase) + 0.004 * normal(ctx.key, ts_ns, 1)
+    )
     hour = local_hour(ctx.pilot, ts_ns)
     water = 25.0 + 1.2 * _daily(hour, 17.0) + 0.1 * normal(ctx.key, ts_ns, 2)
     return {"level": level, "water_temp": water}
@@ -114,13 +116,13 @@ def weather(ctx: Context, ts_ns: I64) -> dict[str, F64]:
     hour = local_hour(ctx.pilot, ts_ns)
     temperature = 24.0 + 6.5 * _daily(hour, 15.0) + 0.3 * normal(ctx.key, ts_ns, 1)
     humidity = np.clip(62.0 - 3.2 * (temperature - 24.0) + 2.0 * normal(ctx.key, ts_ns, 2), 15, 100)
-    pressure = 1012.0 + 1.5 * np.cos(2.0 * np.pi * (hour - 10.0) / 12.0) + 0.2 * normal(
-        ctx.key, ts_ns, 3
+    pressure = (
+        1012.0 + 1.5 * np.cos(2.0 * np.pi * (hour - 10.0) / 12.0) + 0.2 * normal(ctx.key, ts_ns, 3)
     )
     wind = np.abs(3.0 + 2.0 * _daily(hour, 16.0) + 1.0 * normal(ctx.key, ts_ns, 4))
-    direction = (110.0 + 40.0 * np.sin(2.0 * np.pi * hour / 24.0) + 15.0 * normal(
-        ctx.key, ts_ns, 5
-    )) % 360.0
+    direction = (
+        110.0 + 40.0 * np.sin(2.0 * np.pi * hour / 24.0) + 15.0 * normal(ctx.key, ts_ns, 5)
+    ) % 360.0
     return {
         "temperature": temperature,
         "humidity": humidity,

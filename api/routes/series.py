@@ -21,6 +21,7 @@ router = APIRouter(tags=["series"])
     },
 )
 def get_series(
+    *,
     pilot: PilotDep,
     sensor: Annotated[str, Query(description="sensor id, e.g. level or pm25", max_length=64)],
     window: TimeRangeDep,

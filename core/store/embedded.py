@@ -99,9 +99,11 @@ class EmbeddedStore:
         """Readings of the pilot's sensors (and devices) with `start_ns <= ts < end_ns`."""
         if not sensors or (devices is not None and not devices):
             return Readings.empty()
+        # Only `?` placeholders are formatted in; every value is a bound parameter.
+        marks = ",".join("?" * len(sensors))
         sql = (
-            "SELECT device, sensor, ts_ns, value FROM readings WHERE pilot = ? "
-            f"AND sensor IN ({','.join('?' * len(sensors))}) AND ts_ns >= ? AND ts_ns < ?"
+            "SELECT device, sensor, ts_ns, value FROM readings WHERE pilot = ? "  # noqa: S608
+            f"AND sensor IN ({marks}) AND ts_ns >= ? AND ts_ns < ?"
         )
         params: list[object] = [pilot, *sensors, start_ns, end_ns]
         if devices is not None:

@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from core.errors import StoreError, StoreUnavailableError
+from core.errors import StoreError, StoreRejectedError, StoreUnavailableError
 from core.readings import Readings
 from core.registry import Registry
 from core.settings import Settings
@@ -40,6 +40,16 @@ log = logging.getLogger("pilots.store.influx")
 WriteApi = Literal["v1", "v2"]
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: The request's data itself was refused (malformed line, field type conflict).
+_DATA_STATUS = frozenset({400, 422})
+
+
+def _classify(message: str, status: int) -> StoreError:
+    if status in _TRANSIENT_STATUS:
+        return StoreUnavailableError(message)
+    if status in _DATA_STATUS:
+        return StoreRejectedError(message)
+    return StoreError(message)
 
 
 def write_api_for_version(version: str | None) -> WriteApi:
@@ -129,10 +139,14 @@ class InfluxStore:
                     method, f"{self.url}{path}?{query}", body=body, headers=all_headers
                 )
             if method == "GET":
-                return self._http.request(method, f"{self.url}{path}", fields=fields,
-                                          headers=all_headers)
+                return self._http.request(
+                    method, f"{self.url}{path}", fields=fields, headers=all_headers
+                )
             return self._http.request(
-                method, f"{self.url}{path}", fields=fields, headers=all_headers,
+                method,
+                f"{self.url}{path}",
+                fields=fields,
+                headers=all_headers,
                 encode_multipart=False,
             )
         except HTTPError as exc:
@@ -140,10 +154,9 @@ class InfluxStore:
 
     def _fail(self, what: str, response: urllib3.BaseHTTPResponse) -> StoreError:
         text = response.data.decode(errors="replace").strip()[:500]
-        message = f"InfluxDB {what} failed with HTTP {response.status}: {text}"
-        if response.status in _TRANSIENT_STATUS:
-            return StoreUnavailableError(message)
-        return StoreError(message)
+        return _classify(
+            f"InfluxDB {what} failed with HTTP {response.status}: {text}", response.status
+        )
 
     def _query(self, q: str, params: dict[str, object], *, csv: bool) -> bytes:
         fields = {"db": self.database, "q": q, "epoch": "ns"}
@@ -165,7 +178,9 @@ class InfluxStore:
         if self._write_api is None:
             version = response.headers.get("X-Influxdb-Version")
             self._write_api = write_api_for_version(version)
-            log.info("InfluxDB %s at %s: using the %s write API", version, self.url, self._write_api)
+            log.info(
+                "InfluxDB %s at %s: using the %s write API", version, self.url, self._write_api
+            )
 
     def start(self) -> None:
         """Check InfluxDB answers and that the database exists, creating it where allowed."""
@@ -177,8 +192,11 @@ class InfluxStore:
         body = json.loads(self._query("SHOW DATABASES", {}, csv=False))
         result = body.get("results", [{}])[0]
         if "error" in result:
-            log.warning("cannot list InfluxDB databases (%s); assuming %s exists",
-                        result["error"], self.database)
+            log.warning(
+                "cannot list InfluxDB databases (%s); assuming %s exists",
+                result["error"],
+                self.database,
+            )
             return
         series = result.get("series", [])
         names = {row[0] for s in series for row in s.get("values", [])}
@@ -230,7 +248,7 @@ class InfluxStore:
     def _v2(self) -> Any:
         with self._v2_lock:
             if self._v2_client is None:
-                from influxdb_client import InfluxDBClient
+                from influxdb_client.client.influxdb_client import InfluxDBClient
 
                 token = self._token or (
                     f"{self._username}:{self._password or ''}" if self._username else ""
@@ -245,8 +263,8 @@ class InfluxStore:
             return self._v2_client
 
     def _write_v2(self, body: bytes) -> None:
-        from influxdb_client import WritePrecision
         from influxdb_client.client.write_api import SYNCHRONOUS
+        from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
 
         client = self._v2()
@@ -256,9 +274,7 @@ class InfluxStore:
             )
         except ApiException as exc:
             message = f"InfluxDB write failed with HTTP {exc.status}: {str(exc.body)[:500]}"
-            if exc.status in _TRANSIENT_STATUS:
-                raise StoreUnavailableError(message) from exc
-            raise StoreError(message) from exc
+            raise _classify(message, int(exc.status or 0)) from exc
         except HTTPError as exc:
             raise StoreUnavailableError(f"InfluxDB at {self.url} unreachable: {exc}") from exc
 
@@ -293,7 +309,8 @@ class InfluxStore:
                 params[f"d{i}"] = device
             where += " AND (" + " OR ".join(f'"device" = $d{i}' for i in range(len(devices))) + ")"
         fields = ",".join(f'"{s}"' for s in sensors)
-        q = f'SELECT {fields} FROM "{MEASUREMENT}" WHERE {where} GROUP BY "device"'
+        # Field names are registry identifiers checked above; values are bound parameters.
+        q = f'SELECT {fields} FROM "{MEASUREMENT}" WHERE {where} GROUP BY "device"'  # noqa: S608
         return self._parse_csv(self._query(q, params, csv=True), sensors)
 
     def _parse_csv(self, body: bytes, sensors: Sequence[str]) -> Readings:
@@ -310,8 +327,10 @@ class InfluxStore:
         tags = table.column("tags").dictionary_encode().combine_chunks()
         known = self.registry.devices
         lookup = np.asarray(
-            [known[t[len("device="):]].code if t[len("device="):] in known else -1
-             for t in tags.dictionary.to_pylist()],
+            [
+                known[t[len("device=") :]].code if t[len("device=") :] in known else -1
+                for t in tags.dictionary.to_pylist()
+            ],
             dtype=np.int32,
         )
         device = lookup[tags.indices.to_numpy(zero_copy_only=False)]
@@ -333,10 +352,13 @@ class InfluxStore:
         """The newest reading of each (device, sensor) of the pilot."""
         self._check_names(pilot, (), ())
         sensors = self.registry.pilots[pilot].sensors
-        q = "; ".join(
-            f'SELECT last("{s}") FROM "{MEASUREMENT}" WHERE "pilot" = $pilot GROUP BY "device"'
-            for s in sensors
+        # Sensors come from the registry; the pilot travels as a bound parameter.
+        statement = (
+            'SELECT last("{}") FROM "'  # noqa: S608
+            + MEASUREMENT
+            + '" WHERE "pilot" = $pilot GROUP BY "device"'
         )
+        q = "; ".join(statement.format(s) for s in sensors)
         body = json.loads(self._query(q, {"pilot": pilot}, csv=False))
         ts: list[int] = []
         device: list[int] = []

@@ -28,7 +28,7 @@ class LineEncoder:
         self._field = [f"{s.id}=" for s in registry.sensor_list]
 
     def encode(self, readings: Readings) -> bytes:
-        """Line protocol for the batch, one line per reading, `\\n`-separated.
+        """Line protocol for the batch, one line per reading, newline-separated.
 
         `repr` of a float is the shortest text that parses back to the same float64, so values
         round-trip exactly. Non-finite values cannot be stored by InfluxDB and are refused.

@@ -1,0 +1,39 @@
+# The same commands in the README, in CI and on a laptop.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-unit check services clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: the whole system on embedded defaults, API on http://127.0.0.1:8000 (Ctrl-C stops it)
+demo: $(STAMP)
+	$(BIN)/pilots demo
+
+## services: install Debian's mosquitto and influxdb when missing (as root), for the tests
+services:
+	./scripts/test-services.sh
+
+## test: the whole suite, integration and end-to-end tests against real mosquitto and influxd
+test: $(STAMP) services
+	$(BIN)/pytest
+
+## test-unit: the pure tests only (no services)
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+## check: lint and type-check
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,140 @@
+"""One contract, two adapters: the embedded store and a real influxd pass the same tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.readings import Readings
+from core.registry import Registry
+from core.store import Store
+from core.store.embedded import EmbeddedStore
+from core.store.influx import InfluxStore
+from tests.services import Influxd
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_764_300_000 * 1_000_000_000  # 2025-11-28T03:20:00Z, an arbitrary instant
+S = 1_000_000_000
+
+
+@pytest.fixture(params=["embedded", "influx"])
+def store(
+    request: pytest.FixtureRequest, registry: Registry, tmp_path: Path, database: str
+) -> Iterator[Store]:
+    if request.param == "embedded":
+        store: Store = EmbeddedStore(tmp_path / "store.sqlite", registry)
+    else:
+        influxd: Influxd = request.getfixturevalue("influxd")
+        store = InfluxStore(influxd.url, database, registry)
+    store.start()
+    yield store
+    store.close()
+
+
+def batch(registry: Registry, rows: list[tuple[int, str, str, float]]) -> Readings:
+    return Readings.from_arrays(
+        [r[0] for r in rows],
+        [registry.devices[r[1]].code for r in rows],
+        [registry.sensors[r[2]].code for r in rows],
+        [r[3] for r in rows],
+    )
+
+
+def as_rows(registry: Registry, readings: Readings) -> list[tuple[int, str, str, float]]:
+    rows = zip(
+        readings.ts_ns.tolist(),
+        readings.device.tolist(),
+        readings.sensor.tolist(),
+        readings.value.tolist(),
+        strict=True,
+    )
+    return sorted(
+        (t, registry.device_list[d].id, registry.sensor_list[s].id, v) for t, d, s, v in rows
+    )
+
+
+def test_what_is_written_is_scanned_back_exactly(store: Store, registry: Registry) -> None:
+    rows = [
+        (T0, "sf-rlv-01", "level", 3.217),
+        (T0, "sf-rlv-01", "water_temp", 24.5),
+        (T0 + 600 * S, "sf-rlv-01", "level", 0.30000000000000004),
+        (T0 + 600 * S + 1, "sf-rlv-02", "level", 1e-05),
+        (T0 + 1200 * S, "sf-rlv-02", "level", -0.25),
+        (T0 + 30 * S, "sf-wx-01", "temperature", 31.25),
+    ]
+    store.write(batch(registry, rows))
+    got = store.scan("santa-fe", ["level", "water_temp", "temperature"], T0, T0 + 3600 * S)
+    assert as_rows(registry, got) == sorted(rows)
+
+
+def test_a_second_write_of_the_same_point_replaces_it(store: Store, registry: Registry) -> None:
+    store.write(batch(registry, [(T0, "rs-wq-01", "ph", 7.1)]))
+    store.write(batch(registry, [(T0, "rs-wq-01", "ph", 7.1), (T0, "rs-wq-01", "ph", 7.4)]))
+    got = store.scan("resistencia", ["ph"], T0 - S, T0 + S)
+    assert as_rows(registry, got) == [(T0, "rs-wq-01", "ph", 7.4)]
+
+
+def test_scan_is_half_open_and_filters_pilot_sensor_and_device(
+    store: Store, registry: Registry
+) -> None:
+    rows = [
+        (T0 - 1, "sf-rlv-01", "level", 1.0),  # before the range
+        (T0, "sf-rlv-01", "level", 2.0),  # first instant: included
+        (T0 + 10 * S, "sf-rlv-02", "level", 3.0),
+        (T0 + 10 * S, "sf-rlv-01", "water_temp", 20.0),  # other sensor
+        (T0 + 10 * S, "rs-rlv-01", "level", 5.0),  # other pilot
+        (T0 + 60 * S, "sf-rlv-01", "level", 4.0),  # end instant: excluded
+    ]
+    store.write(batch(registry, rows))
+    got = store.scan("santa-fe", ["level"], T0, T0 + 60 * S)
+    assert as_rows(registry, got) == [
+        (T0, "sf-rlv-01", "level", 2.0),
+        (T0 + 10 * S, "sf-rlv-02", "level", 3.0),
+    ]
+    only_02 = store.scan("santa-fe", ["level"], T0, T0 + 60 * S, devices=["sf-rlv-02"])
+    assert as_rows(registry, only_02) == [(T0 + 10 * S, "sf-rlv-02", "level", 3.0)]
+    assert len(store.scan("santa-fe", ["level"], T0 + 61 * S, T0 + 99 * S)) == 0
+
+
+def test_latest_is_the_newest_reading_of_each_device_and_sensor(
+    store: Store, registry: Registry
+) -> None:
+    rows = [
+        (T0, "sn-aq-01", "pm25", 10.0),
+        (T0 + 300 * S, "sn-aq-01", "pm25", 12.0),
+        (T0 + 100 * S, "sn-aq-01", "battery_v", 3.9),
+        (T0 + 200 * S, "sn-aq-02", "pm25", 30.0),
+        (T0 + 50 * S, "sn-aq-02", "pm25", 35.0),
+    ]
+    store.write(batch(registry, rows))
+    assert as_rows(registry, store.latest("san-nicolas")) == sorted(
+        [
+            (T0 + 300 * S, "sn-aq-01", "pm25", 12.0),
+            (T0 + 100 * S, "sn-aq-01", "battery_v", 3.9),
+            (T0 + 200 * S, "sn-aq-02", "pm25", 30.0),
+        ]
+    )
+    assert len(store.latest("resistencia")) == 0
+
+
+def test_a_large_batch_round_trips(store: Store, registry: Registry) -> None:
+    rng = np.random.default_rng(7)
+    n = 20_000
+    devices = registry.device_codes(["sn-aq-01", "sn-aq-02", "sn-aq-03"])
+    readings = Readings.from_arrays(
+        T0 + np.arange(n, dtype=np.int64) * S,
+        rng.choice(devices, n),
+        np.full(n, registry.sensors["no2"].code),
+        np.round(rng.uniform(5, 120, n), 6),
+    )
+    store.write(readings)
+    got = store.scan("san-nicolas", ["no2"], T0, T0 + n * S)
+    assert as_rows(registry, got) == as_rows(registry, readings)
+
+
+def test_ping_answers_while_the_store_is_up(store: Store) -> None:
+    store.ping()

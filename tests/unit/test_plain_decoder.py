@@ -1,0 +1,159 @@
+"""The plain JSON device contract: what a device may send and how each mistake is reported."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ingest.decoders import decoder_for
+from ingest.decoders.plain import decode
+from ingest.reasons import Reason
+
+TOPIC = "pilots/santa-fe/sf-rlv-01/up"
+TS_MS = 1_704_110_400_000  # 2024-01-01T12:00:00Z
+
+
+def _json(document: object) -> bytes:
+    return orjson.dumps(document)
+
+
+def _only_rejection(topic: str, payload: bytes) -> tuple[Reason, str]:
+    out = decode(topic, payload)
+    assert out.frames == []
+    assert len(out.rejections) == 1
+    rejection = out.rejections[0]
+    return rejection.reason, rejection.detail
+
+
+def test_a_good_message() -> None:
+    out = decode(
+        TOPIC, _json({"ts": TS_MS, "seq": 7, "readings": {"level": 3.61}, "battery_v": 3.92})
+    )
+    assert out.rejections == []
+    [frame] = out.frames
+    assert frame.device == "sf-rlv-01"
+    assert frame.pilot == "santa-fe"
+    assert frame.ts_ns == TS_MS * 1_000_000
+    assert frame.seq == 7
+    assert frame.values == {"level": 3.61, "battery_v": 3.92}  # battery_v is kept as a reading
+    assert frame.claimed_device is None
+
+
+def test_the_route_table_sends_device_topics_here() -> None:
+    assert decoder_for(TOPIC) is decode
+    assert decoder_for("pilots/santa-fe/sf-rlv-01/down") is None
+
+
+def test_rfc3339_timestamps_with_and_without_offset_letter() -> None:
+    utc = decode(TOPIC, _json({"ts": "2024-01-01T12:00:00Z", "readings": {"level": 1}}))
+    local = decode(TOPIC, _json({"ts": "2024-01-01T09:00:00-03:00", "readings": {"level": 1}}))
+    assert utc.frames[0].ts_ns == local.frames[0].ts_ns == TS_MS * 1_000_000
+
+
+def test_fractional_epoch_milliseconds() -> None:
+    out = decode(TOPIC, _json({"ts": TS_MS + 0.5, "readings": {"level": 1}}))
+    assert out.frames[0].ts_ns == TS_MS * 1_000_000 + 500_000
+
+
+def test_an_array_carries_several_frames_and_bad_items_are_reported_by_index() -> None:
+    payload = _json(
+        [
+            {"ts": TS_MS, "readings": {"level": 1.0}},
+            {"readings": {"level": 2.0}},  # no ts
+            {"ts": TS_MS + 600_000, "seq": 8, "readings": {"level": 3.0}},
+            "level=4",
+        ]
+    )
+    out = decode(TOPIC, payload)
+    assert [f.values["level"] for f in out.frames] == [1.0, 3.0]
+    assert [f.seq for f in out.frames] == [None, 8]
+    assert [r.reason for r in out.rejections] == [Reason.MALFORMED_STRUCTURE] * 2
+    assert out.rejections[0].detail.startswith("item 1: ")
+    assert out.rejections[1].detail.startswith("item 3: ")
+
+
+def test_device_named_in_the_payload_is_passed_on_for_validation() -> None:
+    out = decode(TOPIC, _json({"ts": TS_MS, "device": "sf-rlv-02", "readings": {"level": 1}}))
+    assert out.frames[0].claimed_device == "sf-rlv-02"
+    assert out.frames[0].device == "sf-rlv-01"
+
+
+def test_values_are_passed_on_as_sent_for_validation() -> None:
+    out = decode(TOPIC, _json({"ts": TS_MS, "readings": {"level": "high", "x": None}}))
+    assert out.frames[0].values == {"level": "high", "x": None}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"{",
+        b"level=3.2",
+        b"\xff\xfe",
+        b'{"ts": NaN, "readings": {}}',
+        b"[1,]",
+        b'{"readings": {"level": Infinity}, "ts": 1}',
+    ],
+)
+def test_malformed_json(payload: bytes) -> None:
+    reason, detail = _only_rejection(TOPIC, payload)
+    assert reason is Reason.MALFORMED_JSON
+    assert detail
+
+
+@pytest.mark.parametrize(
+    ("document", "words"),
+    [
+        ({"ts": TS_MS, "readings": {"level": 1}, "lvl": 2}, "unknown keys ['lvl']"),
+        ({"readings": {"level": 1}}, "missing `ts`"),
+        ({"ts": None, "readings": {"level": 1}}, "missing `ts`"),
+        ({"ts": TS_MS, "readings": [1, 2]}, "`readings` must be an object"),
+        ({"ts": TS_MS, "readings": 3.2}, "`readings` must be an object"),
+        ({"ts": TS_MS}, "no readings"),
+        ({"ts": TS_MS, "readings": {}}, "no readings"),
+        ({"ts": TS_MS, "seq": -1, "readings": {"level": 1}}, "`seq`"),
+        ({"ts": TS_MS, "seq": 2**32, "readings": {"level": 1}}, "`seq`"),
+        ({"ts": TS_MS, "seq": 1.5, "readings": {"level": 1}}, "`seq`"),
+        ({"ts": TS_MS, "seq": "7", "readings": {"level": 1}}, "`seq`"),
+        ({"ts": TS_MS, "seq": True, "readings": {"level": 1}}, "`seq`"),
+        ({"ts": True, "readings": {"level": 1}}, "`ts`"),
+        ({"ts": -1, "readings": {"level": 1}}, "out of range"),
+        ({"ts": 2**53, "readings": {"level": 1}}, "out of range"),
+        ({"ts": -0.5, "readings": {"level": 1}}, "out of range"),
+        ({"ts": [TS_MS], "readings": {"level": 1}}, "not list"),
+        ({"ts": "2024-01-01T12:00:00", "readings": {"level": 1}}, "no UTC offset"),
+        ({"ts": "noon", "readings": {"level": 1}}, "RFC 3339"),
+        ({"ts": TS_MS, "device": 5, "readings": {"level": 1}}, "`device` must be a string"),
+        ("just a string", "expected an object, got str"),
+        (42, "expected an object, got int"),
+        (None, "expected an object, got NoneType"),
+        ([], "empty array"),
+    ],
+)
+def test_malformed_structure(document: object, words: str) -> None:
+    reason, detail = _only_rejection(TOPIC, _json(document))
+    assert reason is Reason.MALFORMED_STRUCTURE
+    assert words in detail
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "pilots/santa-fe/sf-rlv-01",
+        "pilots/santa-fe/sf-rlv-01/down",
+        "pilot/santa-fe/sf-rlv-01/up",
+        "pilots//sf-rlv-01/up",
+        "pilots/santa-fe//up",
+        "pilots/santa-fe/sf-rlv-01/up/extra",
+        "",
+    ],
+)
+def test_bad_topic(topic: str) -> None:
+    reason, detail = _only_rejection(topic, _json({"ts": TS_MS, "readings": {"level": 1}}))
+    assert reason is Reason.BAD_TOPIC
+    assert repr(topic) in detail
+
+
+def test_bad_topic_is_reported_before_looking_at_the_payload() -> None:
+    reason, _ = _only_rejection("nowhere", b"not json")
+    assert reason is Reason.BAD_TOPIC

@@ -1,0 +1,176 @@
+"""The one settings class: defaults, `PILOTS_*` variables, the MQTT URL and placeholder secrets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError
+from core.settings import MqttTarget, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No `PILOTS_*` variables from the caller's shell and no `.env` file from the checkout."""
+    for name in list(os.environ):
+        if name.upper().startswith("PILOTS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.env == "development"
+    assert s.log_level == "INFO"
+    assert s.data_dir == Path("var")
+    assert s.registry is None
+    assert s.mqtt_url is None
+    assert s.mqtt_topic == "pilots/+/+/up"
+    assert s.influx_url is None
+    assert s.influx_database == "pilots"
+    assert s.influx_password is None
+    assert s.ingest_max_future_s == 600
+    assert s.ingest_max_age_days == 3650
+    assert s.api_port == 8000
+    target = s.mqtt()
+    assert (target.host, target.port, target.tls, target.username) == (
+        "127.0.0.1",
+        1883,
+        False,
+        None,
+    )
+
+
+def test_environment_variables_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PILOTS_API_PORT", "9001")
+    monkeypatch.setenv("PILOTS_INFLUX_URL", "http://influx.example:8086/")
+    monkeypatch.setenv("PILOTS_INFLUX_PASSWORD", "s3cret-from-vault")
+    monkeypatch.setenv("PILOTS_MQTT_URL", "mqtt://ingest:pw@broker.example:1884")
+    monkeypatch.setenv("PILOTS_REGISTRY", "/etc/pilots/registry.toml")
+    monkeypatch.setenv("API_PORT", "1234")  # without the prefix: not ours
+    s = Settings()
+    assert s.api_port == 9001
+    assert s.influx_url == "http://influx.example:8086"  # trailing slash removed
+    assert s.influx_password is not None
+    assert s.influx_password.get_secret_value() == "s3cret-from-vault"
+    assert "s3cret" not in repr(s)
+    assert s.registry == Path("/etc/pilots/registry.toml")
+    assert s.mqtt().host == "broker.example"
+    assert s.mqtt().port == 1884
+
+
+def test_dot_env_file_in_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PILOTS_INFLUX_DATABASE=from_dotenv\n", encoding="utf-8")
+    assert Settings().influx_database == "from_dotenv"
+
+
+def test_environment_wins_over_dot_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("PILOTS_INFLUX_DATABASE=from_dotenv\n", encoding="utf-8")
+    monkeypatch.setenv("PILOTS_INFLUX_DATABASE", "from_env")
+    assert Settings().influx_database == "from_env"
+
+
+def test_mqtt_url_with_an_escaped_password() -> None:
+    target = MqttTarget.parse("mqtt://user:p%40ss@host:1884")
+    assert target == MqttTarget(host="host", port=1884, username="user", password="p@ss", tls=False)
+    assert "p@ss" not in str(target)
+    assert str(target) == "mqtt://user@host:1884"
+
+
+@pytest.mark.parametrize(
+    ("url", "port", "tls"),
+    [
+        ("mqtts://broker.example", 8883, True),
+        ("ssl://broker.example", 8883, True),
+        ("mqtt://broker.example", 1883, False),
+        ("tcp://broker.example", 1883, False),
+        ("mqtts://broker.example:9883", 9883, True),
+    ],
+)
+def test_mqtt_default_ports(url: str, port: int, tls: bool) -> None:
+    target = MqttTarget.parse(url)
+    assert (target.host, target.port, target.tls) == ("broker.example", port, tls)
+    assert target.username is None and target.password is None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://broker.example", "scheme"),
+        ("broker.example:1883", "scheme"),
+        ("mqtt://", "no host"),
+        ("mqtt://broker.example:99999", "bad port"),
+        ("mqtt://broker.example:port", "bad port"),
+    ],
+)
+def test_bad_mqtt_urls_are_refused(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as info:
+        MqttTarget.parse(url)
+    assert "PILOTS_MQTT_URL" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PILOTS_INFLUX_PASSWORD", "changeme"),
+        ("PILOTS_INFLUX_PASSWORD", "Password"),
+        ("PILOTS_INFLUX_TOKEN", "secret"),
+        ("PILOTS_MQTT_URL", "mqtt://ingest:changeme@broker"),
+    ],
+)
+def test_production_refuses_placeholder_secrets(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv("PILOTS_ENV", "production")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable) as info:
+        load_settings()
+    assert "placeholder" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("PILOTS_INFLUX_PASSWORD", "changeme"), ("PILOTS_MQTT_URL", "mqtt://ingest:changeme@b")],
+)
+def test_development_accepts_placeholder_secrets(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert load_settings().env == "development"
+
+
+def test_production_accepts_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PILOTS_ENV", "production")
+    monkeypatch.setenv("PILOTS_INFLUX_PASSWORD", "k7#Vq2!pLx")
+    monkeypatch.setenv("PILOTS_MQTT_URL", "mqtts://ingest:Zr9%24mWq@broker.example")
+    s = load_settings()
+    assert s.env == "production"
+    assert s.mqtt().password == "Zr9$mWq"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PILOTS_API_PORT", "not-a-port"),
+        ("PILOTS_API_PORT", "70000"),
+        ("PILOTS_INFLUX_URL", "influx.example:8086"),
+        ("PILOTS_ENV", "staging"),
+        ("PILOTS_MQTT_KEEPALIVE_S", "1"),
+        ("PILOTS_INFLUX_WRITE_API", "v3"),
+        ("PILOTS_MQTT_URL", "http://broker.example"),
+    ],
+)
+def test_load_settings_names_the_bad_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        load_settings()
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(ValueError, match="frozen"):
+        s.api_port = 1  # type: ignore[misc]
