@@ -48,6 +48,18 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """SIGTERM (a graceful stop, which persists state), then SIGKILL after the timeout."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     """Return once something accepts TCP connections on the port."""
     deadline = time.monotonic() + timeout_s
@@ -102,13 +114,7 @@ class Mosquitto:
         wait_for_port(self.port, 15, self.proc, self.log)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 15)
         self.proc = None
 
     def restart(self) -> None:
@@ -168,11 +174,5 @@ class Influxd:
         raise RuntimeError(f"influxd did not answer /ping:\n{_tail(self.log)}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 20)
         self.proc = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,27 +23,32 @@ pytestmark = pytest.mark.integration
 MS = 1_000_000
 
 
+SettingsFor = Callable[..., Settings]
+
+
+@pytest.fixture
 def settings_for(
-    mosquitto: Mosquitto, influx_url: str, database: str, data: Path, client_id: str
-) -> Settings:
-    return Settings(
-        mqtt_url=mosquitto.url,
-        mqtt_client_id=client_id,
-        influx_url=influx_url,
-        influx_database=database,
-        influx_timeout_s=2,
-        data_dir=data,
-        _env_file=None,  # type: ignore[call-arg]
-    )
+    mosquitto: Mosquitto, influxd: Influxd, database: str, data_dir: Path
+) -> SettingsFor:
+    """Settings of this test's ingest: its own client id (session), database and data dir."""
+    client_id = f"ingest-{uuid.uuid4().hex[:8]}"
+
+    def make(influx_url: str = influxd.url) -> Settings:
+        return Settings(
+            mqtt_url=mosquitto.url,
+            mqtt_client_id=client_id,
+            influx_url=influx_url,
+            influx_database=database,
+            influx_timeout_s=2,
+            data_dir=data_dir,
+            _env_file=None,  # type: ignore[call-arg]
+        )
+
+    return make
 
 
 def at_least(n: int, readings: Readings) -> Readings | None:
     return readings if len(readings) >= n else None
-
-
-@pytest.fixture
-def client_id() -> str:
-    return f"ingest-{uuid.uuid4().hex[:8]}"
 
 
 class Running:
@@ -77,15 +82,12 @@ def running(registry: Registry) -> Iterator[list[Running]]:
 
 def test_readings_are_stored_once_and_refusals_quarantined(
     mosquitto: Mosquitto,
-    influxd: Influxd,
     registry: Registry,
-    database: str,
-    data_dir: Path,
-    client_id: str,
+    settings_for: SettingsFor,
     running: list[Running],
 ) -> None:
-    settings = settings_for(mosquitto, influxd.url, database, data_dir, client_id)
-    influx = InfluxStore(influxd.url, database, registry)
+    settings = settings_for()
+    influx = InfluxStore.from_settings(settings_for(), registry)
     influx.start()
     ingest = Running(settings, registry).start()
     running.append(ingest)
@@ -120,20 +122,17 @@ def test_readings_are_stored_once_and_refusals_quarantined(
         ("level", 3.3),
         ("water_temp", 24.0),
     ]
-    counts = Quarantine(data_dir / "quarantine.sqlite").counts()
+    counts = Quarantine(settings.data_dir / "quarantine.sqlite").counts()
     assert counts == {"malformed_json": 1, "out_of_range": 1, "unknown_device": 1}
 
 
 def test_messages_published_while_ingest_is_down_arrive_after_restart(
     mosquitto: Mosquitto,
-    influxd: Influxd,
     registry: Registry,
-    database: str,
-    data_dir: Path,
-    client_id: str,
+    settings_for: SettingsFor,
     running: list[Running],
 ) -> None:
-    settings = settings_for(mosquitto, influxd.url, database, data_dir, client_id)
+    settings = settings_for()
     first = Running(settings, registry)
     first.store.start()
     running.append(first.start())
@@ -148,7 +147,7 @@ def test_messages_published_while_ingest_is_down_arrive_after_restart(
     )
     second = Running(settings, registry).start()
     running.append(second)
-    influx = InfluxStore(influxd.url, database, registry)
+    influx = InfluxStore.from_settings(settings_for(), registry)
     wait_for(
         lambda: (
             len(influx.scan("resistencia", ["ph"], (now_ms - 60_000) * MS, (now_ms + 1) * MS)) == 50
@@ -160,16 +159,13 @@ def test_messages_published_while_ingest_is_down_arrive_after_restart(
 
 def test_nothing_is_acknowledged_until_it_is_stored(
     mosquitto: Mosquitto,
-    influxd: Influxd,
     registry: Registry,
-    database: str,
-    data_dir: Path,
-    client_id: str,
+    settings_for: SettingsFor,
     running: list[Running],
 ) -> None:
     # InfluxDB unreachable: ingest receives the messages but cannot store them.
     dead = f"http://127.0.0.1:{free_port()}"
-    down = Running(settings_for(mosquitto, dead, database, data_dir, client_id), registry).start()
+    down = Running(settings_for(dead), registry).start()
     running.append(down)
     now_ms = time.time_ns() // MS
     publish(
@@ -184,10 +180,10 @@ def test_nothing_is_acknowledged_until_it_is_stored(
     assert down.service.stats.readings_written == 0
 
     # The same session with InfluxDB reachable: the broker redelivers, all 20 are stored.
-    up = Running(settings_for(mosquitto, influxd.url, database, data_dir, client_id), registry)
+    up = Running(settings_for(), registry)
     up.store.start()
     running.append(up.start())
-    influx = InfluxStore(influxd.url, database, registry)
+    influx = InfluxStore.from_settings(settings_for(), registry)
     got = wait_for(
         lambda: at_least(
             20, influx.scan("san-nicolas", ["pm25"], (now_ms - 60_000) * MS, (now_ms + 1) * MS)
