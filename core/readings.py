@@ -80,8 +80,8 @@ class Readings:
     def __len__(self) -> int:
         return int(self.ts_ns.shape[0])
 
-    def take(self, index: NDArray[np.bool_] | NDArray[np.integer]) -> Readings:
-        """The readings selected by a boolean mask or an index array, in that order."""
+    def take(self, index: NDArray[np.bool_] | NDArray[np.integer] | slice) -> Readings:
+        """The readings selected by a boolean mask, an index array or a slice, in that order."""
         return Readings(
             self.ts_ns[index], self.device[index], self.sensor[index], self.value[index]
         )

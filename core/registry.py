@@ -9,7 +9,7 @@ core use. It must not touch the network or the store.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +30,7 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 
 #: Sensors every device reports whatever its kind.
-COMMON_SENSORS = ("battery_v", "fcnt")
+COMMON_SENSORS = ("battery_v",)
 
 
 class _Spec(BaseModel):
@@ -45,7 +45,6 @@ class SensorSpec(_Spec):
     min: float
     max: float
     guideline_24h: float | None = None
-    meta: bool = False
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> SensorSpec:
@@ -73,6 +72,7 @@ class DeviceSpec(_Spec):
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     dev_eui: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{16}$")] | None = None
+    lns_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
 
 class PilotSpec(_Spec):
@@ -104,7 +104,6 @@ class Sensor:
     min: float
     max: float
     guideline_24h: float | None
-    meta: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +129,7 @@ class Device:
     lat: float | None
     lon: float | None
     dev_eui: str | None
+    lns_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +195,16 @@ class Registry:
             allowed[device.code, [self.sensors[s].code for s in device.sensors]] = True
         return allowed
 
+    @cached_property
+    def by_dev_eui(self) -> Mapping[str, Device]:
+        """Devices by LoRaWAN device EUI (lower-case hex)."""
+        return MappingProxyType({d.dev_eui: d for d in self.device_list if d.dev_eui})
+
+    @cached_property
+    def by_lns_id(self) -> Mapping[str, Device]:
+        """Devices by their id at the LoRaWAN network server (`lns_id`, else `id`)."""
+        return MappingProxyType({d.lns_id or d.id: d for d in self.device_list})
+
     def sensor_codes(self, sensor_ids: list[str] | tuple[str, ...]) -> NDArray[np.int16]:
         """Codes of the named sensors (all must exist)."""
         return np.asarray([self.sensors[s].code for s in sensor_ids], dtype=np.int16)
@@ -250,23 +260,11 @@ class _Builder:
         )
         devices: list[Device] = []
         pilots: list[Pilot] = []
-        seen_eui: dict[str, str] = {}
         for pilot_code, (pilot_id, p) in enumerate(self.spec.pilots.items()):
             self.check_timezone(pilot_id, p.timezone)
-            thresholds = self.thresholds(pilot_id, p)
             first = len(devices)
             for index, d in enumerate(p.devices):
-                device = self.device(pilot_id, index, d, code=len(devices))
-                if device.id in {x.id for x in devices}:
-                    raise self.fail(f"pilots.{pilot_id}.devices[{index}]", f"duplicate id {d.id!r}")
-                if device.dev_eui is not None:
-                    if device.dev_eui in seen_eui:
-                        raise self.fail(
-                            f"pilots.{pilot_id}.devices[{index}]",
-                            f"dev_eui {d.dev_eui} also used by {seen_eui[device.dev_eui]}",
-                        )
-                    seen_eui[device.dev_eui] = device.id
-                devices.append(device)
+                devices.append(self.device(pilot_id, index, d, code=len(devices)))
             pilots.append(
                 Pilot(
                     id=pilot_id,
@@ -274,21 +272,49 @@ class _Builder:
                     name=p.name,
                     timezone=p.timezone,
                     theme=p.theme,
-                    thresholds=thresholds,
+                    thresholds=self.thresholds(pilot_id, p),
                     devices=tuple(devices[first:]),
                     sensors=tuple(
                         s for s in self.spec.sensors if any(s in d.sensors for d in devices[first:])
                     ),
                 )
             )
+        self.check_unique(devices)
         return Registry(self.source, sensor_list, tuple(pilots), tuple(devices))
+
+    def check_unique(self, devices: list[Device]) -> None:
+        """Device ids, EUIs and network-server ids each name one device only."""
+        names: dict[str, str] = {}
+        for device in devices:
+            # An id or network-server id names one device, whichever of the two it is.
+            for name in {device.id, device.lns_id} - {None}:
+                assert name is not None
+                if names.setdefault(name, device.id) != device.id:
+                    raise self.fail(
+                        f"pilots.{device.pilot}.devices",
+                        f"{name!r} names both {names[name]} and {device.id} (id or lns_id)",
+                    )
+        keys: tuple[tuple[str, Callable[[Device], str | None]], ...] = (
+            ("id", lambda d: d.id),
+            ("dev_eui", lambda d: d.dev_eui),
+        )
+        for what, key in keys:
+            seen: dict[str, str] = {}
+            for device in devices:
+                value = key(device)
+                if value is None:
+                    continue
+                if value in seen:
+                    raise self.fail(
+                        f"pilots.{device.pilot}.devices",
+                        f"duplicate {what} {value!r} ({seen[value]} and {device.id})",
+                    )
+                seen[value] = device.id
 
     def check_sensors(self, where: str, sensors: list[str]) -> None:
         for sensor in sensors:
             if sensor not in self.spec.sensors:
                 raise self.fail(where, f"unknown sensor {sensor!r}")
-            if self.spec.sensors[sensor].meta:
-                raise self.fail(where, f"{sensor!r} is reported by every device; do not list it")
 
     def check_timezone(self, pilot_id: str, timezone: str) -> None:
         try:
@@ -322,4 +348,5 @@ class _Builder:
             lat=d.lat,
             lon=d.lon,
             dev_eui=d.dev_eui.lower() if d.dev_eui else None,
+            lns_id=d.lns_id,
         )

@@ -6,6 +6,7 @@ unit test keeps the two in step. Construction validates only: nothing here conne
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -77,7 +78,10 @@ class Settings(BaseSettings):
 
     mqtt_url: str | None = None
     mqtt_client_id: str = "pilots-ingest"
-    mqtt_topic: str = "pilots/+/+/up"
+    mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
+    mqtt_receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    mqtt_session_expiry_s: int = Field(default=7 * 86_400, ge=0)
+    mqtt_shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$")
     mqtt_keepalive_s: int = Field(default=30, ge=5)
 
     influx_url: str | None = None
@@ -89,11 +93,27 @@ class Settings(BaseSettings):
     influx_write_api: Literal["auto", "v1", "v2"] = "auto"
     influx_timeout_s: float = Field(default=10.0, gt=0)
 
-    ingest_batch_max: int = Field(default=20_000, ge=1)
-    ingest_queue_max: int = Field(default=50_000, ge=1)
+    ingest_routes: dict[str, str] = Field(
+        default_factory=lambda: {
+            "pilots/+/+/up": "plain",
+            "pilots/+/+/senml": "senml",
+            "application/+/device/+/event/up": "chirpstack",
+            "v3/+/devices/+/up": "tts",
+        }
+    )
+    ingest_commit_max: int = Field(default=5_000, ge=1)
+    ingest_writer: Literal["process", "thread"] = "process"
+    ingest_write_batch_messages: int = Field(default=20_000, ge=1)
+    ingest_write_batch_bytes: int = Field(default=4 << 20, ge=1024)
+    ingest_spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     ingest_max_payload_bytes: int = Field(default=262_144, ge=64)
     ingest_max_future_s: int = Field(default=600, ge=0)
     ingest_max_age_days: int = Field(default=3650, ge=1)
+    ingest_dedupe_window_s: int = Field(default=3600, ge=0)
+    ingest_http_host: str = "127.0.0.1"
+    ingest_http_port: int = Field(default=9108, ge=0, le=65535)
+    ingest_unhealthy_after_s: float = Field(default=60.0, gt=0)
+    ingest_stop_timeout_s: float = Field(default=30.0, ge=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
@@ -131,6 +151,10 @@ class Settings(BaseSettings):
         if target.password is not None and target.password.lower() in PLACEHOLDER_SECRETS:
             raise ValueError("PILOTS_MQTT_URL has a placeholder password; set a real one")
         return self
+
+    def mqtt_client_name(self) -> str:
+        """Ingest's MQTT client id, with `{hostname}` replaced (one id per worker)."""
+        return self.mqtt_client_id.replace("{hostname}", socket.gethostname())
 
     def mqtt(self) -> MqttTarget:
         """The broker to use; `mqtt://127.0.0.1:1883` when `PILOTS_MQTT_URL` is unset."""

@@ -1,37 +1,24 @@
 """The quarantine: every refused message or reading, kept with its raw payload and reason.
 
-Entries live in SQLite next to the other local state, so they survive restarts and can be
-listed and counted by reason. An entry is committed before the message it came from is
-acknowledged to the broker: nothing is dropped without a trace.
+Entries are written by ingest in the same transaction as the spool batch of their message (see
+`ingest.spool`), so they exist before the message is acknowledged: nothing is dropped without
+a trace. This module reads them (list, count by reason) and supports replay, which removes
+entries once their messages have been processed again.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import PilotsError
-from ingest.reasons import Rejection
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS quarantine (
-    id          INTEGER PRIMARY KEY,
-    received_ns INTEGER NOT NULL,
-    topic       TEXT    NOT NULL,
-    payload     BLOB    NOT NULL,
-    reason      TEXT    NOT NULL,
-    detail      TEXT    NOT NULL,
-    sensor      TEXT
-);
-CREATE INDEX IF NOT EXISTS quarantine_reason ON quarantine (reason);
-"""
+from ingest.spool import DATABASE, INSERT_QUARANTINE, Refused, SpoolError, connect, quarantine_rows
 
 
-class QuarantineError(PilotsError):
-    """The quarantine database could not be written or read."""
+class QuarantineError(SpoolError):
+    """The quarantine could not be read or written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,80 +34,77 @@ class Entry:
     sensor: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A rejection together with the message it came from, ready to be kept."""
-
-    received_ns: int
-    topic: str
-    payload: bytes
-    rejection: Rejection
-
-
 class Quarantine:
-    """The quarantine database; one instance may be shared between threads."""
+    """The quarantine table of an ingest database; safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._db = connect(path)
         self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise QuarantineError(f"cannot open quarantine {path}: {exc}") from exc
 
-    def add(self, refused: Iterable[Refused]) -> int:
-        """Keep the entries in one committed transaction; returns how many."""
-        rows = [
-            (
-                r.received_ns,
-                r.topic,
-                r.payload,
-                r.rejection.reason.value,
-                r.rejection.detail,
-                r.rejection.sensor,
-            )
-            for r in refused
-        ]
-        if not rows:
-            return 0
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> Quarantine:
+        """The quarantine of the ingest whose `PILOTS_DATA_DIR` this is."""
+        return cls(data_dir / DATABASE)
+
+    def _run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO quarantine (received_ns, topic, payload, reason, detail, sensor) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._db.execute("COMMIT")
+                return self._db.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise QuarantineError(f"cannot write quarantine {self.path}: {exc}") from exc
+                raise QuarantineError(f"quarantine {self.path}: {exc}") from exc
+
+    def add(self, refused: Iterable[Refused]) -> int:
+        """Keep entries in one committed transaction; returns how many."""
+        rows = quarantine_rows(refused)
+        if rows:
+            with self._lock:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.executemany(INSERT_QUARANTINE, rows)
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise QuarantineError(f"cannot write quarantine {self.path}: {exc}") from exc
         return len(rows)
 
     def counts(self) -> dict[str, int]:
         """Entries per reason."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason"
-            ).fetchall()
-        return {reason: n for reason, n in rows}
+        rows = self._run("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason")
+        return {str(reason): int(str(n)) for reason, n in rows}
 
-    def entries(self, *, limit: int = 100, reason: str | None = None) -> list[Entry]:
-        """The newest entries first, optionally of one reason."""
+    def entries(
+        self,
+        *,
+        limit: int | None = 100,
+        reason: str | None = None,
+        ids: Sequence[int] | None = None,
+        oldest_first: bool = False,
+    ) -> list[Entry]:
+        """Entries, newest first unless asked otherwise, optionally of one reason or these ids."""
         sql = "SELECT id, received_ns, topic, payload, reason, detail, sensor FROM quarantine"
+        clauses: list[str] = []
         params: list[object] = []
         if reason is not None:
-            sql += " WHERE reason = ?"
+            clauses.append("reason = ?")
             params.append(reason)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        return [Entry(*row) for row in rows]
+        if ids is not None:
+            clauses.append(f"id IN ({','.join('?' * len(ids))})")
+            params.extend(ids)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id" + ("" if oldest_first else " DESC")
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [Entry(*row) for row in self._run(sql, params)]  # type: ignore[arg-type]
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Remove entries (after their messages were replayed)."""
+        if ids:
+            marks = ",".join("?" * len(ids))
+            self._run(f"DELETE FROM quarantine WHERE id IN ({marks})", list(ids))  # noqa: S608
 
     def close(self) -> None:
         """Close the database."""

@@ -21,6 +21,8 @@ class Reason(StrEnum):
     DEVICE_MISMATCH = "device_mismatch"
     WRONG_PILOT = "wrong_pilot"
     UNKNOWN_SENSOR = "unknown_sensor"
+    UNIT_MISMATCH = "unit_mismatch"
+    UNSUPPORTED_VALUE = "unsupported_value"
     NON_NUMERIC = "non_numeric"
     NON_FINITE = "non_finite"
     OUT_OF_RANGE = "out_of_range"

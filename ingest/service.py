@@ -1,107 +1,131 @@
-"""The ingest service: a paho-mqtt subscriber that stores readings before acknowledging them.
+"""The ingest service: MQTT in, spool, store out; nothing lost, nothing doubled.
 
-Lifecycle: construct (checks configuration only), `start()` (connects, subscribes, starts the
-writer thread), `stop()` (stops taking messages, writes and acknowledges what it holds,
-disconnects). The MQTT session is persistent (fixed client id, clean session off) and every
-message is QoS 1 with manual acknowledgement, so a message is acknowledged only once its
-readings are in the store and its refusals in the quarantine; anything not yet acknowledged
-when the process dies is redelivered by the broker.
+Two stages, joined by the spool (`ingest.spool`):
 
-Two threads: paho's network thread decodes and validates each message and puts it on a bounded
-queue (a full queue blocks it, which stops reading from the socket: backpressure, not loss);
-the writer thread drains the queue into one store write per batch, then acknowledges.
+- the **receiver** (this module) runs the MQTT session on one thread of its own: it reads the
+  messages the broker sends, commits each group of them to the spool in one transaction, and
+  only then acknowledges them. Reading, committing and acknowledging on one thread is what lets
+  it keep up with the broker: there is no hand-off between threads, and so no contention for
+  the interpreter lock, on the path to the acknowledgement.
+- the **writer** (`ingest.writer`) decodes, validates and writes the spooled messages to the
+  store, in a child process (`PILOTS_INGEST_WRITER=process`, the default, using the second
+  core) or a thread.
+
+The MQTT session is persistent (a fixed client id; 3.1.1 with clean session off, or MQTT 5 with
+clean start off and a session expiry) and every subscription is QoS 1 with manual
+acknowledgement. The broker's in-flight window (Mosquitto's `max_inflight_messages`, or the MQTT 5
+receive maximum) bounds what the receiver holds unacknowledged. While the spool is over
+`PILOTS_INGEST_SPOOL_MAX_BYTES` the receiver commits nothing and so acknowledges nothing: the
+broker keeps the rest.
+
+Lifecycle: construct (checks configuration, opens the spool), `start()` (the writer first, so
+messages left in the spool by a previous run are written oldest first; then the broker),
+`stop()` (stops reading, commits and acknowledges what it holds, disconnects, lets the writer
+drain the spool for up to `PILOTS_INGEST_STOP_TIMEOUT_S`; what is left stays for the next start).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import random
+import multiprocessing
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from core.errors import StoreError, StoreRejectedError
-from core.readings import Readings
 from core.registry import Registry
 from core.settings import Settings
-from core.store import Store
-from ingest.decoders import decoder_for
-from ingest.quarantine import Quarantine, QuarantineError, Refused
-from ingest.reasons import Reason, Rejection
-from ingest.validate import Validator
+from core.store import open_store
+from ingest.decoders import Router
+from ingest.metrics import Health, HttpEndpoint, IngestMetrics, MetricEvents, make_app
+from ingest.spool import DATABASE, Spool, SpoolError
+from ingest.writer import BACKOFF_MAX_S, SpoolWriter, Tally, start_store, writer_process
 
 log = logging.getLogger("pilots.ingest")
 
-_BACKOFF_MIN_S = 0.5
-_BACKOFF_MAX_S = 30.0
-
-
-@dataclass(slots=True)
-class _Message:
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received_ns: int
-    readings: Readings
-    rejections: list[Rejection]
-
-
-@dataclass(slots=True)
-class IngestStats:
-    """Counters since start (read them for logs and tests; metrics come from these)."""
-
-    messages: int = 0
-    readings_accepted: int = 0
-    readings_written: int = 0
-    refused: Counter[str] = field(default_factory=Counter)
-    write_retries: int = 0
-    batches: int = 0
+#: How long the receiver waits on the socket when idle, and so how long a lone message waits
+#: before it is committed and acknowledged.
+_LOOP_TIMEOUT_S = 0.01
+#: Commit at least this often while messages keep arriving.
+_COMMIT_EVERY_S = 0.05
+_FULL_CHECK_S = 0.5
 
 
 class IngestService:
-    """Subscribe, decode, validate, store, acknowledge (see the module docstring)."""
+    """Receive, spool, acknowledge; the writer stores (see the module docstring)."""
 
-    def __init__(
-        self, settings: Settings, registry: Registry, store: Store, quarantine: Quarantine
-    ) -> None:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
+        self.registry = registry
         self.target = settings.mqtt()
-        self.store = store
-        self.quarantine = quarantine
-        self.validator = Validator(
-            registry,
-            max_future_s=settings.ingest_max_future_s,
-            max_age_days=settings.ingest_max_age_days,
-        )
-        self.stats = IngestStats()
+        self.client_id = settings.mqtt_client_name()
+        self.router = Router(settings.ingest_routes)
+        self.metrics = IngestMetrics()
+        self.health = Health(settings.ingest_unhealthy_after_s)
+        self.events = MetricEvents(self.metrics, self.health)
+        self.spool = Spool(settings.data_dir / DATABASE)
         self.subscribed = threading.Event()
-        self._queue: queue.Queue[_Message] = queue.Queue(maxsize=settings.ingest_queue_max)
+        # (mid, qos, received_ns, topic, payload) of messages read but not yet committed
+        self._pending: list[tuple[int, int, int, str, bytes]] = []
+        self._pending_since = 0.0
+        self._received = 0
+        self._counted = 0
+        self._connected = False
         self._stopping = threading.Event()
-        self._abort = threading.Event()
-        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._draining = multiprocessing.get_context("spawn").Event()
+        self._abort = multiprocessing.get_context("spawn").Event()
+        self._spool_full = False
+        self._full_checked = 0.0
         self._client = self._make_client()
+        self._network = threading.Thread(target=self._network_loop, name="ingest-mqtt", daemon=True)
+        self._writer: Any = None
+        self._events_reader: threading.Thread | None = None
+        self._http = HttpEndpoint(
+            settings.ingest_http_host,
+            settings.ingest_http_port,
+            make_app(self.metrics, self.health),
+        )
+        self._export_spool_gauges()
+
+    @property
+    def http_port(self) -> int:
+        """The port of /metrics and /health (useful when configured as 0: any free port)."""
+        return self._http.port
+
+    def _export_spool_gauges(self) -> None:
+        def oldest_age() -> float:
+            oldest = self.spool.depth().oldest_ns
+            return 0.0 if oldest is None else max(0.0, (time.time_ns() - oldest) / 1e9)
+
+        self.metrics.spool_messages.set_function(lambda: float(self.spool.depth().messages))
+        self.metrics.spool_bytes.set_function(lambda: float(self.spool.used_bytes()))
+        self.metrics.spool_age.set_function(oldest_age)
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.settings.mqtt_client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
+        if self.settings.mqtt_protocol == "5":
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                clean_session=False,
+                protocol=mqtt.MQTTv311,
+                manual_ack=True,
+            )
         if self.target.username is not None:
             client.username_pw_set(self.target.username, self.target.password)
         if self.target.tls:
             client.tls_set()
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
@@ -111,36 +135,212 @@ class IngestService:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect (retrying until the broker answers) and start consuming."""
-        log.info("ingest connecting to %s as %s", self.target, self.settings.mqtt_client_id)
-        self._writer.start()
-        self._client.connect_async(
-            self.target.host, self.target.port, keepalive=self.settings.mqtt_keepalive_s
-        )
-        self._client.loop_start()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop taking messages, store and acknowledge those held, then disconnect.
-
-        If the store stays unreachable past the timeout, what is held is left unacknowledged
-        and the broker redelivers it to the next session.
-        """
-        self._stopping.set()
-        self._writer.join(timeout_s)
-        if self._writer.is_alive():
-            log.warning("store unreachable at shutdown; unacknowledged messages stay with broker")
-            self._abort.set()
-            self._writer.join(5)
-        self._client.disconnect()
-        self._client.loop_stop()
+        """Start the writer (spooled messages first), then the broker connection."""
+        depth = self.spool.depth()
+        if depth.messages:
+            log.info("spool holds %d messages from before; writing them first", depth.messages)
+        self._http.start()
+        self._start_writer()
         log.info(
-            "ingest stopped: %d messages, %d readings written, refused %s",
-            self.stats.messages,
-            self.stats.readings_written,
-            dict(self.stats.refused) or "none",
+            "ingest connecting to %s as %s (MQTT %s); metrics and health on http://%s:%d",
+            self.target,
+            self.client_id,
+            self.settings.mqtt_protocol,
+            self.settings.ingest_http_host,
+            self.http_port,
         )
+        self._network.start()
 
-    # -- paho callbacks (network thread) ----------------------------------------------------------
+    def _start_writer(self) -> None:
+        if self.settings.ingest_writer == "thread":
+            self._writer = threading.Thread(
+                target=self._writer_thread, name="ingest-writer", daemon=True
+            )
+            self._writer.start()
+            return
+        context = multiprocessing.get_context("spawn")
+        receive, send = context.Pipe(duplex=False)
+        self._writer = context.Process(
+            target=writer_process,
+            args=(self.settings, send, self._draining, self._abort),
+            name="pilots-ingest-writer",
+            daemon=True,
+        )
+        self._writer.start()
+        send.close()
+        self._events_reader = threading.Thread(
+            target=self._read_events, args=(receive,), name="ingest-events", daemon=True
+        )
+        self._events_reader.start()
+
+    def _writer_thread(self) -> None:
+        store = open_store(self.settings, self.registry)
+        spool = Spool(self.settings.data_dir / DATABASE)
+        try:
+
+            def nothing_to_write() -> bool:
+                return self._draining.is_set() and spool.depth().messages == 0
+
+            if not start_store(store, self.events, self._abort, nothing_to_write):
+                return
+            writer = SpoolWriter(
+                spool,
+                store,
+                settings=self.settings,
+                registry=self.registry,
+                events=self.events,
+                abort=self._abort,
+            )
+            writer.run(draining=self._draining.is_set)
+        finally:
+            spool.close()
+            store.close()
+
+    def _read_events(self, conn: Any) -> None:
+        while True:
+            try:
+                tally: Tally = conn.recv()
+            except (EOFError, OSError):
+                return
+            tally.replay_into(self.events)
+
+    def stop(self) -> None:
+        """Stop reading, spool and acknowledge what is held, disconnect, drain the spool."""
+        deadline = time.monotonic() + self.settings.ingest_stop_timeout_s
+        self._stopping.set()
+        self._network.join(max(1.0, deadline - time.monotonic()))
+        self._draining.set()
+        self._writer.join(max(0.1, deadline - time.monotonic()))
+        if self._writer.is_alive():
+            self._abort.set()
+            self._writer.join(15)
+            log.warning(
+                "store not reachable in time: %d messages stay in the spool for the next start",
+                self.spool.depth().messages,
+            )
+        if self._writer.is_alive() and hasattr(self._writer, "terminate"):
+            self._writer.terminate()
+        if self._events_reader is not None:
+            self._events_reader.join(5)
+        self._http.stop()
+        log.info(
+            "ingest stopped: %d messages, %d readings written, %d duplicates dropped",
+            int(self.metrics.value("pilots_ingest_messages_total")),
+            int(self.metrics.value("pilots_ingest_readings_written_total")),
+            int(self.metrics.value("pilots_ingest_duplicates_total")),
+        )
+        self.spool.close()
+
+    # -- the receiver's thread --------------------------------------------------------------------
+
+    def _network_loop(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set():
+            if not self._connected and not self._connect():
+                if self._stopping.wait(delay):
+                    break
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            delay = 1.0
+            before = self._received
+            rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
+            # Nothing arrived during this turn: the socket is quiet, commit what is pending.
+            self._maybe_commit(quiet=self._received == before)
+            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+                self._lost(f"{mqtt.error_string(rc)}")
+        self._shutdown_session()
+
+    def _connect(self) -> bool:
+        try:
+            if self.settings.mqtt_protocol == "5":
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
+                props.ReceiveMaximum = self.settings.mqtt_receive_maximum
+                self._client.connect(
+                    self.target.host,
+                    self.target.port,
+                    keepalive=self.settings.mqtt_keepalive_s,
+                    clean_start=False,
+                    properties=props,
+                )
+            else:
+                self._client.connect(
+                    self.target.host, self.target.port, keepalive=self.settings.mqtt_keepalive_s
+                )
+        except (OSError, ValueError) as exc:
+            log.warning("cannot reach the broker %s: %s", self.target, exc)
+            return False
+        self._connected = True
+        return True
+
+    def _lost(self, why: str) -> None:
+        # Unacknowledged messages are the broker's again: it redelivers them to this session.
+        self._pending.clear()
+        was_connected, self._connected = self._connected, False
+        self.subscribed.clear()
+        self.health.broker(False)
+        self.metrics.broker_up.set(0)
+        if was_connected and not self._stopping.is_set():
+            log.warning("lost the broker %s (%s); reconnecting", self.target, why)
+
+    def _shutdown_session(self) -> None:
+        if self._connected:
+            self._maybe_commit(force=True)
+            self._client.disconnect()
+            for _ in range(10):  # let the acknowledgements and the DISCONNECT go out
+                if self._client.loop(timeout=0.01) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+        self._connected = False
+
+    def _maybe_commit(self, *, quiet: bool = False, force: bool = False) -> None:
+        """Commit and acknowledge what is pending when the socket is quiet or enough waited.
+
+        Committing many messages at once makes one spool transaction (one fsync) serve them
+        all; under load the group grows by itself, idle a message waits one loop turn.
+        """
+        pending = self._pending
+        if not pending:
+            return
+        due = time.monotonic() - self._pending_since >= _COMMIT_EVERY_S
+        if not (force or quiet or due or len(pending) >= self.settings.ingest_commit_max):
+            return
+        if not self._room_in_spool():
+            return
+        try:
+            self.spool.append(
+                [(received, topic, payload) for _, _, received, topic, payload in pending]
+            )
+        except SpoolError as exc:
+            log.error("cannot commit to the spool, retrying: %s", exc)
+            self._stopping.wait(0.5)
+            return
+        for mid, qos, *_ in pending:
+            if qos:
+                self._client.ack(mid, qos)
+        self.metrics.messages.inc(self._received - self._counted)
+        self._counted = self._received
+        self.metrics.acked.inc(len(pending))
+        pending.clear()
+
+    def _room_in_spool(self) -> bool:
+        now = time.monotonic()
+        if now - self._full_checked >= _FULL_CHECK_S:
+            self._full_checked = now
+            full = self.spool.used_bytes() >= self.settings.ingest_spool_max_bytes
+            if full != self._spool_full:
+                self._spool_full = full
+                self.health.spool_full = full
+                self.metrics.spool_full.set(int(full))
+                if full:
+                    log.warning(
+                        "spool full (PILOTS_INGEST_SPOOL_MAX_BYTES): acknowledgements stop until "
+                        "the store takes more; the broker keeps the messages"
+                    )
+                else:
+                    log.info("spool has room again; acknowledging")
+        return not self._spool_full
+
+    # -- paho callbacks (on the receiver's thread) ------------------------------------------------
 
     def _on_connect(
         self,
@@ -153,8 +353,15 @@ class IngestService:
         if reason_code.is_failure:
             log.error("broker %s refused the connection: %s", self.target, reason_code)
             return
+        self.health.broker(True)
+        self.metrics.broker_up.set(1)
         log.info("connected to %s (session present: %s)", self.target, flags.session_present)
-        client.subscribe(self.settings.mqtt_topic, qos=1)
+        group = self.settings.mqtt_shared_group
+        filters = [
+            f"$share/{group}/{topic_filter}" if group else topic_filter
+            for topic_filter in self.router.topic_filters
+        ]
+        client.subscribe([(topic_filter, 1) for topic_filter in filters])
 
     def _on_subscribe(
         self,
@@ -165,9 +372,9 @@ class IngestService:
         properties: Properties | None,
     ) -> None:
         if any(code.is_failure for code in reason_codes):
-            log.error("broker refused the subscription to %s", self.settings.mqtt_topic)
+            log.error("broker refused a subscription: %s", [str(c) for c in reason_codes])
             return
-        log.info("ingest ready: subscribed to %s at QoS 1", self.settings.mqtt_topic)
+        log.info("ingest ready: subscribed at QoS 1 to %s", ", ".join(self.router.topic_filters))
         self.subscribed.set()
 
     def _on_disconnect(
@@ -178,112 +385,10 @@ class IngestService:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        self.subscribed.clear()
-        if not self._stopping.is_set():
-            log.warning("disconnected from %s (%s); reconnecting", self.target, reason_code)
+        self._lost(str(reason_code))
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if self._stopping.is_set():
-            return  # not acknowledged: the broker redelivers it to the next session
-        received_ns = time.time_ns()
-        payload = bytes(msg.payload)
-        readings, rejections = self._process(msg.topic, payload, received_ns)
-        item = _Message(msg.mid, msg.qos, msg.topic, payload, received_ns, readings, rejections)
-        while not self._stopping.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                break
-            except queue.Full:
-                continue
-
-    def _process(
-        self, topic: str, payload: bytes, received_ns: int
-    ) -> tuple[Readings, list[Rejection]]:
-        """Decode and validate one message; never raises."""
-        self.stats.messages += 1
-        try:
-            if len(payload) > self.settings.ingest_max_payload_bytes:
-                limit = self.settings.ingest_max_payload_bytes
-                detail = f"{len(payload)} bytes, limit {limit} (PILOTS_INGEST_MAX_PAYLOAD_BYTES)"
-                return Readings.empty(), [Rejection(Reason.OVERSIZED, detail)]
-            decoder = decoder_for(topic)
-            if decoder is None:
-                return Readings.empty(), [Rejection(Reason.BAD_TOPIC, f"no format for {topic!r}")]
-            decoded = decoder(topic, payload)
-            checked = self.validator.check(decoded.frames, received_ns)
-            return checked.readings, decoded.rejections + checked.rejections
-        except Exception as exc:  # a bug must cost one message, never the service
-            log.exception("cannot process a message on %s", topic)
-            return Readings.empty(), [Rejection(Reason.INTERNAL_ERROR, repr(exc)[:500])]
-
-    # -- writer thread ----------------------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        while True:
-            try:
-                first = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._stopping.is_set():
-                    return
-                continue
-            batch = [first]
-            size = len(first.readings)
-            while size < self.settings.ingest_batch_max:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-                size += len(item.readings)
-            if not self._flush(batch):
-                return
-
-    def _flush(self, batch: list[_Message]) -> bool:
-        """Store a batch and acknowledge it; False when shutdown gave up on the store."""
-        readings = Readings.concat([m.readings for m in batch])
-        refused = [
-            Refused(m.received_ns, m.topic, m.payload, r) for m in batch for r in m.rejections
-        ]
-        delay = _BACKOFF_MIN_S
-        while True:
-            try:
-                self._keep_refused(refused)
-                self.store.write(readings)
-                break
-            except StoreRejectedError as exc:
-                # The store refused the data itself: keep every message of the batch, and move on.
-                log.error("store refused a batch of %d readings: %s", len(readings), exc)
-                refused = [
-                    Refused(
-                        m.received_ns,
-                        m.topic,
-                        m.payload,
-                        Rejection(Reason.STORE_REJECTED, str(exc)[:500]),
-                    )
-                    for m in batch
-                    if len(m.readings)
-                ]
-                readings = Readings.empty()
-                continue
-            except (StoreError, QuarantineError) as exc:
-                self.stats.write_retries += 1
-                log.warning("write failed, retrying in %.1f s: %s", delay, exc)
-            if self._abort.wait(delay * random.uniform(0.5, 1.0)):  # noqa: S311  jitter only
-                return False
-            delay = min(delay * 2, _BACKOFF_MAX_S)
-        for message in batch:
-            if message.qos:
-                self._client.ack(message.mid, message.qos)
-        self.stats.readings_written += len(readings)
-        self.stats.readings_accepted += sum(len(m.readings) for m in batch)
-        self.stats.batches += 1
-        return True
-
-    def _keep_refused(self, refused: list[Refused]) -> None:
-        if not refused:
-            return
-        self.quarantine.add(refused)
-        for r in refused:
-            self.stats.refused[r.rejection.reason.value] += 1
-        log.info("quarantined %d refusals: %s", len(refused), refused[0].rejection.detail)
-        refused.clear()
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append((msg.mid, msg.qos, time.time_ns(), msg.topic, bytes(msg.payload)))
+        self._received += 1  # counted into the metric at the next commit, not per message

@@ -2,98 +2,257 @@
 
 A frame from an unknown device, addressed to the wrong pilot, naming another device, or stamped
 too far in the future or past is refused whole. Within a good frame each reading stands alone:
-an unknown sensor or a non-numeric, non-finite or out-of-range value refuses that reading and
-keeps the rest. What passes is a clean `Readings` batch the core can trust without re-checking.
+an unknown sensor, a unit other than the registry's, or a non-numeric, non-finite or
+out-of-range value refuses that reading and keeps the rest. What passes becomes plain columns
+(built into `Readings` and `Uplinks` once per batch, not per message) that the core can trust
+without re-checking.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from zlib import crc32
 
-import numpy as np
+import orjson
 
-from core.readings import Readings
-from core.registry import Registry
+from core.registry import Device, Registry
 from core.timeutil import NS_PER_S
+from core.uplinks import NO_FCNT, NO_SF
 from ingest.decoders import Frame
+from ingest.dedupe import FrameCache
 from ingest.reasons import Reason, Rejection
+from ingest.spool import FrameKey
 
 
 @dataclass(slots=True)
 class Checked:
-    """The readings that passed and the rejections, of one message."""
+    """The accepted readings and uplinks of one message as columns, and its rejections.
 
-    readings: Readings
+    `frame_keys` holds the retransmission keys first seen in this message (see
+    `ingest.dedupe`), with when they were seen; `duplicates` counts frames dropped as
+    retransmissions of frames already taken.
+    """
+
+    ts_ns: list[int] = field(default_factory=list)
+    device: list[int] = field(default_factory=list)
+    sensor: list[int] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    up_ts_ns: list[int] = field(default_factory=list)
+    up_device: list[int] = field(default_factory=list)
+    up_fcnt: list[int] = field(default_factory=list)
+    up_rssi: list[float] = field(default_factory=list)
+    up_snr: list[float] = field(default_factory=list)
+    up_sf: list[int] = field(default_factory=list)
+    up_gateway: list[str] = field(default_factory=list)
+    frame_keys: list[tuple[FrameKey, int]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def readings(self) -> int:
+        """How many readings were accepted."""
+        return len(self.value)
+
+
+def frame_digest(values: dict[str, object]) -> int:
+    """A digest of a frame's values that is the same in every process (unlike `hash`)."""
+    try:
+        return crc32(orjson.dumps(values, option=orjson.OPT_SORT_KEYS))
+    except TypeError:
+        return crc32(repr(sorted(values.items(), key=lambda kv: kv[0])).encode())
 
 
 class Validator:
     """Checks frames against one registry with the configured time limits."""
 
-    def __init__(self, registry: Registry, *, max_future_s: int, max_age_days: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        max_future_s: int,
+        max_age_days: int,
+        frames: FrameCache | None = None,
+    ) -> None:
         self.registry = registry
+        self.frames = frames
         self.max_future_ns = max_future_s * NS_PER_S
         self.max_age_ns = max_age_days * 86_400 * NS_PER_S
+        self._sensors = {s.id: (s.code, s.min, s.max, s.unit) for s in registry.sensor_list}
+        self._allowed = {d.code: frozenset(d.sensors) for d in registry.device_list}
+        # Per device: its sensors' (code, min, max, unit), for the common path of _readings.
+        self._specs = {
+            d.code: {s: self._sensors[s] for s in d.sensors} for d in registry.device_list
+        }
 
-    def check(self, frames: list[Frame], received_ns: int) -> Checked:
-        """Split the frames' readings into accepted and refused."""
-        ts: list[int] = []
-        device: list[int] = []
-        sensor: list[int] = []
-        value: list[float] = []
-        rejections: list[Rejection] = []
+    def check(self, frames: list[Frame], received_ns: int, out: Checked | None = None) -> Checked:
+        """Split the frames' readings into accepted and refused (appending to `out`).
+
+        `frames` are those of one message. Each accepted frame with a frame counter is an
+        uplink of its own; frames without one (a SenML pack's records, a plain JSON array)
+        were sent together, so they make one uplink per device, stamped with the latest time.
+        """
+        out = out if out is not None else Checked()
+        uncounted: dict[int, int] = {}  # device code -> its uplink row without a counter
+        resolved: dict[tuple[object, ...], Device | Rejection] = {}
         for frame in frames:
-            refusal = self._frame_refusal(frame, received_ns)
-            if refusal is not None:
-                rejections.append(refusal)
+            # The frames of one message mostly name the same device: resolve it once.
+            key = (frame.device, frame.dev_eui, frame.claimed_device, frame.pilot)
+            found = resolved.get(key)
+            if found is None:
+                refusals: list[Rejection] = []
+                found = resolved[key] = self._resolve(frame, refusals) or refusals[0]
+            if isinstance(found, Rejection):
+                out.rejections.append(found)
                 continue
-            code = self.registry.devices[frame.device].code
-            for sensor_id, raw in self._values(frame).items():
-                checked = self._value(frame.device, sensor_id, raw)
-                if isinstance(checked, Rejection):
-                    rejections.append(checked)
+            device = found
+            ts_ns = frame.ts_ns if frame.ts_ns is not None else received_ns + frame.relative_ns
+            if not self._time_ok(ts_ns, received_ns, out.rejections):
+                continue
+            if self._is_retransmission(frame, device, received_ns, out):
+                continue
+            self._readings(frame, device, ts_ns, out)
+            if frame.seq is None:
+                row = uncounted.get(device.code)
+                if row is not None:
+                    out.up_ts_ns[row] = max(out.up_ts_ns[row], ts_ns)
                     continue
-                ts.append(frame.ts_ns)
-                device.append(code)
-                sensor.append(checked[0])
-                value.append(checked[1])
-        readings = Readings.from_arrays(ts, device, sensor, value)
-        return Checked(*self._range_checked(readings, rejections))
+                uncounted[device.code] = len(out.up_ts_ns)
+            out.up_ts_ns.append(ts_ns)
+            out.up_device.append(device.code)
+            out.up_fcnt.append(NO_FCNT if frame.seq is None else frame.seq)
+            out.up_rssi.append(math.nan if frame.rssi is None else frame.rssi)
+            out.up_snr.append(math.nan if frame.snr is None else frame.snr)
+            out.up_sf.append(NO_SF if frame.sf is None else frame.sf)
+            out.up_gateway.append(frame.gateway or "")
+        return out
 
-    def _frame_refusal(self, frame: Frame, received_ns: int) -> Rejection | None:
-        known = self.registry.devices.get(frame.device)
-        if known is None:
-            return Rejection(Reason.UNKNOWN_DEVICE, f"device {frame.device!r} is not registered")
-        if frame.claimed_device is not None and frame.claimed_device != frame.device:
-            return Rejection(
-                Reason.DEVICE_MISMATCH,
-                f"payload names device {frame.claimed_device!r}, topic {frame.device!r}",
+    def _is_retransmission(
+        self, frame: Frame, device: Device, received_ns: int, out: Checked
+    ) -> bool:
+        """Whether the frame repeats one already taken (only for receive-time frames)."""
+        if self.frames is None or frame.seq is None:
+            return False
+        if frame.ts_ns is not None and not frame.time_is_reception:
+            return False  # the device's own time makes a repeat the same point anyway
+        key = (device.id, frame.seq, frame_digest(frame.values))
+        if self.frames.seen_before(key, received_ns):
+            out.duplicates += 1
+            return True
+        out.frame_keys.append((key, received_ns))
+        return False
+
+    def _resolve(self, frame: Frame, rejections: list[Rejection]) -> Device | None:
+        registry = self.registry
+        by_name = None
+        if frame.device is not None:
+            by_name = registry.devices.get(frame.device) or registry.by_lns_id.get(frame.device)
+        by_eui = registry.by_dev_eui.get(frame.dev_eui) if frame.dev_eui else None
+        if by_eui is None and by_name is not None and frame.dev_eui and by_name.dev_eui:
+            rejections.append(
+                Rejection(
+                    Reason.DEVICE_MISMATCH,
+                    f"{by_name.id} has EUI {by_name.dev_eui}, the uplink came from {frame.dev_eui}",
+                )
             )
-        if frame.pilot is not None and frame.pilot != known.pilot:
-            return Rejection(
-                Reason.WRONG_PILOT,
-                f"device {frame.device!r} belongs to {known.pilot!r}, not {frame.pilot!r}",
+            return None
+        device = by_eui or by_name
+        if device is None:
+            named = " / ".join(n for n in (frame.device, frame.dev_eui) if n)
+            rejections.append(
+                Rejection(Reason.UNKNOWN_DEVICE, f"device {named!r} is not registered")
             )
-        if frame.ts_ns > received_ns + self.max_future_ns:
-            ahead_s = (frame.ts_ns - received_ns) / NS_PER_S
-            return Rejection(Reason.FUTURE_TIMESTAMP, f"timestamp {ahead_s:.0f} s in the future")
-        if frame.ts_ns < received_ns - self.max_age_ns:
-            return Rejection(Reason.TOO_OLD, "timestamp older than the retention window")
-        return None
+            return None
+        if by_eui is not None and by_name is not None and by_eui.code != by_name.code:
+            rejections.append(
+                Rejection(
+                    Reason.DEVICE_MISMATCH,
+                    f"EUI {frame.dev_eui} is {by_eui.id}, but the name {frame.device!r} is "
+                    f"{by_name.id}",
+                )
+            )
+            return None
+        claimed = frame.claimed_device
+        if (
+            claimed is not None
+            and claimed not in (device.id, device.lns_id, device.dev_eui)
+            and (claimed.lower() != device.dev_eui)
+        ):
+            rejections.append(
+                Rejection(
+                    Reason.DEVICE_MISMATCH, f"payload names device {claimed!r}, topic {device.id!r}"
+                )
+            )
+            return None
+        if frame.pilot is not None and frame.pilot != device.pilot:
+            rejections.append(
+                Rejection(
+                    Reason.WRONG_PILOT,
+                    f"device {device.id!r} belongs to {device.pilot!r}, not {frame.pilot!r}",
+                )
+            )
+            return None
+        return device
 
-    def _values(self, frame: Frame) -> dict[str, object]:
-        if frame.seq is None:
-            return frame.values
-        return {**frame.values, "fcnt": frame.seq}
+    def _time_ok(self, ts_ns: int, received_ns: int, rejections: list[Rejection]) -> bool:
+        if ts_ns > received_ns + self.max_future_ns:
+            ahead_s = (ts_ns - received_ns) / NS_PER_S
+            rejections.append(
+                Rejection(Reason.FUTURE_TIMESTAMP, f"timestamp {ahead_s:.0f} s in the future")
+            )
+            return False
+        if ts_ns < received_ns - self.max_age_ns:
+            rejections.append(
+                Rejection(Reason.TOO_OLD, "timestamp older than the retention window")
+            )
+            return False
+        return True
 
-    def _value(self, device: str, sensor_id: str, raw: object) -> tuple[int, float] | Rejection:
-        sensor = self.registry.sensors.get(sensor_id)
-        if sensor is None or sensor_id not in self.registry.devices[device].sensors:
+    def _readings(self, frame: Frame, device: Device, ts_ns: int, out: Checked) -> None:
+        specs = self._specs[device.code]
+        units = frame.units
+        code_of = device.code
+        for sensor_id, raw in frame.values.items():
+            # The common case, a registered sensor with an in-range number and no unit stated,
+            # takes the short way; everything else is checked one rule at a time below.
+            spec = specs.get(sensor_id)
+            kind = type(raw)
+            if (
+                spec is not None
+                and (kind is float or kind is int)
+                and not units
+                and spec[1] <= raw <= spec[2]  # type: ignore[operator]
+            ):
+                number = float(raw)  # type: ignore[arg-type]
+                code = spec[0]
+            else:
+                checked = self._value(device, sensor_id, raw, units)
+                if isinstance(checked, Rejection):
+                    out.rejections.append(checked)
+                    continue
+                code, number = checked
+            out.ts_ns.append(ts_ns)
+            out.device.append(code_of)
+            out.sensor.append(code)
+            out.value.append(number)
+
+    def _value(
+        self, device: Device, sensor_id: str, raw: object, units: dict[str, str] | None
+    ) -> tuple[int, float] | Rejection:
+        """The sensor code and value of one reading, or why it is refused."""
+        spec = self._sensors.get(sensor_id)
+        if spec is None or sensor_id not in self._allowed[device.code]:
             return Rejection(
                 Reason.UNKNOWN_SENSOR,
-                f"device {device!r} has no sensor {sensor_id!r}",
-                sensor=sensor_id[:64],
+                f"device {device.id!r} has no sensor {sensor_id[:64]!r}",
+                sensor_id[:64],
+            )
+        code, low, high, unit = spec
+        if units and sensor_id in units and units[sensor_id] != unit:
+            return Rejection(
+                Reason.UNIT_MISMATCH,
+                f"{sensor_id} in {units[sensor_id][:32]!r}, the registry says {unit!r}",
+                sensor_id,
             )
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             return Rejection(
@@ -102,23 +261,8 @@ class Validator:
         number = float(raw)
         if not math.isfinite(number):
             return Rejection(Reason.NON_FINITE, f"{sensor_id} = {raw} is not finite", sensor_id)
-        return sensor.code, number
-
-    def _range_checked(
-        self, readings: Readings, rejections: list[Rejection]
-    ) -> tuple[Readings, list[Rejection]]:
-        low = self.registry.sensor_min[readings.sensor]
-        high = self.registry.sensor_max[readings.sensor]
-        inside = (readings.value >= low) & (readings.value <= high)
-        if inside.all():
-            return readings, rejections
-        for i in np.flatnonzero(~inside).tolist():
-            sensor = self.registry.sensor_list[int(readings.sensor[i])]
-            rejections.append(
-                Rejection(
-                    Reason.OUT_OF_RANGE,
-                    f"{sensor.id} = {readings.value[i]!r} outside [{sensor.min}, {sensor.max}]",
-                    sensor.id,
-                )
+        if not low <= number <= high:
+            return Rejection(
+                Reason.OUT_OF_RANGE, f"{sensor_id} = {number!r} outside [{low}, {high}]", sensor_id
             )
-        return readings.take(inside), rejections
+        return code, number

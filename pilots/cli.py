@@ -15,7 +15,6 @@ import typer
 from core.errors import PilotsError, StoreUnavailableError
 from core.registry import Registry, load_registry
 from core.settings import Settings, load_settings
-from core.store import Store
 from core.timeutil import ns_to_datetime
 
 app = typer.Typer(
@@ -56,24 +55,6 @@ def _stop_on_signal() -> threading.Event:
     return stop
 
 
-def _start_store(store: Store, stop: threading.Event) -> bool:
-    """Start the store, retrying with backoff while it is unreachable; False if stopped first.
-
-    A store that answers but refuses (bad credentials, missing database) fails at once: that is
-    configuration, and waiting will not fix it.
-    """
-    delay_s = 1.0
-    while True:
-        try:
-            store.start()
-            return True
-        except StoreUnavailableError as exc:
-            log.warning("store unreachable, retrying in %.0f s: %s", delay_s, exc)
-        if stop.wait(delay_s):
-            return False
-        delay_s = min(delay_s * 2, 30.0)
-
-
 @app.command()
 def demo() -> None:
     """Run everything in one process: broker, simulated fleets, ingest, store and API.
@@ -92,26 +73,22 @@ def demo() -> None:
 
 @app.command()
 def ingest() -> None:
-    """Subscribe to the broker and store every valid reading; SIGTERM stops it cleanly."""
-    from core.store import describe_store, open_store
-    from ingest.quarantine import Quarantine
+    """Subscribe to the broker, spool and acknowledge, write to the store; SIGTERM stops it.
+
+    Serves Prometheus metrics and a health check on PILOTS_INGEST_HTTP_HOST:PORT.
+    """
+    from core.store import describe_store
     from ingest.service import IngestService
 
     settings, registry = _setup()
     stop = _stop_on_signal()
     try:
-        store = open_store(settings, registry)
         log.info("store: %s", describe_store(settings))
-        if not _start_store(store, stop):
-            return
-        quarantine = Quarantine(settings.data_dir / "quarantine.sqlite")
-        service = IngestService(settings, registry, store, quarantine)
+        service = IngestService(settings, registry)
         service.start()
         while not stop.wait(1):
             pass
         service.stop()
-        quarantine.close()
-        store.close()
     except PilotsError as exc:
         raise _fail(exc) from exc
 
@@ -206,11 +183,11 @@ def quarantine_list(
     limit: Annotated[int, typer.Option(help="show at most this many entries")] = 20,
     reason: Annotated[str | None, typer.Option(help="only entries of this reason")] = None,
 ) -> None:
-    """Counts by reason, then the newest entries."""
+    """Counts by reason, then the newest entries with their payloads."""
     from ingest.quarantine import Quarantine
 
     settings, _ = _setup()
-    quarantine = Quarantine(settings.data_dir / "quarantine.sqlite")
+    quarantine = Quarantine.in_data_dir(settings.data_dir)
     counts = quarantine.counts()
     if not counts:
         typer.echo("quarantine is empty")
@@ -222,6 +199,52 @@ def quarantine_list(
         when = ns_to_datetime(entry.received_ns, UTC).isoformat(timespec="seconds")
         typer.echo(f"#{entry.id} {when} {entry.topic} [{entry.reason}] {entry.detail}")
         typer.echo(f"    {entry.payload[:200]!r}")
+    quarantine.close()
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    reason: Annotated[
+        str | None, typer.Option(help="replay only entries of this reason, e.g. unknown_device")
+    ] = None,
+    entry: Annotated[
+        list[int] | None, typer.Option("--id", help="replay only this entry (repeatable)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="say what would be stored and refused, change nothing")
+    ] = False,
+) -> None:
+    """Process quarantined messages again with the current registry (after fixing it).
+
+    What passes now is written to the store; what is still refused stays in the quarantine.
+    """
+    from core.store import open_store
+    from ingest.quarantine import Quarantine
+    from ingest.replay import replay
+
+    settings, registry = _setup()
+    quarantine = Quarantine.in_data_dir(settings.data_dir)
+    try:
+        store = open_store(settings, registry)
+        store.start()
+        result = replay(
+            settings, registry, store, quarantine, reason=reason, ids=entry, dry_run=dry_run
+        )
+        store.close()
+    except PilotsError as exc:
+        raise _fail(exc) from exc
+    finally:
+        quarantine.close()
+    verb = "would store" if dry_run else "stored"
+    typer.echo(
+        f"{result.messages} messages replayed: {verb} {result.readings_stored} readings, "
+        f"{result.still_refused} refusals remain"
+        + (
+            f"; {result.skipped} entries refused by the store itself left alone"
+            if result.skipped
+            else ""
+        )
+    )
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from api.app import create_app
 from core.registry import Registry
 from core.settings import Settings
 from core.store import Store, describe_store, open_store
-from ingest.quarantine import Quarantine
 from ingest.service import IngestService
 from pilots.broker import EmbeddedBroker, free_port, port_is_free
 from simulators.fleet import Fleet
@@ -47,7 +46,10 @@ def _broker(settings: Settings) -> Iterator[Settings]:
     broker = EmbeddedBroker(host, port)
     broker.start()
     try:
-        yield settings.model_copy(update={"mqtt_url": f"mqtt://{host}:{port}"})
+        # amqtt speaks MQTT 3.1.1 only; ingest's persistent session works the same there.
+        yield settings.model_copy(
+            update={"mqtt_url": f"mqtt://{host}:{port}", "mqtt_protocol": "3.1.1"}
+        )
     finally:
         broker.stop()
 
@@ -70,10 +72,9 @@ def run_demo(settings: Settings, registry: Registry) -> None:
     store: Store = open_store(settings, registry)
     store.start()
     log.info("store: %s", describe_store(settings))
-    quarantine = Quarantine(settings.data_dir / "quarantine.sqlite")
     stop = threading.Event()
     with _broker(settings) as live:
-        ingest = IngestService(live, registry, store, quarantine)
+        ingest = IngestService(live, registry)
         ingest.start()
         if not ingest.subscribed.wait(30):
             log.warning("ingest has not subscribed yet; the fleet publishes anyway")
@@ -97,5 +98,4 @@ def run_demo(settings: Settings, registry: Registry) -> None:
             stop.set()
             fleet.join(10)
             ingest.stop()
-    quarantine.close()
     store.close()

@@ -81,6 +81,7 @@ class Mosquitto:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    max_queued_messages: int = 200_000
 
     @property
     def url(self) -> str:
@@ -104,7 +105,8 @@ class Mosquitto:
             "autosave_interval 60\n"
             # Ingest acknowledges in batches: the in-flight window must hold a batch.
             "max_inflight_messages 1000\n"
-            "max_queued_messages 200000\n"
+            f"max_queued_messages {self.max_queued_messages}\n"
+            "max_queued_bytes 0\n"
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )

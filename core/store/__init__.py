@@ -14,20 +14,23 @@ from typing import Protocol
 from core.readings import Readings
 from core.registry import Registry
 from core.settings import Settings
+from core.uplinks import Uplinks
 
 
 class Store(Protocol):
     """What ingest writes to and what the API and core read from.
 
     Times are int64 nanoseconds since the epoch; ranges are half-open `[start_ns, end_ns)`.
-    Every method raises `core.errors.StoreError` (or its transient subclass) on failure.
+    Every method raises `core.errors.StoreError` on failure: `StoreUnavailableError` when
+    retrying later may help, `StoreRejectedError` when the data itself was refused,
+    `StoreTooLargeError` when the request must be split.
     """
 
     def start(self) -> None:
         """Connect and prepare (create the database where allowed); raises if unreachable."""
 
-    def write(self, readings: Readings) -> None:
-        """Store a batch durably; returns only once the store has accepted all of it."""
+    def write(self, readings: Readings, uplinks: Uplinks | None = None) -> None:
+        """Store readings (and their uplinks) durably; returns once the store accepted all."""
 
     def scan(
         self,
@@ -38,6 +41,11 @@ class Store(Protocol):
         devices: Sequence[str] | None = None,
     ) -> Readings:
         """Every stored reading of the pilot's named sensors (and devices) in the range."""
+
+    def scan_uplinks(
+        self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None = None
+    ) -> Uplinks:
+        """Every stored uplink of the pilot's devices (or the named ones) in the range."""
 
     def latest(self, pilot: str) -> Readings:
         """The most recent reading of every (device, sensor) of the pilot."""

@@ -8,6 +8,7 @@ single-writer file lock does not. It is not the store of record for a deployment
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import numpy as np
 from core.errors import StoreError
 from core.readings import Readings
 from core.registry import Registry
+from core.uplinks import Uplinks
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -27,6 +29,18 @@ CREATE TABLE IF NOT EXISTS readings (
     ts_ns  INTEGER NOT NULL,
     value  REAL    NOT NULL,
     PRIMARY KEY (pilot, device, sensor, ts_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uplinks (
+    pilot       TEXT    NOT NULL,
+    device      TEXT    NOT NULL,
+    ts_ns       INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    fcnt        INTEGER NOT NULL,
+    rssi        REAL,
+    snr         REAL,
+    sf          INTEGER NOT NULL,
+    gateway     TEXT    NOT NULL,
+    PRIMARY KEY (pilot, device, ts_ns)
 ) WITHOUT ROWID;
 """
 
@@ -61,32 +75,59 @@ class EmbeddedStore:
         """Nothing to connect: the file was opened and its schema created on construction."""
         self.ping()
 
-    def write(self, readings: Readings) -> None:
-        """Insert or replace every reading in one transaction."""
-        if len(readings) == 0:
+    def write(self, readings: Readings, uplinks: Uplinks | None = None) -> None:
+        """Insert or replace every reading and uplink in one transaction."""
+        rows = self._reading_rows(readings)
+        up_rows = self._uplink_rows(uplinks) if uplinks is not None else []
+        if not rows and not up_rows:
             return
-        devices = self._device_ids
-        pilots = self._pilot_of
-        sensors = self._sensor_ids
-        rows = zip(
-            [pilots[d] for d in readings.device.tolist()],
-            [devices[d] for d in readings.device.tolist()],
-            [sensors[s] for s in readings.sensor.tolist()],
-            readings.ts_ns.tolist(),
-            readings.value.tolist(),
-            strict=True,
-        )
         try:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany("INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?)", rows)
+                db.executemany(
+                    "INSERT OR REPLACE INTO uplinks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", up_rows
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"embedded store write failed: {exc}") from exc
+
+    def _reading_rows(self, readings: Readings) -> list[tuple[object, ...]]:
+        devices = self._device_ids
+        pilots = self._pilot_of
+        sensors = self._sensor_ids
+        device_codes = readings.device.tolist()
+        return list(
+            zip(
+                [pilots[d] for d in device_codes],
+                [devices[d] for d in device_codes],
+                [sensors[s] for s in readings.sensor.tolist()],
+                readings.ts_ns.tolist(),
+                readings.value.tolist(),
+                strict=True,
+            )
+        )
+
+    def _uplink_rows(self, uplinks: Uplinks) -> list[tuple[object, ...]]:
+        device_codes = uplinks.device.tolist()
+        return list(
+            zip(
+                [self._pilot_of[d] for d in device_codes],
+                [self._device_ids[d] for d in device_codes],
+                uplinks.ts_ns.tolist(),
+                uplinks.received_ns.tolist(),
+                uplinks.fcnt.tolist(),
+                [None if math.isnan(v) else v for v in uplinks.rssi.tolist()],
+                [None if math.isnan(v) else v for v in uplinks.snr.tolist()],
+                uplinks.sf.tolist(),
+                uplinks.gateway.tolist(),
+                strict=True,
+            )
+        )
 
     def scan(
         self,
@@ -110,6 +151,40 @@ class EmbeddedStore:
             sql += f" AND device IN ({','.join('?' * len(devices))})"
             params.extend(devices)
         return self._query(sql, params)
+
+    def scan_uplinks(
+        self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None = None
+    ) -> Uplinks:
+        """Uplinks of the pilot's devices (or the named ones) with `start_ns <= ts < end_ns`."""
+        if devices is not None and not devices:
+            return Uplinks.empty()
+        sql = (
+            "SELECT device, ts_ns, received_ns, fcnt, rssi, snr, sf, gateway FROM uplinks "
+            "WHERE pilot = ? AND ts_ns >= ? AND ts_ns < ?"
+        )
+        params: list[object] = [pilot, start_ns, end_ns]
+        if devices is not None:
+            sql += f" AND device IN ({','.join('?' * len(devices))})"
+            params.extend(devices)
+        try:
+            rows = self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded store query failed: {exc}") from exc
+        known = self.registry.devices
+        rows = [r for r in rows if r[0] in known]
+        if not rows:
+            return Uplinks.empty()
+        device, ts, received, fcnt, rssi, snr, sf, gateway = zip(*rows, strict=True)
+        return Uplinks.from_columns(
+            ts_ns=ts,
+            device=[known[d].code for d in device],
+            received_ns=received,
+            fcnt=fcnt,
+            rssi=[math.nan if v is None else v for v in rssi],
+            snr=[math.nan if v is None else v for v in snr],
+            sf=sf,
+            gateway=gateway,
+        )
 
     def latest(self, pilot: str) -> Readings:
         """The newest reading of each (device, sensor) of the pilot."""

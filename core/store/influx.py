@@ -29,11 +29,17 @@ import pyarrow.csv as pacsv
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from core.errors import StoreError, StoreRejectedError, StoreUnavailableError
+from core.errors import (
+    StoreError,
+    StoreRejectedError,
+    StoreTooLargeError,
+    StoreUnavailableError,
+)
 from core.readings import Readings
 from core.registry import Registry
 from core.settings import Settings
-from core.store.lineprotocol import MEASUREMENT, LineEncoder
+from core.store.lineprotocol import MEASUREMENT, UPLINKS, LineEncoder
+from core.uplinks import NO_FCNT, NO_SF, Uplinks
 
 log = logging.getLogger("pilots.store.influx")
 
@@ -44,12 +50,25 @@ _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _DATA_STATUS = frozenset({400, 422})
 
 
-def _classify(message: str, status: int) -> StoreError:
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds of an HTTP `Retry-After` given in seconds (dates are not worth honouring here)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _classify(message: str, status: int, retry_after: str | None = None) -> StoreError:
+    """The error class a status calls for (as Telegraf's InfluxDB output classifies them)."""
     if status in _TRANSIENT_STATUS:
-        return StoreUnavailableError(message)
+        return StoreUnavailableError(
+            message, status=status, retry_after_s=_retry_after_s(retry_after)
+        )
     if status in _DATA_STATUS:
-        return StoreRejectedError(message)
-    return StoreError(message)
+        return StoreRejectedError(message, status=status)
+    if status == 413:
+        return StoreTooLargeError(message, status=status)
+    return StoreError(message, status=status)
 
 
 def write_api_for_version(version: str | None) -> WriteApi:
@@ -155,7 +174,9 @@ class InfluxStore:
     def _fail(self, what: str, response: urllib3.BaseHTTPResponse) -> StoreError:
         text = response.data.decode(errors="replace").strip()[:500]
         return _classify(
-            f"InfluxDB {what} failed with HTTP {response.status}: {text}", response.status
+            f"InfluxDB {what} failed with HTTP {response.status}: {text}",
+            response.status,
+            response.headers.get("Retry-After"),
         )
 
     def _query(self, q: str, params: dict[str, object], *, csv: bool) -> bytes:
@@ -222,11 +243,14 @@ class InfluxStore:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def write(self, readings: Readings) -> None:
-        """Write the batch as line protocol; returns once InfluxDB has accepted it."""
-        if len(readings) == 0:
+    def write(self, readings: Readings, uplinks: Uplinks | None = None) -> None:
+        """Write readings and uplinks as line protocol; returns once InfluxDB accepted them."""
+        parts = [self._encoder.encode(readings)]
+        if uplinks is not None:
+            parts.append(self._encoder.encode_uplinks(uplinks))
+        body = b"\n".join(p for p in parts if p)
+        if not body:
             return
-        body = self._encoder.encode(readings)
         if self._write_api is None:
             self.ping()
         if self._write_api == "v1":
@@ -274,7 +298,8 @@ class InfluxStore:
             )
         except ApiException as exc:
             message = f"InfluxDB write failed with HTTP {exc.status}: {str(exc.body)[:500]}"
-            raise _classify(message, int(exc.status or 0)) from exc
+            headers: Any = exc.headers or {}
+            raise _classify(message, int(exc.status or 0), headers.get("Retry-After")) from exc
         except HTTPError as exc:
             raise StoreUnavailableError(f"InfluxDB at {self.url} unreachable: {exc}") from exc
 
@@ -302,38 +327,17 @@ class InfluxStore:
         self._check_names(pilot, sensors, devices or ())
         if not sensors or (devices is not None and not devices):
             return Readings.empty()
-        params: dict[str, object] = {"pilot": pilot, "start": int(start_ns), "end": int(end_ns)}
-        where = '"pilot" = $pilot AND time >= $start AND time < $end'
-        if devices is not None:
-            for i, device in enumerate(devices):
-                params[f"d{i}"] = device
-            where += " AND (" + " OR ".join(f'"device" = $d{i}' for i in range(len(devices))) + ")"
+        where, params = self._where(pilot, start_ns, end_ns, devices)
         fields = ",".join(f'"{s}"' for s in sensors)
         # Field names are registry identifiers checked above; values are bound parameters.
         q = f'SELECT {fields} FROM "{MEASUREMENT}" WHERE {where} GROUP BY "device"'  # noqa: S608
-        return self._parse_csv(self._query(q, params, csv=True), sensors)
-
-    def _parse_csv(self, body: bytes, sensors: Sequence[str]) -> Readings:
+        body = self._query(q, params, csv=True)
         if not body.strip():
             return Readings.empty()
         types = {"name": pa.string(), "tags": pa.string(), "time": pa.int64()}
         types.update({s: pa.float64() for s in sensors})
-        try:
-            table = pacsv.read_csv(
-                io.BytesIO(body), convert_options=pacsv.ConvertOptions(column_types=types)
-            )
-        except pa.ArrowInvalid as exc:
-            raise StoreError(f"unexpected InfluxDB CSV answer: {body[:300]!r}") from exc
-        tags = table.column("tags").dictionary_encode().combine_chunks()
-        known = self.registry.devices
-        lookup = np.asarray(
-            [
-                known[t[len("device=") :]].code if t[len("device=") :] in known else -1
-                for t in tags.dictionary.to_pylist()
-            ],
-            dtype=np.int32,
-        )
-        device = lookup[tags.indices.to_numpy(zero_copy_only=False)]
+        table = self._read_csv(body, types)
+        device = self._device_codes(table)
         ts = table.column("time").to_numpy()
         parts: list[Readings] = []
         for sensor in sensors:
@@ -347,6 +351,77 @@ class InfluxStore:
                 )
             )
         return Readings.concat(parts)
+
+    def scan_uplinks(
+        self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None = None
+    ) -> Uplinks:
+        """Uplinks of the pilot's devices (or the named ones) with `start_ns <= time < end_ns`."""
+        self._check_names(pilot, (), devices or ())
+        if devices is not None and not devices:
+            return Uplinks.empty()
+        where, params = self._where(pilot, start_ns, end_ns, devices)
+        fields = '"received_ns","fcnt","rssi","snr","sf","gateway"'
+        q = f'SELECT {fields} FROM "{UPLINKS}" WHERE {where} GROUP BY "device"'  # noqa: S608
+        body = self._query(q, params, csv=True)
+        if not body.strip():
+            return Uplinks.empty()
+        types = {
+            "name": pa.string(),
+            "tags": pa.string(),
+            "time": pa.int64(),
+            "received_ns": pa.int64(),
+            "fcnt": pa.int64(),
+            "rssi": pa.float64(),
+            "snr": pa.float64(),
+            "sf": pa.int64(),
+            "gateway": pa.string(),
+        }
+        table = self._read_csv(body, types)
+        device = self._device_codes(table)
+        keep = device >= 0
+
+        def filled(name: str, missing: object) -> Any:
+            return table.column(name).fill_null(missing).to_numpy(zero_copy_only=False)[keep]
+
+        return Uplinks.from_columns(
+            ts_ns=table.column("time").to_numpy()[keep],
+            device=device[keep],
+            received_ns=filled("received_ns", 0),
+            fcnt=filled("fcnt", NO_FCNT),
+            rssi=table.column("rssi").to_numpy(zero_copy_only=False)[keep],
+            snr=table.column("snr").to_numpy(zero_copy_only=False)[keep],
+            sf=filled("sf", NO_SF),
+            gateway=filled("gateway", "").astype(np.str_),
+        )
+
+    @staticmethod
+    def _where(
+        pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None
+    ) -> tuple[str, dict[str, object]]:
+        params: dict[str, object] = {"pilot": pilot, "start": int(start_ns), "end": int(end_ns)}
+        where = '"pilot" = $pilot AND time >= $start AND time < $end'
+        if devices is not None:
+            for i, device in enumerate(devices):
+                params[f"d{i}"] = device
+            where += " AND (" + " OR ".join(f'"device" = $d{i}' for i in range(len(devices))) + ")"
+        return where, params
+
+    @staticmethod
+    def _read_csv(body: bytes, types: dict[str, Any]) -> Any:
+        try:
+            return pacsv.read_csv(
+                io.BytesIO(body), convert_options=pacsv.ConvertOptions(column_types=types)
+            )
+        except pa.ArrowInvalid as exc:
+            raise StoreError(f"unexpected InfluxDB CSV answer: {body[:300]!r}") from exc
+
+    def _device_codes(self, table: Any) -> np.ndarray[Any, np.dtype[np.int32]]:
+        """Registry code of each row's `device=<id>` tag, -1 for devices no longer registered."""
+        tags = table.column("tags").dictionary_encode().combine_chunks()
+        known = self.registry.devices
+        ids = [t.removeprefix("device=") for t in tags.dictionary.to_pylist()]
+        lookup = np.asarray([known[i].code if i in known else -1 for i in ids], dtype=np.int32)
+        return np.asarray(lookup[tags.indices.to_numpy(zero_copy_only=False)], dtype=np.int32)
 
     def latest(self, pilot: str) -> Readings:
         """The newest reading of each (device, sensor) of the pilot."""

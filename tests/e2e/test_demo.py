@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.processes import PilotsProcess, wait_for_http
 from tests.helpers import wait_for
+from tests.processes import PilotsProcess, wait_for_http
 from tests.services import free_port
 
 pytestmark = pytest.mark.e2e
@@ -23,6 +23,7 @@ def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -
     port = free_port()
     env = {
         "PILOTS_API_PORT": str(port),
+        "PILOTS_INGEST_HTTP_PORT": str(free_port()),
         "PILOTS_DEMO_MQTT_PORT": "0",  # any free port: the test must not clash with a broker
         "PILOTS_DATA_DIR": str(tmp_path / "var"),
     }

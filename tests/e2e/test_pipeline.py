@@ -16,8 +16,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.processes import PilotsProcess, wait_for_http
 from tests.helpers import plain, publish, wait_for
+from tests.processes import PilotsProcess, wait_for_http
 from tests.services import Influxd, Mosquitto, free_port
 
 pytestmark = pytest.mark.e2e
@@ -39,6 +39,7 @@ def test_known_readings_come_out_of_the_api_exactly(
         "PILOTS_INFLUX_DATABASE": database,
         "PILOTS_DATA_DIR": str(tmp_path / "var"),
         "PILOTS_API_PORT": str(free_port()),
+        "PILOTS_INGEST_HTTP_PORT": str(free_port()),
     }
     ingest = PilotsProcess(["ingest"], env, tmp_path, "ingest")
     api = PilotsProcess(["api"], env, tmp_path, "api")
@@ -145,7 +146,8 @@ def test_ingest_waits_for_an_unreachable_store_and_stops_on_sigterm(
         "PILOTS_MQTT_URL": mosquitto.url,
         "PILOTS_INFLUX_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
         "PILOTS_DATA_DIR": str(tmp_path / "var"),
+        "PILOTS_INGEST_HTTP_PORT": str(free_port()),
     }
     ingest = PilotsProcess(["ingest"], env, tmp_path, "ingest")
-    ingest.wait_for_output("store unreachable, retrying", 15)
+    ingest.wait_for_output("store not ready, retrying", 15)
     assert ingest.stop(signal.SIGTERM) == 0, ingest.output()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from core.registry import Registry
 from core.store import Store
 from core.store.embedded import EmbeddedStore
 from core.store.influx import InfluxStore
+from core.uplinks import NO_FCNT, NO_SF, Uplinks
 from tests.services import Influxd
 
 pytestmark = pytest.mark.integration
@@ -138,3 +140,46 @@ def test_a_large_batch_round_trips(store: Store, registry: Registry) -> None:
 
 def test_ping_answers_while_the_store_is_up(store: Store) -> None:
     store.ping()
+
+
+def test_uplinks_round_trip_with_absent_values(store: Store, registry: Registry) -> None:
+    aq, wq = registry.devices["sn-aq-01"], registry.devices["sn-aq-02"]
+    uplinks = Uplinks.from_columns(
+        ts_ns=[T0, T0 + 300 * S, T0 + 10 * S],
+        device=[aq.code, aq.code, wq.code],
+        received_ns=[T0 + 2 * S, T0 + 301 * S, T0 + 11 * S],
+        fcnt=[17, NO_FCNT, 4_294_967_295],
+        rssi=[-97.5, math.nan, -120.0],
+        snr=[7.25, math.nan, -12.5],
+        sf=[9, NO_SF, 12],
+        gateway=['gw "north" \\ 1', "", "0016c001f153a14c"],
+    )
+    store.write(Readings.empty(), uplinks)
+    got = store.scan_uplinks("san-nicolas", T0, T0 + 3600 * S)
+    order = np.lexsort((got.ts_ns, got.device))
+    want_order = np.lexsort((uplinks.ts_ns, uplinks.device))
+    for name in Uplinks.__slots__:
+        a, b = getattr(got, name)[order], getattr(uplinks, name)[want_order]
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+    only = store.scan_uplinks("san-nicolas", T0, T0 + 3600 * S, devices=["sn-aq-02"])
+    assert only.fcnt.tolist() == [4_294_967_295]
+    assert len(store.scan_uplinks("santa-fe", T0, T0 + 3600 * S)) == 0
+
+
+def test_readings_and_uplinks_are_written_together(store: Store, registry: Registry) -> None:
+    code = registry.devices["rs-wq-01"].code
+    store.write(
+        batch(registry, [(T0, "rs-wq-01", "ph", 7.5)]),
+        Uplinks.from_columns(
+            ts_ns=[T0],
+            device=[code],
+            received_ns=[T0 + S],
+            fcnt=[3],
+            rssi=[math.nan],
+            snr=[math.nan],
+            sf=[0],
+            gateway=[""],
+        ),
+    )
+    assert len(store.scan("resistencia", ["ph"], T0, T0 + S)) == 1
+    assert store.scan_uplinks("resistencia", T0, T0 + S).fcnt.tolist() == [3]

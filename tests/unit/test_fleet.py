@@ -117,8 +117,12 @@ def test_every_message_decodes_and_validates_without_rejections() -> None:
         checked = validator.check(decoded.frames, m.ts_ns)
         assert checked.rejections == [], (m.topic, m.payload, checked.rejections)
         device = reg.devices[m.topic.split("/")[2]]
-        reported = {reg.sensor_list[s].id for s in checked.readings.sensor.tolist()}
-        assert reported == set(device.sensors), device.id  # every sensor, battery and fcnt
+        reported = {reg.sensor_list[s].id for s in checked.sensor}
+        assert reported == set(device.sensors), device.id  # every sensor, battery included
+        # the frame counter is the payload's `seq`, kept with the uplink rather than as a reading
+        assert checked.up_fcnt == [orjson.loads(m.payload)["seq"]], device.id
+        assert checked.up_ts_ns == [m.ts_ns]
+        assert checked.up_device == [device.code]
 
 
 def _mean_by_local_hours(device_id: str, sensor: str, hours: range) -> float:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ingest.decoders import decoder_for
+from core.settings import Settings
+from ingest.decoders import FORMATS, Router, senml
 from ingest.decoders.plain import decode
+from ingest.process import process
 from ingest.reasons import Reason
+from ingest.validate import Validator
+
+from .helpers import shipped_registry
 
 TOPIC = "pilots/santa-fe/sf-rlv-01/up"
 TS_MS = 1_704_110_400_000  # 2024-01-01T12:00:00Z
@@ -40,8 +45,29 @@ def test_a_good_message() -> None:
 
 
 def test_the_route_table_sends_device_topics_here() -> None:
-    assert decoder_for(TOPIC) is decode
-    assert decoder_for("pilots/santa-fe/sf-rlv-01/down") is None
+    router = Router(Settings().ingest_routes)
+    assert FORMATS["plain"] is decode
+    assert router.decoder_for(TOPIC) is decode
+    assert router.decoder_for("pilots/santa-fe/sf-rlv-01/senml") is senml.decode
+    assert router.decoder_for("pilots/santa-fe/sf-rlv-01/down") is None
+
+
+def test_a_device_topic_that_is_not_routed_is_a_bad_topic() -> None:
+    # The decoder reads any pilots/<pilot>/<device>/<x> it is routed; the routes decide which.
+    validator = Validator(shipped_registry(), max_future_s=600, max_age_days=3650)
+    checked = process(
+        Router(Settings().ingest_routes),
+        validator,
+        "pilots/santa-fe/sf-rlv-01/down",
+        _json({"ts": TS_MS, "readings": {"level": 1}}),
+        TS_MS * 1_000_000,
+        max_payload_bytes=4096,
+    )
+    assert checked.value == []
+    assert checked.up_ts_ns == []
+    [rejection] = checked.rejections
+    assert rejection.reason is Reason.BAD_TOPIC
+    assert "pilots/santa-fe/sf-rlv-01/down" in rejection.detail
 
 
 def test_rfc3339_timestamps_with_and_without_offset_letter() -> None:
@@ -120,13 +146,13 @@ def test_malformed_json(payload: bytes) -> None:
         ({"ts": -1, "readings": {"level": 1}}, "out of range"),
         ({"ts": 2**53, "readings": {"level": 1}}, "out of range"),
         ({"ts": -0.5, "readings": {"level": 1}}, "out of range"),
-        ({"ts": [TS_MS], "readings": {"level": 1}}, "not list"),
+        ({"ts": [TS_MS], "readings": {"level": 1}}, "not array"),
         ({"ts": "2024-01-01T12:00:00", "readings": {"level": 1}}, "no UTC offset"),
         ({"ts": "noon", "readings": {"level": 1}}, "RFC 3339"),
         ({"ts": TS_MS, "device": 5, "readings": {"level": 1}}, "`device` must be a string"),
-        ("just a string", "expected an object, got str"),
+        ("just a string", "expected an object, got string"),
         (42, "expected an object, got int"),
-        (None, "expected an object, got NoneType"),
+        (None, "expected an object, got null"),
         ([], "empty array"),
     ],
 )
@@ -140,7 +166,6 @@ def test_malformed_structure(document: object, words: str) -> None:
     "topic",
     [
         "pilots/santa-fe/sf-rlv-01",
-        "pilots/santa-fe/sf-rlv-01/down",
         "pilot/santa-fe/sf-rlv-01/up",
         "pilots//sf-rlv-01/up",
         "pilots/santa-fe//up",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.errors import ConfigError, RegistryError
-from core.registry import load_registry
+from core.registry import COMMON_SENSORS, load_registry
 
 from .helpers import shipped_registry
 
@@ -25,13 +25,6 @@ name = "Battery voltage"
 unit = "V"
 min = 0.0
 max = 5.0
-
-[sensors.fcnt]
-name = "Frame counter"
-unit = "count"
-min = 0.0
-max = 4294967295.0
-meta = true
 
 [kinds.river_level]
 name = "River level gauge"
@@ -133,21 +126,35 @@ def test_shipped_flood_thresholds() -> None:
     assert reg.pilots["san-nicolas"].thresholds == ()
 
 
-def test_every_device_reports_battery_and_frame_counter() -> None:
+def test_every_device_reports_battery_and_the_frame_counter_is_not_a_sensor() -> None:
     reg = shipped_registry()
+    assert COMMON_SENSORS == ("battery_v",)
+    assert "fcnt" not in reg.sensors  # frame counters travel with the uplink, not as readings
     for device in reg.device_list:
         assert "battery_v" in device.sensors, device.id
-        assert "fcnt" in device.sensors, device.id
-        allowed = reg.device_sensor_allowed[device.code]
-        assert allowed[reg.sensors["battery_v"].code]
-        assert allowed[reg.sensors["fcnt"].code]
+        assert reg.device_sensor_allowed[device.code, reg.sensors["battery_v"].code]
+
+
+def test_every_shipped_device_has_its_own_eui_and_is_found_by_it() -> None:
+    reg = shipped_registry()
+    assert reg.devices["sf-rlv-01"].dev_eui == "a840410001010101"
+    assert reg.by_dev_eui["a840410001010101"] is reg.devices["sf-rlv-01"]
+    assert reg.by_dev_eui["a840410003040101"] is reg.devices["rs-wq-01"]
+    assert len(reg.by_dev_eui) == len(reg.device_list)
+    for device in reg.device_list:
+        assert device.dev_eui is not None, device.id
+        assert device.dev_eui == device.dev_eui.lower(), device.id
+        assert len(device.dev_eui) == 16, device.id
+        assert device.lns_id is None, device.id
+        assert reg.by_dev_eui[device.dev_eui] is device
+        assert reg.by_lns_id[device.id] is device  # no lns_id: known at the LNS by its id
 
 
 def test_device_sensors_and_intervals_follow_kind_and_overrides() -> None:
     reg = shipped_registry()
     level = reg.devices["sf-rlv-01"]
     assert level.kind == "river_level"
-    assert set(level.sensors) == {"level", "water_temp", "battery_v", "fcnt"}
+    assert set(level.sensors) == {"level", "water_temp", "battery_v"}
     assert level.interval_s == 600
     # sf-wx-01 lists only three of the weather kind's sensors
     assert set(reg.devices["sf-wx-01"].sensors) == {
@@ -155,7 +162,6 @@ def test_device_sensors_and_intervals_follow_kind_and_overrides() -> None:
         "humidity",
         "pressure",
         "battery_v",
-        "fcnt",
     }
     assert "wind_speed" in reg.devices["sn-wx-01"].sensors
     assert reg.devices["rs-wq-01"].interval_s == 900
@@ -190,8 +196,68 @@ def test_minimal_document_loads(tmp_path: Path) -> None:
     reg = _load(tmp_path, MINIMAL)
     assert list(reg.pilots) == ["town"]
     device = reg.devices["tw-rlv-01"]
-    assert device.sensors == ("level", "battery_v", "fcnt")
+    assert device.sensors == ("level", "battery_v")
     assert reg.pilots["town"].thresholds[0].value == 2.0
+    assert (device.dev_eui, device.lns_id) == (None, None)
+    assert dict(reg.by_dev_eui) == {}
+    assert dict(reg.by_lns_id) == {"tw-rlv-01": device}
+
+
+def _second_device(**fields: str) -> str:
+    lines = "".join(f'{key} = "{value}"\n' for key, value in fields.items())
+    return f'\n[[pilots.town.devices]]\nkind = "river_level"\n{lines}'
+
+
+def test_eui_and_network_server_id_lookups(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + 'dev_eui = "A84041000A0B0C0D"\n'  # upper case in the file
+        + _second_device(id="tw-rlv-02", lns_id="gauge-north")
+        + _second_device(id="tw-rlv-03", dev_eui="0004a30b001c0530", lns_id="gauge-south")
+    )
+    reg = _load(tmp_path, text)
+    first, second, third = (reg.devices[f"tw-rlv-0{n}"] for n in (1, 2, 3))
+    assert first.dev_eui == "a84041000a0b0c0d"
+    assert dict(reg.by_dev_eui) == {"a84041000a0b0c0d": first, "0004a30b001c0530": third}
+    assert dict(reg.by_lns_id) == {"tw-rlv-01": first, "gauge-north": second, "gauge-south": third}
+    assert second.dev_eui is None
+    assert "A84041000A0B0C0D" not in reg.by_dev_eui  # callers look up lower case
+
+
+def test_duplicate_dev_eui_is_refused_whatever_its_case(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + 'dev_eui = "a84041000a0b0c0d"\n'
+        + _second_device(id="tw-rlv-02", dev_eui="A84041000A0B0C0D")
+    )
+    message = _refused(tmp_path, text)
+    assert "duplicate dev_eui 'a84041000a0b0c0d' (tw-rlv-01 and tw-rlv-02)" in message
+    assert "pilots.town.devices" in message
+
+
+def test_lns_id_that_is_another_devices_id_is_refused(tmp_path: Path) -> None:
+    message = _refused(tmp_path, MINIMAL + _second_device(id="tw-rlv-02", lns_id="tw-rlv-01"))
+    assert "'tw-rlv-01' names both tw-rlv-01 and tw-rlv-02" in message
+
+
+def test_two_devices_with_the_same_lns_id_are_refused(tmp_path: Path) -> None:
+    text = MINIMAL + 'lns_id = "gauge"\n' + _second_device(id="tw-rlv-02", lns_id="gauge")
+    message = _refused(tmp_path, text)
+    assert "'gauge' names both tw-rlv-01 and tw-rlv-02" in message
+
+
+def test_lns_id_that_is_another_devices_id_is_refused_even_if_that_device_has_an_lns_id(
+    tmp_path: Path,
+) -> None:
+    text = MINIMAL + 'lns_id = "gauge-port"\n' + _second_device(id="tw-rlv-02", lns_id="tw-rlv-01")
+    message = _refused(tmp_path, text)
+    assert "'tw-rlv-01'" in message
+
+
+@pytest.mark.parametrize("eui", ["a84041000a0b0c0", "a84041000a0b0c0d0", "g84041000a0b0c0d", ""])
+def test_malformed_dev_eui_is_refused(tmp_path: Path, eui: str) -> None:
+    message = _refused(tmp_path, MINIMAL + f'dev_eui = "{eui}"\n')
+    assert "pilots.town.devices.0.dev_eui" in message
 
 
 # --- errors the operator sees --------------------------------------------------------------------
@@ -227,8 +293,8 @@ def test_unknown_sensor_in_thresholds(tmp_path: Path) -> None:
 def test_duplicate_device_id(tmp_path: Path) -> None:
     text = MINIMAL + '\n[[pilots.town.devices]]\nid = "tw-rlv-01"\nkind = "river_level"\n'
     message = _refused(tmp_path, text)
-    assert "duplicate id 'tw-rlv-01'" in message
-    assert "pilots.town.devices[1]" in message
+    assert "duplicate id 'tw-rlv-01' (tw-rlv-01 and tw-rlv-01)" in message
+    assert "pilots.town.devices" in message
 
 
 def test_duplicate_device_id_across_pilots(tmp_path: Path) -> None:
@@ -279,15 +345,21 @@ def test_bad_identifier(tmp_path: Path, old: str, new: str, where: str) -> None:
 
 
 def test_common_sensor_must_be_defined(tmp_path: Path) -> None:
-    text = MINIMAL.replace("[sensors.fcnt]", "[sensors.frames]")
+    text = MINIMAL.replace("[sensors.battery_v]", "[sensors.battery]")
     message = _refused(tmp_path, text)
-    assert "'fcnt'" in message
+    assert "common sensor 'battery_v' must be defined" in message
 
 
-def test_listing_a_common_sensor_is_refused(tmp_path: Path) -> None:
-    message = _refused(tmp_path, MINIMAL.replace('sensors = ["level"]', 'sensors = ["fcnt"]'))
-    assert "'fcnt'" in message
-    assert "kinds.river_level" in message
+def test_listing_a_common_sensor_reports_it_once(tmp_path: Path) -> None:
+    reg = _load(
+        tmp_path, MINIMAL.replace('sensors = ["level"]', 'sensors = ["battery_v", "level"]')
+    )
+    assert reg.devices["tw-rlv-01"].sensors == ("battery_v", "level")
+
+
+def test_the_removed_meta_flag_is_refused(tmp_path: Path) -> None:
+    message = _refused(tmp_path, MINIMAL.replace('unit = "V"', 'unit = "V"\nmeta = true'))
+    assert "sensors.battery_v.meta" in message
 
 
 def test_unknown_key_is_refused(tmp_path: Path) -> None:

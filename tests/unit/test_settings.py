@@ -27,7 +27,8 @@ def test_defaults() -> None:
     assert s.data_dir == Path("var")
     assert s.registry is None
     assert s.mqtt_url is None
-    assert s.mqtt_topic == "pilots/+/+/up"
+    assert s.ingest_routes["pilots/+/+/up"] == "plain"
+    assert s.mqtt_protocol == "3.1.1"
     assert s.influx_url is None
     assert s.influx_database == "pilots"
     assert s.influx_password is None

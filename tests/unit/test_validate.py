@@ -5,17 +5,28 @@ from __future__ import annotations
 import inspect
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import ingest.decoders.chirpstack
+import ingest.decoders.common
+import ingest.decoders.lorawan
 import ingest.decoders.plain
+import ingest.decoders.senml
+import ingest.decoders.tts
+import ingest.process
 import ingest.validate
-from ingest.decoders import Frame
+from core.settings import Settings
+from core.uplinks import NO_FCNT, NO_SF
+from ingest.decoders import FORMATS, Frame, Router
 from ingest.decoders.plain import decode
+from ingest.process import columns, process
 from ingest.reasons import Reason, Rejection
 from ingest.validate import Checked, Validator
 
@@ -25,7 +36,13 @@ TS_MS = 1_704_110_400_000  # 2024-01-01T12:00:00Z
 NOW_NS = TS_MS * 1_000_000  # when the broker handed us the message
 MAX_FUTURE_S = 600
 MAX_AGE_DAYS = 3650
+MAX_PAYLOAD_BYTES = 4096
 TOPIC = "pilots/santa-fe/sf-rlv-01/up"
+SENML_TOPIC = "pilots/santa-fe/sf-rlv-01/senml"
+SF_RLV_01_EUI = "a840410001010101"  # core/registry.toml
+SF_RLV_02_EUI = "a840410001010201"
+CS_TOPIC = f"application/app-1/device/{SF_RLV_01_EUI}/event/up"
+TTS_TOPIC = "v3/pilots@utn/devices/sf-rlv-01/up"
 
 
 def _validator() -> Validator:
@@ -36,20 +53,49 @@ def _pipeline(topic: str, document: object) -> Checked:
     """Decode then validate, as ingest does; decoder rejections come first."""
     payload = document if isinstance(document, bytes) else orjson.dumps(document)
     decoded = decode(topic, payload)
-    checked = _validator().check(decoded.frames, NOW_NS)
-    return Checked(checked.readings, decoded.rejections + checked.rejections)
+    return _validator().check(decoded.frames, NOW_NS, Checked(rejections=list(decoded.rejections)))
+
+
+def _process(topic: str, document: object, validator: Validator | None = None) -> Checked:
+    """The whole of ingest's per-message work: route, decode, validate."""
+    payload = document if isinstance(document, bytes) else orjson.dumps(document)
+    return process(
+        Router(Settings().ingest_routes),
+        validator or _validator(),
+        topic,
+        payload,
+        NOW_NS,
+        max_payload_bytes=MAX_PAYLOAD_BYTES,
+    )
 
 
 def _accepted(checked: Checked) -> dict[tuple[str, str, int], float]:
     """Accepted readings by (device id, sensor id, ts_ns)."""
     reg = shipped_registry()
-    r = checked.readings
+    columns_ = (checked.ts_ns, checked.device, checked.sensor, checked.value)
+    assert len({len(c) for c in columns_}) == 1, "reading columns of unequal length"
     return {
         (reg.device_list[d].id, reg.sensor_list[s].id, t): v
-        for t, d, s, v in zip(
-            r.ts_ns.tolist(), r.device.tolist(), r.sensor.tolist(), r.value.tolist(), strict=True
-        )
+        for t, d, s, v in zip(*columns_, strict=True)
     }
+
+
+def _uplinks(checked: Checked) -> list[tuple[str, int, int, float, float, int, str]]:
+    """Accepted uplinks as (device id, ts_ns, fcnt, rssi, snr, sf, gateway)."""
+    reg = shipped_registry()
+    return [
+        (reg.device_list[d].id, t, f, r, s, sf, g)
+        for t, d, f, r, s, sf, g in zip(
+            checked.up_ts_ns,
+            checked.up_device,
+            checked.up_fcnt,
+            checked.up_rssi,
+            checked.up_snr,
+            checked.up_sf,
+            checked.up_gateway,
+            strict=True,
+        )
+    ]
 
 
 def _frame(values: dict[str, object], **fields: object) -> Frame:
@@ -57,10 +103,15 @@ def _frame(values: dict[str, object], **fields: object) -> Frame:
     return Frame(values=values, **(base | fields))  # type: ignore[arg-type]
 
 
+def _no_radio(row: tuple[str, int, int, float, float, int, str]) -> bool:
+    _, _, _, rssi, snr, sf, gateway = row
+    return math.isnan(rssi) and math.isnan(snr) and sf == NO_SF and gateway == ""
+
+
 # --- good messages -------------------------------------------------------------------------------
 
 
-def test_a_good_message_becomes_readings_with_seq_as_fcnt_and_battery_kept() -> None:
+def test_a_good_message_becomes_readings_and_one_uplink_with_seq_as_its_frame_counter() -> None:
     checked = _pipeline(
         TOPIC,
         {
@@ -76,14 +127,18 @@ def test_a_good_message_becomes_readings_with_seq_as_fcnt_and_battery_kept() -> 
         ("sf-rlv-01", "level", NOW_NS): 3.612,
         ("sf-rlv-01", "water_temp", NOW_NS): 24.5,
         ("sf-rlv-01", "battery_v", NOW_NS): 3.91,
-        ("sf-rlv-01", "fcnt", NOW_NS): 77.0,
     }
+    [uplink] = _uplinks(checked)
+    assert uplink[:3] == ("sf-rlv-01", NOW_NS, 77)
+    assert _no_radio(uplink)  # plain JSON carries no radio metadata
+    assert checked.readings == 3
 
 
-def test_integers_are_numbers() -> None:
+def test_without_seq_the_uplink_has_no_frame_counter() -> None:
     checked = _pipeline(TOPIC, {"ts": TS_MS, "readings": {"level": 4}})
     assert checked.rejections == []
-    assert _accepted(checked) == {("sf-rlv-01", "level", NOW_NS): 4.0}
+    assert _accepted(checked) == {("sf-rlv-01", "level", NOW_NS): 4.0}  # integers are numbers
+    assert [u[:3] for u in _uplinks(checked)] == [("sf-rlv-01", NOW_NS, NO_FCNT)]
 
 
 def test_an_array_payload_with_rfc3339_times() -> None:
@@ -98,10 +153,12 @@ def test_an_array_payload_with_rfc3339_times() -> None:
     ten_min_ns = 600 * 1_000_000_000
     assert _accepted(checked) == {
         ("rs-wq-01", "ph", NOW_NS - ten_min_ns): 7.4,
-        ("rs-wq-01", "fcnt", NOW_NS - ten_min_ns): 1.0,
         ("rs-wq-01", "ph", NOW_NS): 7.5,
-        ("rs-wq-01", "fcnt", NOW_NS): 2.0,
     }
+    assert [u[:3] for u in _uplinks(checked)] == [
+        ("rs-wq-01", NOW_NS - ten_min_ns, 1),
+        ("rs-wq-01", NOW_NS, 2),
+    ]
 
 
 def test_a_partly_good_message_keeps_its_good_readings() -> None:
@@ -117,8 +174,8 @@ def test_a_partly_good_message_keeps_its_good_readings() -> None:
     assert _accepted(checked) == {
         ("sf-rlv-01", "level", NOW_NS): 3.5,
         ("sf-rlv-01", "battery_v", NOW_NS): 3.8,
-        ("sf-rlv-01", "fcnt", NOW_NS): 3.0,
     }
+    assert [u[:3] for u in _uplinks(checked)] == [("sf-rlv-01", NOW_NS, 3)]
     assert sorted((r.reason, r.sensor) for r in checked.rejections) == sorted(
         [
             (Reason.UNKNOWN_SENSOR, "pm25"),
@@ -126,6 +183,12 @@ def test_a_partly_good_message_keeps_its_good_readings() -> None:
             (Reason.UNKNOWN_SENSOR, "salinity"),
         ]
     )
+
+
+def test_fcnt_is_no_longer_a_sensor() -> None:
+    checked = _pipeline(TOPIC, {"ts": TS_MS, "seq": 5, "readings": {"fcnt": 5, "level": 2.0}})
+    assert _accepted(checked) == {("sf-rlv-01", "level", NOW_NS): 2.0}
+    assert [(r.reason, r.sensor) for r in checked.rejections] == [(Reason.UNKNOWN_SENSOR, "fcnt")]
 
 
 def test_one_bad_frame_does_not_refuse_the_others() -> None:
@@ -138,63 +201,177 @@ def test_one_bad_frame_does_not_refuse_the_others() -> None:
         ],
     )
     assert _accepted(checked) == {("sf-rlv-01", "level", NOW_NS): 3.0}
+    assert [u[:2] for u in _uplinks(checked)] == [("sf-rlv-01", NOW_NS)]
     assert [r.reason for r in checked.rejections] == [
         Reason.FUTURE_TIMESTAMP,
         Reason.DEVICE_MISMATCH,
     ]
 
 
+def test_a_frame_with_every_reading_refused_still_records_its_uplink() -> None:
+    # The device did transmit: packet delivery ratio counts the frame even if no value was kept.
+    checked = _pipeline(TOPIC, {"ts": TS_MS, "seq": 9, "readings": {"level": 99.0}})
+    assert _accepted(checked) == {}
+    assert [u[:3] for u in _uplinks(checked)] == [("sf-rlv-01", NOW_NS, 9)]
+    assert [(r.reason, r.sensor) for r in checked.rejections] == [(Reason.OUT_OF_RANGE, "level")]
+
+
+def test_check_appends_to_what_it_is_given() -> None:
+    validator = _validator()
+    out = validator.check([_frame({"level": 1.0})], NOW_NS)
+    validator.check([_frame({"level": 2.0}, ts_ns=NOW_NS - 1)], NOW_NS, out)
+    assert _accepted(out) == {
+        ("sf-rlv-01", "level", NOW_NS): 1.0,
+        ("sf-rlv-01", "level", NOW_NS - 1): 2.0,
+    }
+    assert len(out.up_ts_ns) == 2
+
+
 # --- each refusal ------------------------------------------------------------------------------
 
-#: One message per refusal cause that decoding and validation can produce.
-REFUSALS: dict[Reason, tuple[str, object]] = {
-    Reason.MALFORMED_JSON: (TOPIC, b'{"ts": 1704110400000, "readings": {"level": 3.2}'),
-    Reason.MALFORMED_STRUCTURE: (TOPIC, {"ts": TS_MS, "readings": {"level": 1}, "extra": 1}),
-    Reason.BAD_TOPIC: ("pilots/santa-fe/sf-rlv-01", {"ts": TS_MS, "readings": {"level": 1}}),
-    Reason.UNKNOWN_DEVICE: (
+
+@dataclass(frozen=True)
+class Case:
+    """One message that must be refused with exactly one reason."""
+
+    reason: Reason
+    topic: str
+    message: object
+    validator: Callable[[], Validator] = _validator
+
+
+class _BrokenValidator(Validator):
+    """Stands for a bug: process() must turn it into a refusal of this message only."""
+
+    def check(self, frames: list[Frame], received_ns: int, out: Checked | None = None) -> Checked:
+        raise RuntimeError("a bug in validation")
+
+
+def _broken() -> Validator:
+    return _BrokenValidator(shipped_registry(), max_future_s=1, max_age_days=1)
+
+
+_CS_EVENT = {
+    "time": "2024-01-01T12:00:00Z",
+    "deviceInfo": {"deviceName": "river gauge", "devEui": SF_RLV_01_EUI},
+    "fCnt": 1,
+    "object": {"level": 3.0},
+}
+_TTS_UPLINK = {
+    "end_device_ids": {"device_id": "sf-rlv-01", "dev_eui": SF_RLV_01_EUI.upper()},
+    "uplink_message": {"f_cnt": 1, "decoded_payload": {"level": 3.0}},
+}
+
+_LEVEL = {"ts": TS_MS, "readings": {"level": 1}}
+
+#: One message per refusal cause, and each way a format can end in it.
+REFUSALS: list[Case] = [
+    Case(Reason.MALFORMED_JSON, TOPIC, b'{"ts": 1704110400000, "readings": {"level": 3.2}'),
+    Case(Reason.MALFORMED_JSON, CS_TOPIC, b'{"object": {"level": 3.0}'),
+    Case(Reason.MALFORMED_STRUCTURE, TOPIC, {"ts": TS_MS, "readings": {"level": 1}, "extra": 1}),
+    Case(Reason.MALFORMED_STRUCTURE, SENML_TOPIC, {"n": "level", "v": 1.0}),
+    Case(Reason.MALFORMED_STRUCTURE, CS_TOPIC, {**_CS_EVENT, "object": None}),
+    Case(Reason.MALFORMED_STRUCTURE, TTS_TOPIC, {"end_device_ids": {"device_id": "sf-rlv-01"}}),
+    Case(Reason.OVERSIZED, TOPIC, b" " * (MAX_PAYLOAD_BYTES + 1)),
+    Case(Reason.BAD_TOPIC, "pilots/santa-fe/sf-rlv-01", _LEVEL),
+    Case(Reason.BAD_TOPIC, "pilots/santa-fe/sf-rlv-01/down", _LEVEL),
+    Case(Reason.BAD_TOPIC, "pilots//sf-rlv-01/up", _LEVEL),
+    Case(
+        Reason.UNKNOWN_DEVICE,
         "pilots/santa-fe/sf-rlv-99/up",
-        {"ts": TS_MS, "readings": {"level": 1}},
+        _LEVEL,
     ),
-    Reason.DEVICE_MISMATCH: (TOPIC, {"ts": TS_MS, "device": "sf-rlv-02", "readings": {"level": 1}}),
-    Reason.WRONG_PILOT: (
+    Case(
+        Reason.UNKNOWN_DEVICE,
+        "application/app-1/device/0101010101010101/event/up",
+        {**_CS_EVENT, "deviceInfo": {"devEui": "0101010101010101"}},
+    ),
+    Case(
+        Reason.DEVICE_MISMATCH,
+        TOPIC,
+        {**_LEVEL, "device": "sf-rlv-02"},
+    ),
+    Case(Reason.DEVICE_MISMATCH, SENML_TOPIC, [{"bn": "sf-rlv-02/", "n": "level", "v": 1.0}]),
+    Case(
+        Reason.DEVICE_MISMATCH,
+        CS_TOPIC,
+        {**_CS_EVENT, "deviceInfo": {"devEui": SF_RLV_02_EUI}},
+    ),
+    Case(
+        Reason.DEVICE_MISMATCH,
+        "v3/pilots@utn/devices/sf-rlv-02/up",
+        {**_TTS_UPLINK, "end_device_ids": {"device_id": "sf-rlv-01"}},
+    ),
+    Case(  # the EUI is sf-rlv-01's, the network server's device id is sf-rlv-02
+        Reason.DEVICE_MISMATCH,
+        "v3/pilots@utn/devices/sf-rlv-02/up",
+        {**_TTS_UPLINK, "end_device_ids": {"dev_eui": SF_RLV_01_EUI}},
+    ),
+    Case(
+        Reason.WRONG_PILOT,
         "pilots/resistencia/sf-rlv-01/up",
-        {"ts": TS_MS, "readings": {"level": 1}},
+        _LEVEL,
     ),
-    Reason.UNKNOWN_SENSOR: (TOPIC, {"ts": TS_MS, "readings": {"pm25": 12.0}}),
-    Reason.NON_NUMERIC: (TOPIC, {"ts": TS_MS, "readings": {"level": "3.2"}}),
-    # JSON cannot carry NaN or infinity (the decoder refuses them as malformed JSON), so a
-    # non-finite value can only come from another decoder: give the validator a frame directly.
-    Reason.NON_FINITE: ("frame", _frame({"level": math.inf})),
-    Reason.OUT_OF_RANGE: (TOPIC, {"ts": TS_MS, "readings": {"level": 15.5}}),
-    Reason.FUTURE_TIMESTAMP: (TOPIC, {"ts": TS_MS + 601_000, "readings": {"level": 1}}),
-    Reason.TOO_OLD: (
+    Case(Reason.UNKNOWN_SENSOR, TOPIC, {"ts": TS_MS, "readings": {"pm25": 12.0}}),
+    Case(Reason.UNIT_MISMATCH, SENML_TOPIC, [{"n": "level", "u": "Cel", "v": 3.0}]),
+    Case(Reason.UNSUPPORTED_VALUE, SENML_TOPIC, [{"n": "level", "vs": "high"}]),
+    Case(Reason.NON_NUMERIC, TOPIC, {"ts": TS_MS, "readings": {"level": "3.2"}}),
+    Case(Reason.NON_NUMERIC, CS_TOPIC, {**_CS_EVENT, "object": {"level": "3.2"}}),
+    # JSON cannot carry NaN or infinity, but a SenML base value plus a value can overflow.
+    Case(Reason.NON_FINITE, SENML_TOPIC, [{"bv": 1e308, "n": "level", "v": 1e308}]),
+    Case(Reason.OUT_OF_RANGE, TOPIC, {"ts": TS_MS, "readings": {"level": 15.5}}),
+    Case(Reason.FUTURE_TIMESTAMP, TOPIC, {"ts": TS_MS + 601_000, "readings": {"level": 1}}),
+    Case(Reason.FUTURE_TIMESTAMP, SENML_TOPIC, [{"n": "level", "t": 601, "v": 1.0}]),
+    Case(
+        Reason.TOO_OLD,
         TOPIC,
         {"ts": TS_MS - MAX_AGE_DAYS * 86_400_000 - 1, "readings": {"level": 1}},
     ),
-}
+    Case(Reason.TOO_OLD, CS_TOPIC, {**_CS_EVENT, "time": "2010-01-01T00:00:00Z"}),
+    Case(Reason.INTERNAL_ERROR, TOPIC, _LEVEL, _broken),
+]
+
+#: The modules that turn a message into readings or refusals (the store's refusals are elsewhere).
+MODULES = (
+    ingest.decoders.common,
+    ingest.decoders.plain,
+    ingest.decoders.senml,
+    ingest.decoders.lorawan,
+    ingest.decoders.chirpstack,
+    ingest.decoders.tts,
+    ingest.validate,
+    ingest.process,
+)
 
 
 def _refusals_in_source() -> set[Reason]:
     names: set[str] = set()
-    for module in (ingest.decoders.plain, ingest.validate):
+    for module in MODULES:
         names.update(re.findall(r"Reason\.([A-Z_]+)", inspect.getsource(module)))
     return {Reason[name] for name in names}
 
 
 def test_every_refusal_cause_in_the_code_has_a_case_here() -> None:
-    assert _refusals_in_source() == set(REFUSALS)
+    assert _refusals_in_source() == {case.reason for case in REFUSALS}
 
 
-@pytest.mark.parametrize("reason", list(REFUSALS))
-def test_each_refusal(reason: Reason) -> None:
-    topic, message = REFUSALS[reason]
-    if isinstance(message, Frame):
-        checked = _validator().check([message], NOW_NS)
-    else:
-        checked = _pipeline(topic, message)
-    assert len(checked.readings) == 0
-    assert [r.reason for r in checked.rejections] == [reason]
-    assert checked.rejections[0].detail
+def test_device_mismatch_is_exercised_for_every_format() -> None:
+    router = Router(Settings().ingest_routes)
+    decoders = {router.decoder_for(c.topic) for c in REFUSALS if c.reason is Reason.DEVICE_MISMATCH}
+    assert decoders == set(FORMATS.values())
+
+
+@pytest.mark.parametrize(
+    "case", REFUSALS, ids=[f"{c.reason}-{c.topic.split('/')[0]}" for c in REFUSALS]
+)
+def test_each_refusal(case: Case) -> None:
+    checked = _process(case.topic, case.message, case.validator())
+    assert checked.readings == 0
+    assert [r.reason for r in checked.rejections] == [case.reason]
+    [rejection] = checked.rejections
+    assert rejection.detail
+    if rejection.sensor is None:  # the whole message or frame: no uplink either
+        assert checked.up_ts_ns == []
 
 
 @pytest.mark.parametrize("value", ["3.2", True, False, None, [1.0], {"v": 1.0}, ""])
@@ -234,15 +411,31 @@ def test_valid_ranges_are_inclusive(sensor: str, value: float, inside: bool) -> 
         assert checked.rejections == []
         assert _accepted(checked) == {("sf-rlv-01", sensor, NOW_NS): value}
     else:
-        assert len(checked.readings) == 0
+        assert checked.readings == 0
         [rejection] = checked.rejections
         assert (rejection.reason, rejection.sensor) == (Reason.OUT_OF_RANGE, sensor)
         assert repr(value) in rejection.detail
 
 
-def test_seq_too_large_for_the_frame_counter_never_reaches_it() -> None:
+def test_units_are_compared_with_the_registry_only_when_the_format_states_them() -> None:
+    frame = _frame({"level": 2.0, "water_temp": 20.0, "battery_v": 3.9})
+    frame.units = {"level": "m", "water_temp": "°F"}  # battery_v: no unit stated
+    checked = _validator().check([frame], NOW_NS)
+    assert _accepted(checked) == {
+        ("sf-rlv-01", "level", NOW_NS): 2.0,
+        ("sf-rlv-01", "battery_v", NOW_NS): 3.9,
+    }
+    [rejection] = checked.rejections
+    assert (rejection.reason, rejection.sensor) == (Reason.UNIT_MISMATCH, "water_temp")
+    assert "°F" in rejection.detail
+    assert "°C" in rejection.detail
+
+
+def test_the_largest_seq_is_the_frame_counter_as_sent() -> None:
     checked = _pipeline(TOPIC, {"ts": TS_MS, "seq": 2**32 - 1, "readings": {"level": 3.0}})
-    assert _accepted(checked)[("sf-rlv-01", "fcnt", NOW_NS)] == 2**32 - 1
+    assert checked.up_fcnt == [2**32 - 1]
+    _, uplinks = columns([(checked, NOW_NS)])
+    assert uplinks.fcnt.tolist() == [2**32 - 1]
 
 
 @pytest.mark.parametrize(
@@ -258,29 +451,52 @@ def test_time_limits(offset_ns: int, reason: Reason | None) -> None:
     checked = _validator().check([_frame({"level": 2.0}, ts_ns=NOW_NS + offset_ns)], NOW_NS)
     if reason is None:
         assert checked.rejections == []
-        assert len(checked.readings) == 1
+        assert checked.readings == 1
+        assert checked.up_ts_ns == [NOW_NS + offset_ns]
     else:
-        assert len(checked.readings) == 0
+        assert checked.readings == 0
+        assert checked.up_ts_ns == []
         assert [r.reason for r in checked.rejections] == [reason]
+
+
+def test_a_frame_without_its_own_time_takes_the_receive_time_plus_its_offset() -> None:
+    frames = [
+        _frame({"level": 1.0}, ts_ns=None),
+        _frame({"level": 2.0}, ts_ns=None, relative_ns=-30 * 10**9),
+    ]
+    checked = _validator().check(frames, NOW_NS)
+    assert _accepted(checked) == {
+        ("sf-rlv-01", "level", NOW_NS): 1.0,
+        ("sf-rlv-01", "level", NOW_NS - 30 * 10**9): 2.0,
+    }
 
 
 def test_a_frame_refusal_names_no_sensor_and_refuses_every_reading() -> None:
     frame = _frame({"level": 2.0, "water_temp": 20.0}, pilot="san-nicolas", seq=5)
     checked = _validator().check([frame], NOW_NS)
-    assert len(checked.readings) == 0
+    assert checked.readings == 0
+    assert checked.up_ts_ns == []  # no uplink either: the frame is not this pilot's
     assert checked.rejections == [Rejection(Reason.WRONG_PILOT, checked.rejections[0].detail, None)]
     assert "santa-fe" in checked.rejections[0].detail
 
 
-def test_accepted_readings_have_the_batch_dtypes() -> None:
-    checked = _pipeline(TOPIC, {"ts": TS_MS, "readings": {"level": 3}})
-    r = checked.readings
-    assert (r.ts_ns.dtype, r.device.dtype, r.sensor.dtype, r.value.dtype) == (
-        np.int64,
-        np.int32,
-        np.int16,
-        np.float64,
-    )
+def test_accepted_columns_become_batches_with_the_store_dtypes() -> None:
+    first = _pipeline(TOPIC, {"ts": TS_MS, "seq": 1, "readings": {"level": 3}})
+    second = _pipeline(TOPIC, {"ts": TS_MS + 1, "readings": {"level": 4, "water_temp": 20}})
+    readings, uplinks = columns([(first, NOW_NS), (second, NOW_NS + 5)])
+    assert (
+        readings.ts_ns.dtype,
+        readings.device.dtype,
+        readings.sensor.dtype,
+        readings.value.dtype,
+    ) == (np.int64, np.int32, np.int16, np.float64)
+    assert readings.value.tolist() == [3.0, 4.0, 20.0]
+    assert uplinks.fcnt.tolist() == [1, NO_FCNT]
+    assert uplinks.received_ns.tolist() == [NOW_NS, NOW_NS + 5]  # each message's own
+    assert uplinks.ts_ns.tolist() == [NOW_NS, NOW_NS + 1_000_000]
+    assert uplinks.latency_ns.tolist() == [0, 5 - 1_000_000]
+    assert np.isnan(uplinks.rssi).all()
+    assert uplinks.sf.tolist() == [NO_SF, NO_SF]
 
 
 # --- fuzz: decode + validate never raise and account for everything ---------------------------
@@ -375,18 +591,26 @@ def _assert_everything_accounted_for(topic: str, payload: bytes) -> None:
         for rejection in checked.rejections:
             assert isinstance(rejection.reason, Reason)
             assert rejection.detail
-        sensors = set(frame.values) | ({"fcnt"} if frame.seq is not None else set())
         frame_refused = [r for r in checked.rejections if r.sensor is None]
-        if frame_refused:  # refused whole: one reason, nothing kept
+        if frame_refused:  # refused whole: one reason, nothing kept, no uplink
             assert len(checked.rejections) == 1
-            assert len(checked.readings) == 0
+            assert checked.readings == 0
+            assert checked.up_ts_ns == []
         else:  # each reading on its own: kept or refused with its sensor named
-            assert len(checked.readings) + len(checked.rejections) == len(sensors)
-            assert np.isfinite(checked.readings.value).all()
-        accepted += len(checked.readings)
+            assert checked.readings + len(checked.rejections) == len(frame.values)
+            assert all(math.isfinite(v) for v in checked.value)
+            assert checked.up_fcnt == [NO_FCNT if frame.seq is None else frame.seq]
+        accepted += checked.readings
         refused += len(checked.rejections)
     together = validator.check(decoded.frames, NOW_NS)
-    assert (len(together.readings), len(together.rejections)) == (accepted, refused)
+    assert (together.readings, len(together.rejections)) == (accepted, refused)
+
+
+def _is_json_null(payload: bytes) -> bool:
+    try:
+        return orjson.loads(payload) is None
+    except orjson.JSONDecodeError:
+        return False
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -398,4 +622,5 @@ def test_fuzz_json_documents(topic: str, document: object) -> None:
 @settings(max_examples=200, deadline=None)
 @given(topics, st.binary(max_size=200))
 def test_fuzz_random_bytes(topic: str, payload: bytes) -> None:
+    assume(not _is_json_null(payload))
     _assert_everything_accounted_for(topic, payload)

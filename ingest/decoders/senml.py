@@ -1,0 +1,238 @@
+"""SenML JSON (RFC 8428, `application/senml+json`) packs.
+
+Topic `pilots/<pilot>/<device>/senml`. A pack is an array of records. Base fields (`bn`, `bt`,
+`bu`, `bv`, `bs`, `bver`) apply to the records after them until changed; a record's name is
+`bn` + `n`, its time `bt` + `t` in seconds since the epoch, its value `bv` + `v`. Times below
+2**28 s are relative to now (RFC 8428 §4.5.3): they are measured from the moment ingest
+receives the pack, so a redelivered pack without absolute times is a new reading (the README
+says so).
+
+Names map to sensors: the sensor id is the part after the last `:` or `/` of the name; what comes
+before (e.g. `urn:dev:ow:10e2073a01080063:` or `sf-rlv-01/`) names the device and must be the
+topic's device, its id at the network server or its EUI. Units, when given, must be the
+registry's unit for that sensor (SenML codes such as `Cel` and `%RH` are understood).
+String, boolean and data values (`vs`, `vb`, `vd`) and sum-only records have no place in a
+numeric store: each is quarantined as `unsupported_value`, the rest of the pack is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ingest.decoders import Decoded, Frame
+from ingest.decoders.common import INVALID, FrameError, kind_of, load_json
+from ingest.reasons import Reason, Rejection
+
+SUPPORTED_VERSION = 10
+RELATIVE_LIMIT_S = 2**28
+_MISSING = object()
+
+#: SenML unit codes (RFC 8428 §12.1 and the IANA registry) spelled as the registry spells them.
+UNIT_ALIASES = {
+    "Cel": "°C",
+    "%RH": "%",
+    "/": "count",
+    "ug/m3": "µg/m³",
+    "mg/m3": "mg/m³",
+    "uS/cm": "µS/cm",
+    "mg/l": "mg/L",
+    "deg": "°",
+}
+
+
+class _PackError(FrameError):
+    """The whole pack is refused (a newer SenML version, RFC 8428 §4.4)."""
+
+
+_BASE_NUMBERS = ("bt", "bv", "bs")
+_BASE_STRINGS = ("bn", "bu")
+_BASE_KEYS = frozenset({"bn", "bt", "bu", "bv", "bs", "bver"})
+_UNSUPPORTED = ("vs", "vb", "vd")
+_UNSUPPORTED_KEYS = frozenset(_UNSUPPORTED)
+_KNOWN = _BASE_KEYS | _UNSUPPORTED_KEYS | {"n", "u", "v", "s", "t", "ut"}
+
+
+class _Bases:
+    __slots__ = ("bn", "bs", "bt", "bu", "bv")
+
+    def __init__(self) -> None:
+        self.bn = ""
+        self.bt = 0.0
+        self.bu: str | None = None
+        self.bv = 0.0
+        self.bs = 0.0
+
+    def update(self, record: dict[str, Any]) -> None:
+        for key in _BASE_STRINGS:
+            if key in record:
+                if not isinstance(record[key], str):
+                    raise FrameError(Reason.MALFORMED_STRUCTURE, f"`{key}` must be a string")
+                setattr(self, key, record[key])
+        for key in _BASE_NUMBERS:
+            if key in record:
+                value = record[key]
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise FrameError(Reason.MALFORMED_STRUCTURE, f"`{key}` must be a number")
+                setattr(self, key, float(value))
+        version = record.get("bver", SUPPORTED_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise FrameError(Reason.MALFORMED_STRUCTURE, "`bver` must be an integer")
+        if version > SUPPORTED_VERSION:
+            raise _PackError(
+                Reason.MALFORMED_STRUCTURE, f"SenML version {version} is newer than 10"
+            )
+
+
+def decode(topic: str, payload: bytes) -> Decoded:
+    """Frames of a SenML pack (one per device and instant); bad records become rejections."""
+    out = Decoded()
+    levels = topic.split("/")
+    if len(levels) != 4 or levels[0] != "pilots" or not all(levels):
+        out.rejections.append(
+            Rejection(Reason.BAD_TOPIC, f"topic {topic!r} is not pilots/<pilot>/<device>/senml")
+        )
+        return out
+    pilot, device = levels[1], levels[2]
+    pack = load_json(payload, out)
+    if pack is INVALID:
+        return out
+    if not isinstance(pack, list) or not pack:
+        detail = "a SenML pack is a non-empty array of records"
+        out.rejections.append(
+            Rejection(Reason.MALFORMED_STRUCTURE, f"{detail}, got {kind_of(pack)}")
+        )
+        return out
+    frames: dict[tuple[str | None, int], Frame] = {}
+    names: dict[str, tuple[str, str | None, str]] = {}
+    bases = _Bases()
+    for index, record in enumerate(pack):
+        try:
+            if type(record) is not dict:
+                raise FrameError(Reason.MALFORMED_STRUCTURE, f"record is {kind_of(record)}")
+            keys = record.keys()
+            if not keys <= _KNOWN:
+                _check_unknown(index, keys - _KNOWN)
+            if not keys.isdisjoint(_BASE_KEYS):
+                bases.update(record)
+                names.clear()  # names cached under the previous base name
+            _record(record, bases, pilot=pilot, device=device, frames=frames, names=names, out=out)
+        except _PackError as exc:
+            return Decoded(rejections=[exc.rejection])
+        except FrameError as exc:
+            rejection = exc.rejection
+            out.rejections.append(
+                Rejection(rejection.reason, f"record {index}: {rejection.detail}", rejection.sensor)
+            )
+    out.frames.extend(frames.values())
+    return out
+
+
+def _check_unknown(index: int, unknown: set[str]) -> None:
+    """Unknown fields are ignored, except must-understand ones (ending in `_`)."""
+    must_understand = sorted(k for k in unknown if k.endswith("_"))
+    if must_understand:
+        # RFC 8428 §4.4: a pack with a field the receiver must understand and does not is
+        # refused whole.
+        raise _PackError(
+            Reason.MALFORMED_STRUCTURE,
+            f"record {index}: must-understand fields {must_understand} are not supported",
+        )
+
+
+def _record(
+    record: dict[str, Any],
+    bases: _Bases,
+    *,
+    pilot: str,
+    device: str,
+    frames: dict[tuple[str | None, int], Frame],
+    names: dict[str, tuple[str, str | None, str]],
+    out: Decoded,
+) -> None:
+    name = record.get("n", "")
+    resolved = names.get(name) if type(name) is str else None
+    if resolved is None:
+        resolved = names[name] = _name(name, bases)
+    full, claimed, sensor = resolved
+    if not record.keys().isdisjoint(_UNSUPPORTED_KEYS) or ("v" not in record and "s" in record):
+        kinds = [k for k in (*_UNSUPPORTED, "s") if k in record]
+        out.rejections.append(
+            Rejection(
+                Reason.UNSUPPORTED_VALUE,
+                f"{full}: {'/'.join(kinds)} values are not stored (numeric `v` only)",
+                sensor[:64],
+            )
+        )
+        return
+    number = _value(record, bases, full)
+    when = _time(record, bases, full)
+    unit = record.get("u", bases.bu)
+    if unit is not None and type(unit) is not str:
+        raise FrameError(Reason.MALFORMED_STRUCTURE, f"{full}: `u` must be a string")
+    key = (claimed, _time_key(when))
+    frame = frames.get(key)
+    if frame is None:
+        relative = when < RELATIVE_LIMIT_S
+        frame = Frame(
+            device=device,
+            pilot=pilot,
+            ts_ns=None if relative else key[1],
+            relative_ns=key[1] if relative else 0,
+            values={},
+            claimed_device=claimed,
+            units={},
+        )
+        frames[key] = frame
+    frame.values[sensor] = number
+    if unit is not None and frame.units is not None:
+        frame.units[sensor] = UNIT_ALIASES.get(unit, unit)
+
+
+def _name(name: object, bases: _Bases) -> tuple[str, str | None, str]:
+    """The record's full name, the device its prefix names (if any), and the sensor."""
+    if not isinstance(name, str):
+        raise FrameError(Reason.MALFORMED_STRUCTURE, "`n` must be a string")
+    full = bases.bn + name
+    cut = max(full.rfind(":"), full.rfind("/"))
+    sensor = full[cut + 1 :]
+    if not sensor:
+        raise FrameError(Reason.MALFORMED_STRUCTURE, f"name {full!r} names no sensor")
+    return full, _device_part(full[: cut + 1]) if cut >= 0 else None, sensor
+
+
+def _value(record: dict[str, Any], bases: _Bases, full: str) -> object:
+    """`bv` + `v`; a value that is not a number is passed on for validation to refuse."""
+    value = record.get("v", _MISSING)
+    kind = type(value)
+    if kind is float or kind is int:
+        return bases.bv + value
+    if value is _MISSING:
+        raise FrameError(Reason.MALFORMED_STRUCTURE, f"{full}: no value")
+    return value
+
+
+def _time(record: dict[str, Any], bases: _Bases, full: str) -> float:
+    """`bt` + `t`, in seconds."""
+    offset = record.get("t", 0)
+    kind = type(offset)
+    if kind is not float and kind is not int:
+        raise FrameError(Reason.MALFORMED_STRUCTURE, f"{full}: `t` must be a number")
+    when = bases.bt + float(offset)
+    if not math.isfinite(when):
+        raise FrameError(Reason.MALFORMED_STRUCTURE, f"{full}: time is not finite")
+    return when
+
+
+def _time_key(seconds: float) -> int:
+    """Nanoseconds of a SenML time, split so that the float's precision is not lost."""
+    whole = math.floor(seconds)
+    return whole * 1_000_000_000 + round((seconds - whole) * 1_000_000_000)
+
+
+def _device_part(prefix: str) -> str | None:
+    """The device named by a name prefix such as `urn:dev:ow:10e2073a01080063:` or `dev/`."""
+    text = prefix.rstrip(":/")
+    if text.startswith("urn:dev:"):
+        text = text.split(":")[-1]
+    return text or None

@@ -1,0 +1,472 @@
+"""The writer: spooled messages decoded, validated and written to the store, oldest first.
+
+It takes a batch of raw messages from the spool, decodes and validates them (refusals go to the
+quarantine, LoRaWAN retransmissions are dropped), writes the valid readings and uplinks to the
+store, and then, in one spool transaction, removes the messages and records their quarantine
+entries and retransmission keys. A message thus leaves the spool only once all it carries is in
+the store or the quarantine; after a crash it is processed again, which the store's idempotent
+points make harmless.
+
+Store failures are classified as Telegraf's InfluxDB output classifies them. Connection errors,
+timeouts, 5xx and 429 keep the data and retry with exponential backoff and jitter (honouring
+`Retry-After`); 413 splits the batch in halves; 400/422 (a field type conflict, a bad line)
+splits it until the offending lines stand alone and quarantines those; anything else
+(credentials, a missing database) keeps the data and retries, loudly.
+
+By default the writer runs in a child process of `pilots ingest` (`PILOTS_INGEST_WRITER=process`),
+so that decoding and writing use the second core while the receiver keeps the broker's pace;
+it reports its counts to the parent, which serves them at /metrics.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.errors import (
+    StoreError,
+    StoreRejectedError,
+    StoreTooLargeError,
+    StoreUnavailableError,
+)
+from core.readings import Readings
+from core.registry import Registry, load_registry
+from core.settings import Settings
+from core.store import Store, open_store
+from core.uplinks import Uplinks
+from ingest.decoders import Router
+from ingest.dedupe import FrameCache
+from ingest.process import columns, process
+from ingest.reasons import Reason, Rejection
+from ingest.spool import FrameKey, Refused, Spool, Spooled
+from ingest.validate import Checked, Validator
+
+log = logging.getLogger("pilots.ingest.writer")
+
+#: The topic of quarantine entries for lines the store refused (they came from no one message).
+STORE_TOPIC = "(store)"
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 30.0
+IDLE_WAIT_S = 0.05
+LOCK_FILE = "ingest.writer.lock"
+
+
+class Events(Protocol):
+    """What the writer reports (to metrics, or to the parent process)."""
+
+    def accepted(self, readings: int) -> None:
+        """Readings passed validation and were written."""
+
+    def refused(self, reason: str) -> None:
+        """A message or reading was quarantined."""
+
+    def duplicates(self, frames: int) -> None:
+        """Retransmitted frames were dropped."""
+
+    def written(self, readings: int) -> None:
+        """The store accepted a write."""
+
+    def write_error(self, kind: str) -> None:
+        """A store write failed (unavailable, throttled, too_large, rejected, other)."""
+
+    def latency(self, seconds: float) -> None:
+        """A batch was finished this long after its oldest message arrived."""
+
+    def store(self, up: bool) -> None:
+        """The store answered, or did not."""
+
+
+@dataclass
+class Tally:
+    """Events counted in the writer process between two reports to its parent."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    store_up: bool | None = None
+
+    def accepted(self, readings: int) -> None:
+        """Count accepted readings."""
+        self.counts["accepted", ""] += readings
+
+    def refused(self, reason: str) -> None:
+        """Count a refusal."""
+        self.counts["refused", reason] += 1
+
+    def duplicates(self, frames: int) -> None:
+        """Count dropped retransmissions."""
+        self.counts["duplicates", ""] += frames
+
+    def written(self, readings: int) -> None:
+        """Count written readings."""
+        self.counts["written", ""] += readings
+
+    def write_error(self, kind: str) -> None:
+        """Count a failed write."""
+        self.counts["write_error", kind] += 1
+
+    def latency(self, seconds: float) -> None:
+        """Keep a batch latency."""
+        self.latencies.append(seconds)
+
+    def store(self, up: bool) -> None:
+        """Keep the store's latest state."""
+        self.store_up = up
+
+    def replay_into(self, events: Events) -> None:
+        """Apply the counted events to `events` (in the parent)."""
+        amounts: dict[str, Callable[[int], None]] = {
+            "accepted": events.accepted,
+            "duplicates": events.duplicates,
+            "written": events.written,
+        }
+        for (kind, label), n in self.counts.items():
+            if kind in amounts:
+                amounts[kind](n)
+            else:
+                each = events.refused if kind == "refused" else events.write_error
+                for _ in range(n):
+                    each(label)
+        for seconds in self.latencies:
+            events.latency(seconds)
+        if self.store_up is not None:
+            events.store(self.store_up)
+
+
+def _failure_class(exc: StoreError) -> str:
+    """The metrics label of a failed write."""
+    if isinstance(exc, StoreRejectedError):
+        return "rejected"
+    if isinstance(exc, StoreTooLargeError):
+        return "too_large"
+    if isinstance(exc, StoreUnavailableError):
+        return "throttled" if exc.retry_after_s is not None else "unavailable"
+    return "other"
+
+
+@dataclass
+class _Prepared:
+    """A decoded batch on its way to the store."""
+
+    ids: list[int]
+    oldest_ns: int
+    readings: Readings
+    uplinks: Uplinks
+    refused: list[Refused]
+    keys: list[tuple[FrameKey, int]]
+    duplicates: int
+    future: Future[None] | None = None
+
+
+class SpoolWriter:
+    """Processes the spool into the store (see the module docstring)."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        store: Store,
+        *,
+        settings: Settings,
+        registry: Registry,
+        events: Events,
+        abort: threading.Event | Any,
+    ) -> None:
+        self.spool = spool
+        self.store = store
+        self.settings = settings
+        self.registry = registry
+        self.events = events
+        self.abort = abort
+        self.router = Router(settings.ingest_routes)
+        window_ns = settings.ingest_dedupe_window_s * 1_000_000_000
+        self.validator = Validator(
+            registry,
+            max_future_s=settings.ingest_max_future_s,
+            max_age_days=settings.ingest_max_age_days,
+            frames=FrameCache(window_ns, spool.frame_keys(time.time_ns() - window_ns)),
+        )
+        self._store_refused: list[Refused] = []
+
+    def run(self, draining: Callable[[], bool]) -> bool:
+        """Process until the spool is empty and `draining()` says to stop, or until aborted.
+
+        Batches are pipelined: while the store takes one batch, the next is decoded (the
+        store's work and ours then overlap on two cores). Returns True when it stopped with
+        the spool empty.
+        """
+        inflight: _Prepared | None = None
+        after_id = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store") as pool:
+            while not self.abort.is_set():
+                batch = self.spool.take(
+                    self.settings.ingest_write_batch_messages,
+                    after_id=after_id,
+                    max_bytes=self.settings.ingest_write_batch_bytes,
+                )
+                if not batch:
+                    if inflight is not None:
+                        if not self._complete(inflight):
+                            return False
+                        inflight = None
+                        continue
+                    if draining():
+                        return True
+                    self.abort.wait(IDLE_WAIT_S)
+                    continue
+                after_id = batch[-1].id
+                prepared = self._prepare(batch)
+                if inflight is not None and not self._complete(inflight):
+                    return False
+                prepared.future = pool.submit(self.store.write, prepared.readings, prepared.uplinks)
+                inflight = prepared
+        return False
+
+    def process_batch(self, batch: list[Spooled]) -> bool:
+        """Decode, validate, write and finish one batch; False if aborted before the end."""
+        return self._complete(self._prepare(batch))
+
+    def _prepare(self, batch: list[Spooled]) -> _Prepared:
+        """Decode and validate a batch into readings, uplinks, refusals and keys."""
+        checks: list[tuple[Checked, int]] = []
+        refused: list[Refused] = []
+        for message in batch:
+            checked = process(
+                self.router,
+                self.validator,
+                message.topic,
+                message.payload,
+                message.received_ns,
+                max_payload_bytes=self.settings.ingest_max_payload_bytes,
+            )
+            checks.append((checked, message.received_ns))
+            refused.extend(
+                Refused(message.received_ns, message.topic, message.payload, r)
+                for r in checked.rejections
+            )
+        readings, uplinks = columns(checks)
+        return _Prepared(
+            ids=[m.id for m in batch],
+            oldest_ns=batch[0].received_ns,
+            readings=readings,
+            uplinks=uplinks,
+            refused=refused,
+            keys=[key for checked, _ in checks for key in checked.frame_keys],
+            duplicates=sum(c.duplicates for c, _ in checks),
+        )
+
+    def _complete(self, prepared: _Prepared) -> bool:
+        """Make sure the batch is in the store, then finish it in the spool."""
+        self._store_refused = []
+        failed: StoreError | None = None
+        if prepared.future is not None:
+            try:
+                prepared.future.result()
+            except StoreError as exc:
+                failed = exc
+            else:
+                self.events.store(True)
+                self.events.written(len(prepared.readings))
+        if (prepared.future is None or failed is not None) and not self._deliver(
+            prepared.readings, prepared.uplinks, failed
+        ):
+            return False
+        refused = prepared.refused + self._store_refused
+        if not self.spool.finish(prepared.ids, refused, prepared.keys):
+            log.warning("another writer processed these messages; skipping them")
+            return True
+        self.events.accepted(len(prepared.readings))
+        self.events.duplicates(prepared.duplicates)
+        for r in refused:
+            self.events.refused(r.rejection.reason.value)
+        self.events.latency(max(0.0, (time.time_ns() - prepared.oldest_ns) / 1e9))
+        return True
+
+    def _deliver(
+        self, readings: Readings, uplinks: Uplinks, failed: StoreError | None = None
+    ) -> bool:
+        """Write until accepted (or refused lines are set aside); False if aborted.
+
+        `failed` is the failure of an attempt already made (the pipelined one), handled first.
+        """
+        if len(readings) == 0 and len(uplinks) == 0:
+            return True
+        delay = BACKOFF_MIN_S
+        while True:
+            exc = failed
+            failed = None
+            if exc is None:
+                try:
+                    self.store.write(readings, uplinks)
+                except StoreError as error:
+                    exc = error
+            if exc is None:
+                self.events.store(True)
+                self.events.written(len(readings))
+                return True
+            kind = _failure_class(exc)
+            self.events.write_error(kind)
+            if kind in ("rejected", "too_large"):
+                self.events.store(True)
+                return self._isolate(readings, uplinks, exc)
+            self.events.store(False)
+            retry_after = exc.retry_after_s if isinstance(exc, StoreUnavailableError) else None
+            wait = retry_after if retry_after is not None else delay * random.uniform(0.5, 1.0)  # noqa: S311
+            if kind == "other":
+                log.error("store refused the write, retrying in %.1f s: %s", wait, exc)
+            else:
+                log.warning("store unavailable, retrying in %.1f s: %s", wait, exc)
+            if self.abort.wait(wait):
+                return False
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _isolate(self, readings: Readings, uplinks: Uplinks, exc: StoreError) -> bool:
+        """Halve a refused (or too large) batch and write the halves, recursively.
+
+        A line refused on its own is set aside for the quarantine, so one bad line never holds
+        back the others.
+        """
+        if len(readings) + len(uplinks) > 1:
+            # Each half is smaller than the whole, down to a single line (1 + 1 splits in two).
+            cut_r = len(readings) - len(readings) // 2
+            cut_u = len(uplinks) // 2
+            first = self._deliver(readings.take(slice(0, cut_r)), uplinks.take(slice(0, cut_u)))
+            return first and self._deliver(
+                readings.take(slice(cut_r, None)), uplinks.take(slice(cut_u, None))
+            )
+        detail = str(exc)[:500]
+        text, sensor = self._describe(readings, uplinks)
+        self._store_refused.append(
+            Refused(
+                time.time_ns(),
+                STORE_TOPIC,
+                text.encode(),
+                Rejection(Reason.STORE_REJECTED, detail, sensor),
+            )
+        )
+        log.error("store refused a line, quarantined: %s", detail)
+        return True
+
+    def _describe(self, readings: Readings, uplinks: Uplinks) -> tuple[str, str | None]:
+        """The refused line in words, and its sensor when it is a reading."""
+        if len(readings):
+            device = self.registry.device_list[int(readings.device[0])].id
+            sensor = self.registry.sensor_list[int(readings.sensor[0])].id
+            value = float(readings.value[0])
+            text = (
+                f"reading device={device} sensor={sensor} ts_ns={int(readings.ts_ns[0])} "
+                f"value={value!r}"
+            )
+            return text, sensor
+        device = self.registry.device_list[int(uplinks.device[0])].id
+        text = f"uplink device={device} ts_ns={int(uplinks.ts_ns[0])} fcnt={int(uplinks.fcnt[0])}"
+        return text, None
+
+
+# -- the writer process ---------------------------------------------------------------------------
+
+
+class _PipeEvents(Tally):
+    """A tally that is sent to the parent after every batch and every failed write."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def flush(self) -> None:
+        """Send what was counted since the last flush."""
+        if self.counts or self.latencies or self.store_up is not None:
+            self.conn.send(Tally(self.counts, self.latencies, self.store_up))
+            self.counts = Counter()
+            self.latencies = []
+            self.store_up = None
+
+    def write_error(self, kind: str) -> None:
+        super().write_error(kind)
+        self.flush()
+
+    def latency(self, seconds: float) -> None:
+        super().latency(seconds)
+        self.flush()
+
+
+def start_store(
+    store: Store, events: Events, abort: Any, give_up: Callable[[], bool] = lambda: False
+) -> bool:
+    """Start the store, retrying with backoff until it answers; False if aborted first.
+
+    `give_up` ends the wait early (when stopping with nothing left to write).
+    """
+    delay = BACKOFF_MIN_S
+    while not abort.is_set() and not give_up():
+        try:
+            store.start()
+            events.store(True)
+            return True
+        except StoreError as exc:
+            events.store(False)
+            events.write_error("unavailable" if isinstance(exc, StoreUnavailableError) else "other")
+            log.warning("store not ready, retrying in %.1f s: %s", delay, exc)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not give_up():
+            if abort.wait(min(0.2, deadline - time.monotonic())):
+                return False
+        delay = min(delay * 2, BACKOFF_MAX_S)
+    return False
+
+
+def writer_process(settings: Settings, conn: Connection, draining: Any, abort: Any) -> None:
+    """Entry point of the writer process (multiprocessing, spawn): runs until told to stop."""
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    parent = os.getppid()
+
+    class _Abort:
+        """The parent's abort event, also set when the parent is gone (killed)."""
+
+        def is_set(self) -> bool:
+            return bool(abort.is_set()) or os.getppid() != parent
+
+        def wait(self, timeout: float) -> bool:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.is_set():
+                    return True
+                abort.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+            return self.is_set()
+
+    stop = _Abort()
+    lock_path = Path(settings.data_dir) / LOCK_FILE
+    with lock_path.open("w") as lock:
+        # One writer per spool: a writer orphaned by a killed ingest finishes its batch and
+        # exits (it notices its parent is gone) before the new one starts.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        registry = load_registry(settings.registry)
+        store = open_store(settings, registry)
+        events = _PipeEvents(conn)
+        spool = Spool(Path(settings.data_dir) / "ingest.sqlite")
+        try:
+
+            def nothing_to_write() -> bool:
+                return bool(draining.is_set()) and spool.depth().messages == 0
+
+            if start_store(store, events, stop, nothing_to_write):
+                writer = SpoolWriter(
+                    spool, store, settings=settings, registry=registry, events=events, abort=stop
+                )
+                writer.run(draining=draining.is_set)
+            events.flush()
+        finally:
+            spool.close()
+            store.close()
+            conn.close()
