@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit check services clean
+.PHONY: demo test test-unit check services bench bench-ingest clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -34,6 +34,14 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## bench: every benchmark (results go into docs/BENCHMARKS.md by hand, with the command)
+bench: bench-ingest
+
+## bench-ingest: ingest against its ceilings and the naive bridge; then the outage memory run
+bench-ingest: $(STAMP) services
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.ingest --outage
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

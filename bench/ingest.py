@@ -268,13 +268,14 @@ def ingest_variant(
     field: str,
     workers: int,
     workdir: Path,
+    protocol: str = "3.1.1",
 ) -> Result:
     database = f"ingest_{uuid.uuid4().hex[:6]}"
     group = f"bench{uuid.uuid4().hex[:4]}" if workers > 1 else None
     ids = [f"bench-ingest-{uuid.uuid4().hex[:6]}" for _ in range(workers)]
     filters = [f"$share/{group}/{f}" if group else f for f in ROUTES]
     for client_id in ids:
-        make_session(port, client_id, filters, v5=False)
+        make_session(port, client_id, filters, v5=protocol == "5")
     publish_all(port, messages)
     procs = []
     logs = []
@@ -287,6 +288,7 @@ def ingest_variant(
             "PILOTS_INFLUX_DATABASE": database,
             "PILOTS_DATA_DIR": str(workdir / f"{name}-{i}"),
             "PILOTS_INGEST_HTTP_PORT": str(free_port()),
+            "PILOTS_MQTT_PROTOCOL": protocol,
             **({"PILOTS_MQTT_SHARED_GROUP": group} if group else {}),
         }
         log = workdir / f"{name}-{i}.log"
@@ -366,7 +368,7 @@ def outage_run(workdir: Path, minutes: float, readings_per_s: int) -> None:
     for m in range(total):
         due = began + m / messages_per_s
         while time.perf_counter() < due:
-            time.sleep(min(0.01, due - time.perf_counter()))
+            time.sleep(max(0.0, min(0.01, due - time.perf_counter())))
         frames = [
             {"ts": start_ms + m * per_message + k, "readings": {"pm25": float(k)}}
             for k in range(per_message)
@@ -487,6 +489,23 @@ def main() -> None:
                         ),
                     )
                 )
+        runs.append(
+            (
+                "ingest-1w single mqtt5",
+                partial(
+                    ingest_variant,
+                    "ingest-1w single mqtt5",
+                    broker.port,
+                    influxd.url,
+                    single,
+                    len(single),
+                    "pm25",
+                    1,
+                    workdir,
+                    "5",
+                ),
+            )
+        )
         wanted = [p for p in args.only.split(",") if p]
         results = []
         for name, run in runs:

@@ -127,7 +127,12 @@ def test_readings_are_stored_once_and_refusals_quarantined(
     assert sorted(uplinks.fcnt.tolist()) == [-1, 7]  # the second frame carried no counter
     counts = Quarantine.in_data_dir(settings.data_dir).counts()
     assert counts == {"malformed_json": 1, "out_of_range": 1, "unknown_device": 1}
-    assert ingest.metric("pilots_ingest_refused_total", reason="out_of_range") == 1
+    # The writer reports its counts to ingest after each batch: wait for the report.
+    wait_for(
+        lambda: ingest.metric("pilots_ingest_refused_total", reason="out_of_range") == 1,
+        10,
+        "the refusal counted",
+    )
     assert ingest.metric("pilots_ingest_acked_messages_total") == 5
 
 
@@ -195,7 +200,7 @@ def test_every_format_is_ingested_with_its_radio_metadata(
         "the ChirpStack readings",
     )
     assert len(aq_readings) == 2, "the retransmission must not add a second point"
-    assert ingest.metric("pilots_ingest_duplicates_total") == 1
+    wait_for(lambda: ingest.metric("pilots_ingest_duplicates_total") == 1, 10, "one duplicate")
     up = ingest.store.scan_uplinks("san-nicolas", lo, hi)
     assert up.fcnt.tolist() == [41]
     assert (up.rssi.tolist(), up.snr.tolist(), up.sf.tolist()) == ([-87.0], [6.25], [9])
@@ -328,7 +333,8 @@ def test_metrics_and_health_are_served(
     wait_for(lambda: ingest.metric("pilots_ingest_acked_messages_total") == 1, 10, "one ack")
     wait_for(
         lambda: ingest.metric("pilots_ingest_refused_total", reason="malformed_structure"),
-        10, "the refusal counted by the writer",
+        10,
+        "the refusal counted by the writer",
     )
     metrics = httpx.get(f"{base}/metrics").text
     assert 'pilots_ingest_refused_total{reason="malformed_structure"} 1.0' in metrics

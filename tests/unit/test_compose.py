@@ -331,3 +331,12 @@ def test_mosquitto_keeps_what_ingest_has_not_acknowledged(
     assert int(options["max_queued_bytes"]) > 0
     assert int(options["listener"].split()[0]) in _container_ports(services["mosquitto"])
     assert options["log_dest"] == "stdout"
+
+
+def test_health_checks_ask_the_ports_the_services_listen_on(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    for name, port in (("api", defaults.api_port), ("ingest", defaults.ingest_http_port)):
+        test = " ".join(str(part) for part in services[name]["healthcheck"]["test"])
+        assert f"127.0.0.1:{port}/health" in test, name
