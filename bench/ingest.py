@@ -140,8 +140,14 @@ def make_session(port: int, client_id: str, filters: list[str], *, v5: bool) -> 
 # -- consumers --------------------------------------------------------------------------------
 
 
-def paho_ceiling(port: int, messages: list[tuple[str, bytes]]) -> Result:
-    client_id = f"bench-paho-{uuid.uuid4().hex[:6]}"
+def paho_subscriber(
+    name: str,
+    port: int,
+    messages: list[tuple[str, bytes]],
+    handle: Callable[[mqtt.MQTTMessage], None],
+) -> Result:
+    """A paho 3.1.1 subscriber (auto acknowledgement) draining the preloaded stream."""
+    client_id = f"bench-{uuid.uuid4().hex[:6]}"
     make_session(port, client_id, ["pilots/#"], v5=False)
     publish_all(port, messages)
     count = 0
@@ -149,6 +155,7 @@ def paho_ceiling(port: int, messages: list[tuple[str, bytes]]) -> Result:
 
     def on_message(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
         nonlocal count
+        handle(m)
         count += 1
         if count == len(messages):
             done.set()
@@ -158,11 +165,16 @@ def paho_ceiling(port: int, messages: list[tuple[str, bytes]]) -> Result:
     began = time.perf_counter()
     client.connect("127.0.0.1", port)
     client.loop_start()
-    done.wait(600)
+    done.wait(900)
     elapsed = time.perf_counter() - began
     client.disconnect()
     client.loop_stop()
-    return Result("ceiling-paho", len(messages), len(messages), elapsed)
+    return Result(name, len(messages), len(messages), elapsed)
+
+
+def paho_ceiling(port: int, messages: list[tuple[str, bytes]]) -> Result:
+    """The ceiling: a callback that does nothing."""
+    return paho_subscriber("ceiling-paho", port, messages, lambda m: None)
 
 
 def mosquitto_sub_ceiling(port: int, messages: list[tuple[str, bytes]]) -> Result:
@@ -197,35 +209,17 @@ def naive_bridge(port: int, influx_url: str, messages: list[tuple[str, bytes]]) 
     """The tutorial bridge: parse, then one blocking HTTP write per message."""
     database = f"naive_{uuid.uuid4().hex[:6]}"
     _influx_query(influx_url, f'CREATE DATABASE "{database}"')
-    client_id = f"bench-naive-{uuid.uuid4().hex[:6]}"
-    make_session(port, client_id, ["pilots/#"], v5=False)
-    publish_all(port, messages)
-    count = 0
-    done = threading.Event()
     url = f"{influx_url}/write?db={database}&precision=ms"
 
-    def on_message(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
-        nonlocal count
+    def write_one(m: mqtt.MQTTMessage) -> None:
         doc = json.loads(m.payload)
         device = m.topic.split("/")[2]
         lines = "\n".join(
             f"readings,device={device} {k}={v} {doc['ts']}" for k, v in doc["readings"].items()
         )
         urllib.request.urlopen(urllib.request.Request(url, data=lines.encode()), timeout=10).read()
-        count += 1
-        if count == len(messages):
-            done.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-    client.on_message = on_message
-    began = time.perf_counter()
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    done.wait(900)
-    elapsed = time.perf_counter() - began
-    client.disconnect()
-    client.loop_stop()
-    return Result("naive-bridge", len(messages), len(messages), elapsed)
+    return paho_subscriber("naive-bridge", port, messages, write_one)
 
 
 def _influx_query(url: str, q: str, db: str | None = None) -> dict[str, object]:

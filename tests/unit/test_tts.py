@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import copy
 import math
-import tomllib
 from typing import Any
 
 import orjson
 import pytest
 
-from core.registry import DEFAULT_REGISTRY_PATH, Registry, build_registry
+from core.registry import Registry
 from core.settings import Settings
 from core.uplinks import NO_SF
 from ingest.decoders import FORMATS, Router
 from ingest.decoders.tts import decode
-from ingest.process import process
 from ingest.reasons import Reason
-from ingest.validate import Checked, Validator
+from ingest.validate import Checked
 
-from .helpers import shipped_registry
+from .helpers import (
+    accepted,
+    only_refusal,
+    only_uplink,
+    process_message,
+    registry_with_lns_id,
+)
 
 RS_WQ_01_EUI = "A840410003040101"  # core/registry.toml (lower case there; TTS writes upper case)
 RS_WQ_02_EUI = "A840410003040201"
@@ -105,59 +109,16 @@ def _topic(device_id: str) -> str:
 
 
 def _process(message: object, topic: str = TOPIC, registry: Registry | None = None) -> Checked:
-    payload = message if isinstance(message, bytes) else orjson.dumps(message)
-    validator = Validator(registry or shipped_registry(), max_future_s=600, max_age_days=3650)
-    return process(
-        Router(Settings().ingest_routes),
-        validator,
-        topic,
-        payload,
-        RECEIVED_NS,
-        max_payload_bytes=Settings().ingest_max_payload_bytes,
-    )
+    return process_message(message, topic, RECEIVED_NS, registry)
 
 
-def _accepted(
-    checked: Checked, registry: Registry | None = None
-) -> dict[tuple[str, str, int], float]:
-    reg = registry or shipped_registry()
-    return {
-        (reg.device_list[d].id, reg.sensor_list[s].id, t): v
-        for t, d, s, v in zip(
-            checked.ts_ns, checked.device, checked.sensor, checked.value, strict=True
-        )
-    }
-
-
-def _uplink(checked: Checked, registry: Registry | None = None) -> tuple[object, ...]:
-    """The one accepted uplink as (device id, ts_ns, fcnt, rssi, snr, sf, gateway)."""
-    reg = registry or shipped_registry()
-    assert len(checked.up_ts_ns) == 1, checked
-    return (
-        reg.device_list[checked.up_device[0]].id,
-        checked.up_ts_ns[0],
-        checked.up_fcnt[0],
-        checked.up_rssi[0],
-        checked.up_snr[0],
-        checked.up_sf[0],
-        checked.up_gateway[0],
-    )
-
-
-def _only_refusal(checked: Checked) -> tuple[Reason, str]:
-    assert checked.value == []
-    assert checked.up_ts_ns == []
-    [rejection] = checked.rejections
-    return rejection.reason, rejection.detail
+_accepted = accepted
+_uplink = only_uplink
+_only_refusal = only_refusal
 
 
 def _registry_with_lns_ids() -> Registry:
-    """The shipped fleet, but rs-wq-02 is known only by its network-server id (no EUI)."""
-    raw = tomllib.loads(DEFAULT_REGISTRY_PATH.read_text(encoding="utf-8"))
-    device = next(d for d in raw["pilots"]["resistencia"]["devices"] if d["id"] == "rs-wq-02")
-    del device["dev_eui"]
-    device["lns_id"] = "laguna-francia"
-    return build_registry(raw, DEFAULT_REGISTRY_PATH)
+    return registry_with_lns_id("resistencia", "rs-wq-02", "laguna-francia")
 
 
 def test_the_route_table_sends_uplink_topics_here() -> None:
