@@ -20,11 +20,12 @@ from api.schemas import (
     ThresholdOut,
     WindowOut,
 )
-from core.aggregate import tumbling, window_starts
+from core.aggregate import window_stats
 from core.readings import Readings
 from core.registry import Pilot, Registry
 from core.store import Store
 from core.timeutil import NS_PER_S, format_duration, ns_to_datetime, utc_offset_ns
+from core.windows import Fixed, count_windows, fixed_edges
 
 
 class QueryTooLargeError(ValueError):
@@ -115,23 +116,23 @@ def series(
     # Aligning to the local offset makes `1d` windows run from local midnight to midnight.
     origin_ns = -utc_offset_ns(pilot.tz, start_ns)
     devices = [d for d in pilot.devices if sensor_id in d.sensors]
-    n_windows = len(window_starts(start_ns, end_ns, every_ns, origin_ns))
+    n_windows = count_windows(Fixed(every_ns, origin_ns), start_ns, end_ns)
     if n_windows * max(len(devices), 1) > max_points:
         raise QueryTooLargeError(
             f"{n_windows} windows x {len(devices)} devices exceeds the limit of {max_points} "
             "points per response (PILOTS_API_MAX_POINTS); use a larger `every` or a shorter range"
         )
     readings = store.scan(pilot.id, [sensor_id], start_ns, end_ns)
-    windows = tumbling(
+    edges = fixed_edges(start_ns, end_ns, every_ns, origin_ns)
+    windows = window_stats(
         readings,
         sensor=registry.sensors[sensor_id].code,
         devices=registry.device_codes([d.id for d in devices]),
-        start_ns=start_ns,
-        end_ns=end_ns,
-        every_ns=every_ns,
-        origin_ns=origin_ns,
+        edges_ns=edges,
+        statistics=("count", "mean", "min", "max"),
+        unique=True,
     )
-    starts = [ns_to_datetime(t, pilot.tz) for t in windows.start_ns.tolist()]
+    starts = [ns_to_datetime(t, pilot.tz) for t in windows.starts_ns.tolist()]
     out: list[DeviceSeriesOut] = []
     for row, device in enumerate(devices):
         columns = zip(

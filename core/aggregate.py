@@ -1,101 +1,68 @@
-"""The vectorised aggregation core: window statistics over `Readings`.
+"""Window statistics of one sensor of a set of devices, from a `Readings` batch.
 
-Everything here is whole-array numpy; there is no per-reading Python loop. Windows are
-half-open `[start, start + every)`, aligned to `origin_ns + k * every_ns` (the API passes the
-pilot's UTC offset so that `1d` windows start at local midnight). Every requested device gets
-every window in the range, with count 0 and NaN statistics where it sent nothing.
+The bridge between the columnar batch and the statistics kernel (`core.stats`): it picks the
+sensor's readings, optionally leaves out flagged ones, maps devices to output rows (one row per
+device, or one pooled row for the whole set) and hands the arrays to the kernel. Whole-array
+numpy only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from core.readings import Readings
+from core.stats import STATISTICS, Table, Workspace, aggregate
 
 
-@dataclass(frozen=True, slots=True)
-class Windows:
-    """Per-device window statistics of one sensor: arrays of shape (devices, windows)."""
-
-    start_ns: NDArray[np.int64]
-    every_ns: int
-    devices: NDArray[np.int32]
-    count: NDArray[np.int64]
-    mean: NDArray[np.float64]
-    min: NDArray[np.float64]
-    max: NDArray[np.float64]
-
-
-def window_starts(
-    start_ns: int, end_ns: int, every_ns: int, origin_ns: int = 0
-) -> NDArray[np.int64]:
-    """Starts of the aligned windows that intersect `[start_ns, end_ns)`."""
-    if every_ns <= 0:
-        raise ValueError("every_ns must be positive")
-    if end_ns <= start_ns:
-        return np.empty(0, dtype=np.int64)
-    first = start_ns - (start_ns - origin_ns) % every_ns
-    count = -(-(end_ns - first) // every_ns)
-    return first + np.arange(count, dtype=np.int64) * every_ns
-
-
-def tumbling(
+def window_stats(
     readings: Readings,
     *,
     sensor: int,
     devices: NDArray[np.int32],
-    start_ns: int,
-    end_ns: int,
-    every_ns: int,
-    origin_ns: int = 0,
-) -> Windows:
-    """Count, mean, min and max per device and window of one sensor.
+    edges_ns: NDArray[np.int64],
+    pooled: bool = False,
+    exclude: NDArray[np.bool_] | None = None,
+    quantiles: Sequence[float] = (),
+    statistics: Iterable[str] = STATISTICS,
+    unique: bool = False,
+    workspace: Workspace | None = None,
+) -> Table:
+    """Statistics of `sensor` per window, one row per device in `devices` (or one, pooled).
 
-    Only readings with `start_ns <= ts < end_ns` count, so the first and last windows may be
-    partial when the range is not aligned. Duplicate readings (same device, sensor and time)
-    count once, the last given winning, as in the store.
+    `exclude` is a per-reading mask (flags from `core.flags`) of readings to leave out;
+    readings of other sensors or devices are ignored. `unique=True` promises no duplicate
+    (device, time), as from a store scan.
     """
-    starts = window_starts(start_ns, end_ns, every_ns, origin_ns)
-    n_dev, n_win = len(devices), len(starts)
-    cells = n_dev * n_win
-    selected = readings.take(
-        (readings.sensor == sensor) & (readings.ts_ns >= start_ns) & (readings.ts_ns < end_ns)
-    ).deduplicated()
-
-    # Position of each reading's device in `devices`, -1 when it was not asked for.
-    position = np.full(int(max(devices.max(initial=-1), selected.device.max(initial=-1))) + 1, -1)
-    position[devices] = np.arange(n_dev)
-    row = position[selected.device]
-    keep = row >= 0
-    if n_win:
-        column = (selected.ts_ns[keep] - starts[0]) // every_ns
-        cell = row[keep] * n_win + column
+    devices = np.asarray(devices, dtype=np.int32)
+    top = int(max(devices.max(initial=-1), readings.device.max(initial=-1))) + 1
+    row_of = np.full(top, -1, dtype=np.int32)
+    row_of[devices] = 0 if pooled else np.arange(len(devices), dtype=np.int32)
+    chosen = readings.sensor == sensor
+    if exclude is not None:
+        chosen &= ~exclude
+    rows = row_of[readings.device]
+    chosen &= rows >= 0
+    if chosen.all():
+        ts, dev, value = readings.ts_ns, readings.device, readings.value
     else:
-        cell = np.empty(0, dtype=np.int64)
-    values = selected.value[keep]
-
-    count = np.bincount(cell, minlength=cells).astype(np.int64)
-    total = np.bincount(cell, weights=values, minlength=cells)
-    low = np.full(cells, np.inf)
-    high = np.full(cells, -np.inf)
-    np.minimum.at(low, cell, values)
-    np.maximum.at(high, cell, values)
-    empty = count == 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-    mean[empty] = np.nan
-    low[empty] = np.nan
-    high[empty] = np.nan
-    shape = (n_dev, n_win)
-    return Windows(
-        start_ns=starts,
-        every_ns=every_ns,
-        devices=devices,
-        count=count.reshape(shape),
-        mean=mean.reshape(shape),
-        min=low.reshape(shape),
-        max=high.reshape(shape),
+        ts, dev, value, rows = (
+            readings.ts_ns[chosen],
+            readings.device[chosen],
+            readings.value[chosen],
+            rows[chosen],
+        )
+    return aggregate(
+        ts,
+        dev,
+        value,
+        group=rows,
+        n_groups=1 if pooled else len(devices),
+        edges_ns=edges_ns,
+        quantiles=quantiles,
+        statistics=statistics,
+        unique=unique,
+        workspace=workspace,
     )
