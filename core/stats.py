@@ -222,7 +222,14 @@ class _Cells:
         key, value = self.key, self.value
         first = np.full(self.n, np.nan)
         last = np.full(self.n, np.nan)
-        if len(key):
+        if self._time_ordered(ts_ns):
+            # Cells lie end to end in time order (a store scan, one row per series): the first
+            # and last of a cell are at its ends.
+            present = self.count > 0
+            ends = np.cumsum(self.count)
+            first[present] = value[(ends - self.count)[present]]
+            last[present] = value[ends[present] - 1]
+        elif len(key):
             earliest = np.full(self.n, np.iinfo(np.int64).max)
             latest = np.full(self.n, np.iinfo(np.int64).min)
             np.minimum.at(earliest, key, ts_ns)
@@ -233,6 +240,13 @@ class _Cells:
             first[key[at_first]] = value[at_first]
             last[key[at_last]] = value[at_last]
         return first.reshape(self.shape), last.reshape(self.shape)
+
+    def _time_ordered(self, ts_ns: I64) -> bool:
+        """Whether readings are in cell order, and in time order within each cell."""
+        key = self.key
+        if len(key) < 2 or not bool(np.all(key[1:] >= key[:-1])):
+            return len(key) < 2
+        return bool(np.all((ts_ns[1:] > ts_ns[:-1]) | (key[1:] != key[:-1])))
 
     def quantiles(self, quantiles: Sequence[float], low: F64, high: F64) -> dict[float, F64]:
         """Exact quantiles with linear interpolation (numpy's default method).
