@@ -1,18 +1,23 @@
 """The store contract and the choice of adapter.
 
 A store keeps readings as points keyed by (pilot, device, sensor, time): writing the same key
-twice leaves one point, so redelivered or replayed readings overwrite themselves. Two adapters
-implement the contract and pass the same test suite: `influx` (the store of record) and
-`embedded` (SQLite, for the zero-setup demo and offline use).
+twice leaves one point, so redelivered or replayed readings overwrite themselves. It keeps
+rollups (`core.rollups`) the same way, keyed by (resolution, pilot, device, sensor, window
+start), and a few named watermarks (small integers the rollup maintainer uses to remember how
+far it got). Two adapters implement the contract and pass the same test suite: `influx` (the
+store of record) and `embedded` (SQLite, for the zero-setup demo and offline use). This module
+must not import an adapter at module level: each pulls in its own client library.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
 from core.readings import Readings
 from core.registry import Registry
+from core.rollups import Rollups
 from core.settings import Settings
 from core.uplinks import Uplinks
 
@@ -50,11 +55,57 @@ class Store(Protocol):
     def latest(self, pilot: str) -> Readings:
         """The most recent reading of every (device, sensor) of the pilot."""
 
+    def write_rollups(self, resolution: str, rollups: Rollups) -> None:
+        """Store rollup rows of one resolution (`1m`, `1h`, `1d`).
+
+        A row replaces the stored row of the same (device, sensor, window start), wholly.
+        Raises `ValueError` for an unknown resolution or a non-finite value.
+        """
+
+    def scan_rollups(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        resolution: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        devices: Sequence[str] | None = None,
+    ) -> Rollups:
+        """Stored rollups of the pilot's sensors (and devices) whose window starts in the range.
+
+        Rows come sorted by device code, sensor code and window start.
+        """
+
+    def get_watermark(self, name: str) -> int | None:
+        """The value last set for the watermark `name`, None if it was never set."""
+
+    def set_watermark(self, name: str, value_ns: int) -> None:
+        """Set the watermark `name` (an identifier, see `check_watermark_name`)."""
+
     def ping(self) -> None:
         """Raise unless the store answers now."""
 
     def close(self) -> None:
         """Release connections; the store is not used afterwards."""
+
+
+#: Watermark names become InfluxDB tag values: keep them as boring as registry identifiers.
+_WATERMARK_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def check_watermark_name(name: str) -> str:
+    """The name, if it is a valid watermark name; raises `ValueError` otherwise."""
+    if not _WATERMARK_NAME.match(name):
+        raise ValueError(f"invalid watermark name {name!r}: use [a-z0-9][a-z0-9_.-]*")
+    return name
+
+
+def check_watermark_value(value_ns: int) -> int:
+    """The value, if it fits a signed 64-bit integer; raises `ValueError` otherwise."""
+    if not -(2**63) <= value_ns < 2**63:
+        raise ValueError(f"watermark {value_ns} does not fit in 64 bits")
+    return int(value_ns)
 
 
 def open_store(settings: Settings, registry: Registry) -> Store:

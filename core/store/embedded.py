@@ -4,6 +4,8 @@ Same contract as the InfluxDB adapter: points keyed by (pilot, device, sensor, t
 write of a key replaces the first. SQLite is chosen over an analytical engine because several
 processes (ingest, api) may open the same file, which SQLite's WAL mode allows and DuckDB's
 single-writer file lock does not. It is not the store of record for a deployment.
+Rollups live in table `rollups` keyed by (resolution, pilot, device, sensor, start_ns), the
+watermarks in table `watermarks` (docs/SCHEMA.md).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import numpy as np
 from core.errors import StoreError
 from core.readings import Readings
 from core.registry import Registry
+from core.rollups import Rollups, resolution_ns
+from core.sketch import Sketches
+from core.store import check_watermark_name, check_watermark_value
 from core.uplinks import Uplinks
 
 _SCHEMA = """
@@ -42,7 +47,31 @@ CREATE TABLE IF NOT EXISTS uplinks (
     gateway     TEXT    NOT NULL,
     PRIMARY KEY (pilot, device, ts_ns)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollups (
+    resolution TEXT    NOT NULL,
+    pilot      TEXT    NOT NULL,
+    device     TEXT    NOT NULL,
+    sensor     TEXT    NOT NULL,
+    start_ns   INTEGER NOT NULL,
+    "count"    INTEGER NOT NULL,
+    "sum"      REAL    NOT NULL,
+    m2         REAL    NOT NULL,
+    "min"      REAL    NOT NULL,
+    "max"      REAL    NOT NULL,
+    "first"    REAL    NOT NULL,
+    first_ts   INTEGER NOT NULL,
+    "last"     REAL    NOT NULL,
+    last_ts    INTEGER NOT NULL,
+    sketch     TEXT    NOT NULL,
+    PRIMARY KEY (resolution, pilot, device, sensor, start_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS watermarks (
+    name     TEXT    NOT NULL PRIMARY KEY,
+    value_ns INTEGER NOT NULL
+) WITHOUT ROWID;
 """
+
+_ROLLUP_COLUMNS = '"count", "sum", m2, "min", "max", "first", first_ts, "last", last_ts, sketch'
 
 
 class EmbeddedStore:
@@ -81,20 +110,127 @@ class EmbeddedStore:
         up_rows = self._uplink_rows(uplinks) if uplinks is not None else []
         if not rows and not up_rows:
             return
+        self._transaction(
+            ("INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?)", rows),
+            ("INSERT OR REPLACE INTO uplinks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", up_rows),
+        )
+
+    def _transaction(self, *statements: tuple[str, list[tuple[object, ...]]]) -> None:
         try:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?)", rows)
-                db.executemany(
-                    "INSERT OR REPLACE INTO uplinks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", up_rows
-                )
+                for sql, rows in statements:
+                    db.executemany(sql, rows)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"embedded store write failed: {exc}") from exc
+
+    def write_rollups(self, resolution: str, rollups: Rollups) -> None:
+        """Insert or replace every rollup row in one transaction."""
+        resolution_ns(resolution)
+        if len(rollups) == 0:
+            return
+        rollups.check_finite()
+        codes = rollups.device.tolist()
+        n = len(rollups)
+        rows = list(
+            zip(
+                [resolution] * n,
+                [self._pilot_of[d] for d in codes],
+                [self._device_ids[d] for d in codes],
+                [self._sensor_ids[s] for s in rollups.sensor.tolist()],
+                rollups.start_ns.tolist(),
+                rollups.count.tolist(),
+                rollups.sum.tolist(),
+                rollups.m2.tolist(),
+                rollups.min.tolist(),
+                rollups.max.tolist(),
+                rollups.first.tolist(),
+                rollups.first_ts.tolist(),
+                rollups.last.tolist(),
+                rollups.last_ts.tolist(),
+                rollups.sketch.encode(),
+                strict=True,
+            )
+        )
+        # Only `?` placeholders are formatted in.
+        marks = ", ".join("?" * 15)
+        self._transaction((f"INSERT OR REPLACE INTO rollups VALUES ({marks})", rows))  # noqa: S608
+
+    def scan_rollups(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        resolution: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        devices: Sequence[str] | None = None,
+    ) -> Rollups:
+        """Rollups of the pilot's sensors (and devices) with `start_ns <= start < end_ns`."""
+        resolution_ns(resolution)
+        if not sensors or (devices is not None and not devices):
+            return Rollups.empty()
+        # Only `?` placeholders are formatted in; every value is a bound parameter.
+        sql = (
+            f"SELECT device, sensor, start_ns, {_ROLLUP_COLUMNS} FROM rollups "  # noqa: S608
+            f"WHERE resolution = ? AND pilot = ? AND sensor IN ({','.join('?' * len(sensors))}) "
+            "AND start_ns >= ? AND start_ns < ?"
+        )
+        params: list[object] = [resolution, pilot, *sensors, start_ns, end_ns]
+        if devices is not None:
+            sql += f" AND device IN ({','.join('?' * len(devices))})"
+            params.extend(devices)
+        try:
+            rows = self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded store query failed: {exc}") from exc
+        known_devices = self.registry.devices
+        known_sensors = self.registry.sensors
+        rows = [r for r in rows if r[0] in known_devices and r[1] in known_sensors]
+        if not rows:
+            return Rollups.empty()
+        columns = list(zip(*rows, strict=True))
+        ints = [np.asarray(columns[i], dtype=np.int64) for i in (2, 3, 9, 11)]
+        floats = [np.asarray(columns[i], dtype=np.float64) for i in (4, 5, 6, 7, 8, 10)]
+        rollups = Rollups(
+            start_ns=ints[0],
+            device=np.asarray([known_devices[d].code for d in columns[0]], dtype=np.int32),
+            sensor=np.asarray([known_sensors[s].code for s in columns[1]], dtype=np.int16),
+            count=ints[1],
+            sum=floats[0],
+            m2=floats[1],
+            min=floats[2],
+            max=floats[3],
+            first=floats[4],
+            first_ts=ints[2],
+            last=floats[5],
+            last_ts=ints[3],
+            sketch=Sketches.decode(list(columns[12])),
+        )
+        return rollups.take(rollups.sort_order())
+
+    def get_watermark(self, name: str) -> int | None:
+        """The watermark's value, None if it was never set."""
+        check_watermark_name(name)
+        try:
+            row = (
+                self._connection()
+                .execute("SELECT value_ns FROM watermarks WHERE name = ?", (name,))
+                .fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded store query failed: {exc}") from exc
+        return None if row is None else int(row[0])
+
+    def set_watermark(self, name: str, value_ns: int) -> None:
+        """Insert or replace the watermark."""
+        row = (check_watermark_name(name), check_watermark_value(value_ns))
+        self._transaction(("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", [row]))
 
     def _reading_rows(self, readings: Readings) -> list[tuple[object, ...]]:
         devices = self._device_ids

@@ -7,6 +7,9 @@ send gzip-compressed line protocol either through `influxdb-client`'s v2 write A
 1.8+, 2.x, 3.x) or to `/write` on older 1.x servers, chosen by `PILOTS_INFLUX_WRITE_API` or, on
 `auto`, by the version `/ping` reports.
 
+Rollups live in `rollups_1m`, `rollups_1h`, `rollups_1d` and watermarks in `watermarks`
+(schema in `core.store.lineprotocol` and docs/SCHEMA.md).
+
 Queries are built only from identifiers that the registry has validated (they match
 `[a-z0-9_-]`); every value a caller supplies travels as a bound parameter.
 """
@@ -37,13 +40,40 @@ from core.errors import (
 )
 from core.readings import Readings
 from core.registry import Registry
+from core.rollups import Rollups
 from core.settings import Settings
-from core.store.lineprotocol import MEASUREMENT, UPLINKS, LineEncoder
+from core.sketch import Sketches
+from core.store import check_watermark_name, check_watermark_value
+from core.store.lineprotocol import (
+    MEASUREMENT,
+    UPLINKS,
+    WATERMARKS,
+    LineEncoder,
+    encode_watermark,
+    rollup_measurement,
+)
 from core.uplinks import NO_FCNT, NO_SF, Uplinks
 
 log = logging.getLogger("pilots.store.influx")
 
 WriteApi = Literal["v1", "v2"]
+
+_ROLLUP_FIELDS = '"count","sum","m2","min","max","first","first_ts","last","last_ts","sketch"'
+_ROLLUP_TYPES: dict[str, Any] = {
+    "name": pa.string(),
+    "tags": pa.string(),
+    "time": pa.int64(),
+    "count": pa.int64(),
+    "sum": pa.float64(),
+    "m2": pa.float64(),
+    "min": pa.float64(),
+    "max": pa.float64(),
+    "first": pa.float64(),
+    "first_ts": pa.int64(),
+    "last": pa.float64(),
+    "last_ts": pa.int64(),
+    "sketch": pa.string(),
+}
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: The request's data itself was refused (malformed line, field type conflict).
@@ -248,7 +278,17 @@ class InfluxStore:
         parts = [self._encoder.encode(readings)]
         if uplinks is not None:
             parts.append(self._encoder.encode_uplinks(uplinks))
-        body = b"\n".join(p for p in parts if p)
+        self._send(b"\n".join(p for p in parts if p))
+
+    def write_rollups(self, resolution: str, rollups: Rollups) -> None:
+        """Write rollup rows as whole points of `rollups_<resolution>` (a rewrite replaces)."""
+        self._send(self._encoder.encode_rollups(resolution, rollups))
+
+    def set_watermark(self, name: str, value_ns: int) -> None:
+        """Write the watermark point (time 0, so it overwrites the previous value)."""
+        self._send(encode_watermark(check_watermark_name(name), check_watermark_value(value_ns)))
+
+    def _send(self, body: bytes) -> None:
         if not body:
             return
         if self._write_api is None:
@@ -393,6 +433,90 @@ class InfluxStore:
             sf=filled("sf", NO_SF),
             gateway=filled("gateway", "").astype(np.str_),
         )
+
+    def scan_rollups(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        resolution: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        devices: Sequence[str] | None = None,
+    ) -> Rollups:
+        """Rollups of the pilot's sensors (and devices) with `start_ns <= start < end_ns`."""
+        measurement = rollup_measurement(resolution)
+        self._check_names(pilot, sensors, devices or ())
+        if not sensors or (devices is not None and not devices):
+            return Rollups.empty()
+        where, params = self._where(pilot, start_ns, end_ns, devices)
+        for i, sensor_id in enumerate(sensors):
+            params[f"s{i}"] = sensor_id
+        where += " AND (" + " OR ".join(f'"sensor" = $s{i}' for i in range(len(sensors))) + ")"
+        # The measurement comes from a checked resolution; values are bound parameters.
+        q = (
+            f'SELECT {_ROLLUP_FIELDS} FROM "{measurement}" '  # noqa: S608
+            f'WHERE {where} GROUP BY "device","sensor"'
+        )
+        body = self._query(q, params, csv=True)
+        if not body.strip():
+            return Rollups.empty()
+        table = self._read_csv(body, _ROLLUP_TYPES)
+        device, sensor = self._series_codes(table)
+        keep = (device >= 0) & (sensor >= 0)
+
+        def column(name: str) -> Any:
+            return table.column(name).to_numpy(zero_copy_only=False)[keep]
+
+        sketches = np.asarray(table.column("sketch").to_pylist(), dtype=object)[keep]
+        rollups = Rollups(
+            start_ns=column("time"),
+            device=device[keep],
+            sensor=sensor[keep],
+            count=column("count"),
+            sum=column("sum"),
+            m2=column("m2"),
+            min=column("min"),
+            max=column("max"),
+            first=column("first"),
+            first_ts=column("first_ts"),
+            last=column("last"),
+            last_ts=column("last_ts"),
+            sketch=Sketches.decode(sketches.tolist()),
+        )
+        return rollups.take(rollups.sort_order())
+
+    def _series_codes(
+        self, table: Any
+    ) -> tuple[np.ndarray[Any, np.dtype[np.int32]], np.ndarray[Any, np.dtype[np.int16]]]:
+        """Device and sensor codes of each row's `device=<id>,sensor=<id>` tags (-1: unknown)."""
+        tags = table.column("tags").dictionary_encode().combine_chunks()
+        devices, sensors = self.registry.devices, self.registry.sensors
+        device_codes: list[int] = []
+        sensor_codes: list[int] = []
+        for text in tags.dictionary.to_pylist():
+            pairs = dict(part.split("=", 1) for part in text.split(","))
+            device_id, sensor_id = pairs.get("device", ""), pairs.get("sensor", "")
+            device_codes.append(devices[device_id].code if device_id in devices else -1)
+            sensor_codes.append(sensors[sensor_id].code if sensor_id in sensors else -1)
+        index = tags.indices.to_numpy(zero_copy_only=False)
+        return (
+            np.asarray(device_codes, dtype=np.int32)[index],
+            np.asarray(sensor_codes, dtype=np.int16)[index],
+        )
+
+    def get_watermark(self, name: str) -> int | None:
+        """The watermark's value, None if it was never set."""
+        check_watermark_name(name)
+        q = f'SELECT "value" FROM "{WATERMARKS}" WHERE "name" = $name'  # noqa: S608
+        body = json.loads(self._query(q, {"name": name}, csv=False))
+        result = body.get("results", [{}])[0]
+        if "error" in result:
+            raise StoreError(f"InfluxDB query failed: {result['error']}")
+        for series in result.get("series", []):
+            for row in series.get("values", []):
+                return int(row[1])
+        return None
 
     @staticmethod
     def _where(

@@ -6,6 +6,11 @@ time as the point time in nanoseconds. A reading is one line; lines of the same 
 time merge into one point, and writing a line again overwrites the same field of that point.
 Measurement `uplinks`, same tags and time: integer `received_ns`, `fcnt`, `sf`, float `rssi`,
 `snr`, string `gateway`, each only when known.
+Measurements `rollups_1m`, `rollups_1h`, `rollups_1d`: the readings' tags plus `sensor`, the
+window start as the point time, every field always written (integer `count`, `first_ts`,
+`last_ts`; float `sum`, `m2`, `min`, `max`, `first`, `last`; string `sketch`), so a rewrite of a
+window replaces the whole point. Measurement `watermarks`: tag `name`, integer field `value`,
+time 0, so setting a watermark again overwrites it.
 Registry identifiers are restricted to `[a-z0-9_-]`, so tags and field keys need no escaping.
 """
 
@@ -17,10 +22,18 @@ import numpy as np
 
 from core.readings import Readings
 from core.registry import Registry
+from core.rollups import Rollups, resolution_ns
 from core.uplinks import NO_FCNT, NO_SF, Uplinks
 
 MEASUREMENT = "readings"
 UPLINKS = "uplinks"
+WATERMARKS = "watermarks"
+
+
+def rollup_measurement(resolution: str) -> str:
+    """The measurement holding rollups of a resolution (`rollups_1h`); refuses unknown ones."""
+    resolution_ns(resolution)
+    return f"rollups_{resolution}"
 
 
 class LineEncoder:
@@ -33,6 +46,7 @@ class LineEncoder:
         ]
         self._field = [f"{s.id}=" for s in registry.sensor_list]
         self._uplink_prefix = [p.replace(MEASUREMENT, UPLINKS, 1) for p in self._prefix]
+        self._sensor_ids = [s.id for s in registry.sensor_list]
 
     def encode(self, readings: Readings) -> bytes:
         """Line protocol for the batch, one line per reading, newline-separated.
@@ -88,6 +102,43 @@ class LineEncoder:
                 fields += f',gateway="{_escape_string(gateway)}"'
             lines.append(f"{prefix[d]}{fields} {t}")
         return "\n".join(lines).encode()
+
+    def encode_rollups(self, resolution: str, rollups: Rollups) -> bytes:
+        """Line protocol for rollup rows, one line (one whole point) per row."""
+        measurement = rollup_measurement(resolution)
+        if len(rollups) == 0:
+            return b""
+        rollups.check_finite()
+        # Tags stay sorted: device, kind, pilot, sensor.
+        prefix = [p.replace(MEASUREMENT, measurement, 1).rstrip() + "," for p in self._prefix]
+        sensors = self._sensor_ids
+        lines = [
+            f"{prefix[d]}sensor={sensors[s]} count={n}i,sum={total!r},m2={m2!r},min={low!r},"
+            f"max={high!r},first={first!r},first_ts={first_ts}i,last={last!r},"
+            f'last_ts={last_ts}i,sketch="{sketch}" {start}'
+            for d, s, start, n, total, m2, low, high, first, first_ts, last, last_ts, sketch in zip(
+                rollups.device.tolist(),
+                rollups.sensor.tolist(),
+                rollups.start_ns.tolist(),
+                rollups.count.tolist(),
+                rollups.sum.tolist(),
+                rollups.m2.tolist(),
+                rollups.min.tolist(),
+                rollups.max.tolist(),
+                rollups.first.tolist(),
+                rollups.first_ts.tolist(),
+                rollups.last.tolist(),
+                rollups.last_ts.tolist(),
+                rollups.sketch.encode(),  # base64: nothing to escape in a string field
+                strict=True,
+            )
+        ]
+        return "\n".join(lines).encode()
+
+
+def encode_watermark(name: str, value_ns: int) -> bytes:
+    """The one line that sets a watermark (the name is a checked identifier)."""
+    return f"{WATERMARKS},name={name} value={int(value_ns)}i 0".encode()
 
 
 def _escape_string(text: str) -> str:

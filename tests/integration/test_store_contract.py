@@ -11,6 +11,8 @@ import pytest
 
 from core.readings import Readings
 from core.registry import Registry
+from core.rollups import Rollups, compute_rollups
+from core.sketch import Sketches
 from core.store import Store
 from core.store.embedded import EmbeddedStore
 from core.store.influx import InfluxStore
@@ -183,3 +185,122 @@ def test_readings_and_uplinks_are_written_together(store: Store, registry: Regis
     )
     assert len(store.scan("resistencia", ["ph"], T0, T0 + S)) == 1
     assert store.scan_uplinks("resistencia", T0, T0 + S).fcnt.tolist() == [3]
+
+
+# -- rollups and watermarks -------------------------------------------------------------------
+
+MIN = 60 * S
+HOUR = 3600 * S
+TOP = 1.7976931348623157e308
+
+
+def rollup_rows(registry: Registry, rollups: Rollups) -> list[tuple[object, ...]]:
+    """Every column of every row, by name, sorted; floats as `float` so 0.0 == -0.0."""
+    columns = [
+        rollups.start_ns.tolist(),
+        [registry.device_list[d].id for d in rollups.device.tolist()],
+        [registry.sensor_list[s].id for s in rollups.sensor.tolist()],
+        *(
+            getattr(rollups, name).tolist()
+            for name in ("count", "sum", "m2", "min", "max", "first", "first_ts", "last")
+        ),
+        rollups.last_ts.tolist(),
+        rollups.sketch.encode(),
+    ]
+    return sorted(zip(*columns, strict=True))
+
+
+def test_rollups_round_trip_exactly(store: Store, registry: Registry) -> None:
+    rows = [
+        (T0 + 5 * S, "sf-rlv-01", "level", 0.30000000000000004),
+        (T0 + 7 * S, "sf-rlv-01", "level", 1e-05),
+        (T0 + 9 * S, "sf-rlv-01", "level", -2.5),
+        (T0 + 61 * S, "sf-rlv-01", "level", 5e-324),  # subnormal: sketch's zero bucket
+        (T0 + 125 * S, "sf-rlv-02", "level", TOP),
+        (T0 + 3 * S, "sf-rlv-01", "water_temp", 1 / 3),
+        (T0 + HOUR, "sf-wx-01", "temperature", -0.0),
+    ]
+    rollups = compute_rollups(batch(registry, rows), "1m")
+    assert len(rollups) == 5
+    store.write_rollups("1m", rollups)
+    got = store.scan_rollups(
+        "santa-fe", ["level", "water_temp", "temperature"], "1m", T0 - HOUR, T0 + 2 * HOUR
+    )
+    assert rollup_rows(registry, got) == rollup_rows(registry, rollups)
+    assert got.equals(rollups)  # rows come back in (device, sensor, start) order
+    # The sketch texts are stored as written and still answer quantiles.
+    assert Sketches.decode(got.sketch.encode()).equals(rollups.sketch)
+    assert got.sketch.quantiles([1.0])[0].tolist() == pytest.approx(
+        rollups.sketch.quantiles([1.0])[0].tolist()
+    )
+
+
+def test_rewriting_a_rollup_window_replaces_the_whole_row(store: Store, registry: Registry) -> None:
+    first = compute_rollups(
+        batch(registry, [(T0 + S, "rs-wq-01", "ph", 7.0), (T0 + 2 * S, "rs-wq-01", "ph", 7.2)]),
+        "1h",
+    )
+    second = compute_rollups(batch(registry, [(T0 + 30 * S, "rs-wq-01", "ph", 6.5)]), "1h")
+    store.write_rollups("1h", first)
+    store.write_rollups("1h", first)
+    store.write_rollups("1h", second)
+    got = store.scan_rollups("resistencia", ["ph"], "1h", T0 - 2 * HOUR, T0 + 2 * HOUR)
+    assert rollup_rows(registry, got) == rollup_rows(registry, second)
+    assert got.count.tolist() == [1]
+    assert got.sketch.totals.tolist() == [1]
+
+
+def test_scan_rollups_filters_pilot_sensor_device_resolution_and_time(
+    store: Store, registry: Registry
+) -> None:
+    start = T0 - T0 % HOUR
+    rows = [
+        (start - 1, "sf-rlv-01", "level", 1.0),  # window before the range
+        (start, "sf-rlv-01", "level", 2.0),  # first window: included
+        (start + 10 * S, "sf-rlv-02", "level", 3.0),
+        (start + 10 * S, "sf-rlv-01", "water_temp", 20.0),  # other sensor
+        (start + 10 * S, "rs-rlv-01", "level", 5.0),  # other pilot
+        (start + 2 * MIN, "sf-rlv-01", "level", 4.0),  # window starting at the end: excluded
+    ]
+    minutes = compute_rollups(batch(registry, rows), "1m")
+    store.write_rollups("1m", minutes)
+    store.write_rollups("1h", compute_rollups(batch(registry, rows), "1h"))
+
+    def scanned(*args: object, **kwargs: object) -> list[tuple[int, str, float]]:
+        got = store.scan_rollups(*args, **kwargs)
+        return [
+            (t - start, registry.device_list[d].id, v)
+            for t, d, v in zip(
+                got.start_ns.tolist(), got.device.tolist(), got.sum.tolist(), strict=True
+            )
+        ]
+
+    window = ("santa-fe", ["level"], "1m", start, start + 2 * MIN)
+    assert scanned(*window) == [(0, "sf-rlv-01", 2.0), (0, "sf-rlv-02", 3.0)]
+    assert scanned(*window, devices=["sf-rlv-02"]) == [(0, "sf-rlv-02", 3.0)]
+    assert scanned(*window, devices=[]) == []
+    assert scanned("santa-fe", ["water_temp"], "1m", start, start + 2 * MIN) == [
+        (0, "sf-rlv-01", 20.0)
+    ]
+    assert scanned("santa-fe", ["level"], "1h", start, start + HOUR) == [
+        (0, "sf-rlv-01", 6.0),
+        (0, "sf-rlv-02", 3.0),
+    ]
+    assert scanned("santa-fe", ["level"], "1d", start - HOUR, start + HOUR) == []
+    with pytest.raises(ValueError, match="resolution"):
+        store.scan_rollups("santa-fe", ["level"], "5m", start, start + HOUR)
+
+
+def test_watermarks_are_set_read_and_overwritten(store: Store) -> None:
+    assert store.get_watermark("rollups") is None
+    store.set_watermark("rollups", T0)
+    store.set_watermark("other.job", 7)
+    assert store.get_watermark("rollups") == T0
+    store.set_watermark("rollups", T0 - 1)  # a watermark may be moved back on purpose
+    assert store.get_watermark("rollups") == T0 - 1
+    assert store.get_watermark("other.job") == 7
+    store.set_watermark("rollups", 2**63 - 1)
+    assert store.get_watermark("rollups") == 2**63 - 1
+    for bad in ("", "Rollups", "a b", "x,y=1"):
+        with pytest.raises(ValueError, match="watermark name"):
+            store.set_watermark(bad, 1)
