@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit check services bench bench-ingest bench-aggregate clean
+.PHONY: demo test test-unit check services bench bench-ingest bench-aggregate bench-api clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -36,12 +36,18 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: every benchmark (results go into docs/BENCHMARKS.md by hand, with the command)
-bench: bench-ingest bench-aggregate
+bench: bench-ingest bench-aggregate bench-api
 
 ## bench-aggregate: the numpy core against pandas, polars, DuckDB and InfluxDB
 bench-aggregate: $(STAMP) services
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.aggregate
+
+## bench-api: the API's warm answers against answering each request from InfluxDB (needs wrk)
+bench-api: $(STAMP) services
+	command -v wrk >/dev/null || apt-get install -y -q wrk
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.api
 
 ## bench-ingest: ingest against its ceilings and the naive bridge; then the outage memory run
 bench-ingest: $(STAMP) services

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
 from api.problems import Problem
+from api.services.series import SeriesService
 from core.registry import Pilot, Registry
 from core.settings import Settings
 from core.store import Store
-from core.timeutil import NS_PER_S, parse_duration_s, parse_instant_ns
+from core.timeutil import NS_PER_S, parse_instant_ns, parse_local_instant_ns
+from core.windows import WindowSpec, parse_window
 
 DEFAULT_RANGE_S = 24 * 3600
+MINUTE_NS = 60 * NS_PER_S
 
 
 def _registry(request: Request) -> Registry:
@@ -36,9 +40,15 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _series(request: Request) -> SeriesService:
+    service: SeriesService = request.app.state.series
+    return service
+
+
 RegistryDep = Annotated[Registry, Depends(_registry)]
 StoreDep = Annotated[Store, Depends(_store)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+SeriesDep = Annotated[SeriesService, Depends(_series)]
 
 
 def _pilot(
@@ -63,43 +73,78 @@ class TimeRange:
     end_ns: int
 
 
-def _instant(name: str, text: str) -> int:
+def _local_zone(request: Request, registry: Registry) -> tzinfo | None:
+    """The zone of the pilot a request names (path or query), if it names exactly one."""
+    name = request.path_params.get("pilot") or request.query_params.get("pilot")
+    pilot = registry.pilots.get(name) if isinstance(name, str) else None
+    return pilot.tz if pilot is not None else None
+
+
+def _instant(name: str, text: str, zone: tzinfo | None) -> int:
     try:
-        return parse_instant_ns(text)
+        return parse_instant_ns(text) if zone is None else parse_local_instant_ns(text, zone)
     except ValueError as exc:
         raise Problem(422, f"{name}: {exc}") from exc
 
 
+INSTANT_HELP = (
+    "RFC 3339 with offset (2026-11-20T00:00:00-03:00); where a pilot is named, also a date "
+    "(2026-11-20: its local midnight) or a local time without offset"
+)
+
+
 def _time_range(
+    request: Request,
+    settings: SettingsDep,
+    registry: RegistryDep,
     start: Annotated[
         str | None,
-        Query(description="RFC 3339 with offset; default: 24 h before end", max_length=64),
+        Query(description=f"{INSTANT_HELP}; default: 24 h before end", max_length=64),
     ] = None,
     end: Annotated[
-        str | None, Query(description="RFC 3339 with offset; default: now", max_length=64)
+        str | None,
+        Query(
+            description=f"{INSTANT_HELP}; default: now (rounded up to the minute)", max_length=64
+        ),
     ] = None,
 ) -> TimeRange:
-    end_ns = _instant("end", end) if end is not None else time.time_ns()
+    zone = _local_zone(request, registry)
+    # "Now" rounded up to the minute: requests within a minute share one kept answer.
+    end_ns = (
+        _instant("end", end, zone)
+        if end is not None
+        else -(-time.time_ns() // MINUTE_NS) * MINUTE_NS
+    )
     start_ns = (
-        _instant("start", start) if start is not None else end_ns - DEFAULT_RANGE_S * NS_PER_S
+        _instant("start", start, zone) if start is not None else end_ns - DEFAULT_RANGE_S * NS_PER_S
     )
     if start_ns >= end_ns:
         raise Problem(422, "start must be before end")
+    limit_days = settings.api_max_range_days
+    if end_ns - start_ns > limit_days * 86_400 * NS_PER_S:
+        raise Problem(
+            400, f"the range is longer than {limit_days} days (PILOTS_API_MAX_RANGE_DAYS)"
+        )
     return TimeRange(start_ns, end_ns)
 
 
 TimeRangeDep = Annotated[TimeRange, Depends(_time_range)]
 
 
-def _every(
-    every: Annotated[
-        str, Query(description="window length: a whole number with s, m, h, d or w", max_length=16)
-    ] = "10m",
-) -> int:
+def parse_every(text: str, tz: tzinfo, origin_ns: int) -> WindowSpec:
+    """A window spec from `every` (a duration, or day / week / month), or a 422 naming it."""
     try:
-        return parse_duration_s(every)
+        return parse_window(text, tz, origin_ns)
     except ValueError as exc:
-        raise Problem(422, f"every: {exc}") from exc
+        raise Problem(422, f"every: {exc}; or day, week, month for local calendar windows") from exc
 
 
-EverySecondsDep = Annotated[int, Depends(_every)]
+EveryQuery = Annotated[
+    str,
+    Query(
+        description="window: a duration (10m, 1h, 1d; aligned to the pilot's local clock) or "
+        "day, week, month (local calendar)",
+        max_length=16,
+        pattern=r"^[A-Za-z0-9]+$",
+    ),
+]

@@ -19,6 +19,51 @@ from core.errors import StoreError
 PROBLEM_JSON = "application/problem+json"
 
 
+#: The JSON Schema of a problem details body, for the OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what went wrong, and the limit or fix"},
+        "errors": {
+            "type": "array",
+            "description": "422 only: each malformed parameter",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": "string"}},
+                    "msg": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+_MEANING = {
+    400: "a query limit would be exceeded; the detail names the limit and its setting",
+    401: "no bearer token, or an unknown or revoked one",
+    403: "the token's scope does not allow this",
+    404: "unknown pilot, sensor or device",
+    422: "malformed or contradictory parameters; `errors` lists them",
+    503: "the store is unavailable",
+}
+
+
+def responses(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problems a route can answer (`meanings`: `_404="..."`)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description = meanings.get(f"_{status}", _MEANING[status])
+        out[status] = {
+            "description": description,
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        }
+    return out
+
+
 class Problem(HTTPException):
     """An HTTP error with a human-readable detail, rendered as problem details."""
 

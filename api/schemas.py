@@ -1,8 +1,11 @@
-"""Response types of the API: every route returns one of these, never a bare dict."""
+"""Response types of the API: every route returns one of these, never a bare dict.
+
+Times are RFC 3339 with the pilot's UTC offset. Statistics of empty windows are null.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,20 +34,32 @@ class ThresholdOut(_Out):
 
 
 class PilotOut(_Out):
-    """A pilot with its fleet size, sensors and most recent reading time."""
+    """A pilot with its fleet, sensors, who is online and how complete today's data is."""
 
     id: str
     name: str
     timezone: str
     theme: str
     devices: int
+    online: int = Field(description="devices that reported within 3 of their intervals")
     sensors: list[SensorOut]
     thresholds: list[ThresholdOut]
     last_seen: datetime | None = Field(description="newest reading of any device, local time")
+    completeness_today: float | None = Field(
+        description="reports received / expected since local midnight, all devices"
+    )
+
+
+class LinkOut(_Out):
+    """Radio quality of a device's recent uplinks (LoRaWAN devices)."""
+
+    uplinks: int
+    rssi_median: float | None
+    snr_median: float | None
 
 
 class DeviceOut(_Out):
-    """A device with what it measures and when it last reported."""
+    """A device with its status, last report, battery, link quality and completeness."""
 
     id: str
     kind: str
@@ -53,39 +68,261 @@ class DeviceOut(_Out):
     lon: float | None
     interval_s: int = Field(description="expected seconds between reports")
     sensors: list[str]
+    status: str = Field(description="online, silent (no report for 3 intervals) or never")
     last_seen: datetime | None = Field(description="newest reading, local time")
     battery_v: float | None = Field(description="battery voltage in the newest report")
+    link: LinkOut = Field(description="over the last 24 hours")
+    completeness_today: float | None
 
 
 class WindowOut(_Out):
-    """Statistics of one window; `count` 0 means no reading, and the rest are null."""
+    """Statistics of one window; only those asked for are present, null when count is 0."""
 
     start: datetime
+    count: int
+    sum: float | None = None
+    mean: float | None = None
+    min: float | None = None
+    max: float | None = None
+    std: float | None = None
+    first: float | None = None
+    last: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class SeriesLineOut(_Out):
+    """Every window of the range for one device, or for all devices pooled (`device` null)."""
+
+    device: str | None
+    windows: list[WindowOut]
+
+
+class SensorSeriesOut(_Out):
+    """The windows of one sensor."""
+
+    sensor: str
+    unit: str
+    lines: list[SeriesLineOut]
+
+
+class SeriesOut(_Out):
+    """Windowed statistics of one or more sensors of a pilot."""
+
+    pilot: str
+    timezone: str
+    start: datetime
+    end: datetime
+    window: str = Field(description="a duration (10m, 1h, 1d) or day, week, month (local)")
+    statistics: list[str]
+    pooled: bool
+    exclude_flagged: bool
+    source: str = Field(description="rollups (precomputed) or raw readings")
+    sensors: list[SensorSeriesOut]
+
+
+class CompareLineOut(_Out):
+    """One pilot's windows of a sensor, all its devices pooled."""
+
+    pilot: str
+    windows: list[WindowOut]
+
+
+class CompareOut(_Out):
+    """One sensor across pilots."""
+
+    sensor: str
+    unit: str
+    start: datetime
+    end: datetime
+    window: str
+    pilots: list[CompareLineOut]
+
+
+# -- the pilot report --------------------------------------------------------------------------
+
+
+class SensorSummaryOut(_Out):
+    """A sensor over the whole period, all devices pooled."""
+
+    sensor: str
+    name: str
+    unit: str
+    devices: int
     count: int
     mean: float | None
     min: float | None
     max: float | None
+    std: float | None
+    p50: float | None
+    p95: float | None
+    flagged_share: float = Field(description="share of readings flagged (range, stuck, spike)")
 
 
-class DeviceSeriesOut(_Out):
-    """Every window of the range for one device."""
+class DeviceReportOut(_Out):
+    """A device over the period."""
 
     device: str
-    windows: list[WindowOut]
+    kind: str
+    site: str
+    reports: int
+    completeness: float | None
+    uptime_hours: float = Field(description="hours with at least one report")
+    hours: float = Field(description="hours in the period")
+    gaps: int
+    longest_gap_s: float
+    silent_now: bool | None = Field(
+        description="no report for 3 intervals; null when the period ended before that"
+    )
+    pdr: float | None = Field(description="packet delivery ratio from frame counters")
+    counter_sessions: int
+    latency_mean_s: float | None
+    latency_p90_s: float | None
+    battery_last_v: float | None
+    battery_slope_v_per_day: float | None
+    battery_days_left: float | None = Field(description="days until 3.3 V at the present slope")
+    rssi_median: float | None
+    snr_median: float | None
+    sf_mix: dict[str, int] = Field(description="uplinks per LoRa spreading factor")
 
 
-class SeriesOut(_Out):
-    """Windowed statistics of one sensor of a pilot, per device."""
+class GapOut(_Out):
+    """A silence longer than the gap threshold."""
 
-    pilot: str
-    sensor: str
-    unit: str
-    timezone: str
+    device: str
     start: datetime
     end: datetime
-    every: str
-    every_s: int
-    devices: list[DeviceSeriesOut]
+    length_s: float
+
+
+class CompletenessMapOut(_Out):
+    """Completeness per device per local day: the heat map."""
+
+    days: list[date]
+    devices: list[str]
+    ratio: list[list[float | None]]
+
+
+class FlagsOut(_Out):
+    """Readings flagged, by flag."""
+
+    readings: int
+    range: int
+    stuck: int
+    spike: int
+    duplicate: int
+    late: int = Field(
+        description="received more than one reporting interval after the device's time "
+        "(a gateway's backlog); counted, not excluded: the values are sound"
+    )
+    share: float = Field(
+        description="share of readings with a range, stuck, spike or duplicate flag"
+    )
+
+
+class EpisodeOut(_Out):
+    """A stretch above (or below) a level."""
+
+    device: str
+    start: datetime
+    end: datetime
+    duration_s: float
+    peak: float
+    open: bool = Field(description="still above the level when the data ends")
+
+
+class ThresholdReportOut(_Out):
+    """Time past one named level of one sensor."""
+
+    sensor: str
+    name: str
+    level: float
+    hours_above: float
+    episodes: list[EpisodeOut]
+
+
+class ExceedanceDayOut(_Out):
+    """A local day whose mean exceeded the guideline."""
+
+    day: date
+    mean: float
+
+
+class ExceedanceOut(_Out):
+    """Local days whose 24-hour mean exceeded the WHO guideline (devices pooled)."""
+
+    sensor: str
+    guideline: float
+    days_with_data: int
+    days_missing: int
+    days_exceeding: int
+    days: list[ExceedanceDayOut]
+    missing: list[date] = Field(description="local days without a reading")
+    hours_over: int = Field(description="local hours whose mean (devices pooled) is above it")
+    hours_measured: int = Field(description="local hours with at least one reading")
+    indicative: bool = Field(description="low-cost sensors: indicative, not regulatory")
+
+
+class RiverOut(_Out):
+    """How a river gauge's level moved over the period."""
+
+    device: str
+    trend_cm_per_day: float | None = Field(description="least-squares slope of all readings")
+    max_rise_cm_per_day: float | None = Field(
+        description="largest rise between the means of two consecutive local days"
+    )
+    max_rise_day: date | None = Field(description="the later of those two days")
+
+
+class RainOut(_Out):
+    """A rain gauge's rain over the period."""
+
+    device: str
+    total_mm: float | None
+    max_mm_per_hour: float | None = Field(description="the wettest local clock hour")
+    max_hour: datetime | None = Field(description="start of that hour")
+
+
+class ReportOut(_Out):
+    """A pilot's results for a period."""
+
+    pilot: str
+    name: str
+    timezone: str
+    theme: str
+    start: datetime
+    end: datetime
+    generated_at: datetime
+    sensors: list[SensorSummaryOut]
+    devices: list[DeviceReportOut]
+    completeness: CompletenessMapOut
+    gaps: list[GapOut] = Field(description="the longest silences, longest first")
+    flags: FlagsOut
+    thresholds: list[ThresholdReportOut]
+    exceedances: list[ExceedanceOut]
+    river: list[RiverOut] = Field(description="river level gauges (flood pilots)")
+    rain: list[RainOut] = Field(description="rain gauges")
+
+
+class QuarantineEntryOut(_Out):
+    """One refusal kept by ingest."""
+
+    id: int
+    received: datetime
+    topic: str
+    reason: str
+    detail: str
+    sensor: str | None
+    payload: str = Field(description="the payload as received (decoded as UTF-8, replaced)")
+
+
+class QuarantineOut(_Out):
+    """What ingest refused and why."""
+
+    counts: dict[str, int]
+    entries: list[QuarantineEntryOut]
 
 
 class HealthOut(_Out):

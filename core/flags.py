@@ -181,6 +181,10 @@ class Flags:
         counts["any"] = int(np.count_nonzero(self.mask))
         return counts
 
+    def take(self, keep: Bools) -> Flags:
+        """The flags of the readings `keep` marks (as `Readings.take` with the same mask)."""
+        return Flags(self.mask[keep], {name: m[keep] for name, m in self.by_flag.items()})
+
     @property
     def share(self) -> dict[str, float]:
         """Share of the readings flagged, per flag and `any` (NaN for an empty batch)."""

@@ -154,8 +154,15 @@ class Rollups:
 
     def take(self, index: NDArray[np.bool_] | NDArray[np.integer]) -> Rollups:
         """The rows selected by a boolean mask or an index array, in that order."""
+        if index.dtype == np.bool_ and len(index) == len(self) and bool(index.all()):
+            return self  # immutable: every row selected is this batch itself
         columns = {name: getattr(self, name)[index] for name, _ in _COLUMNS}
         return Rollups(**columns, sketch=self.sketch.take(index))
+
+    def slice(self, start: int, stop: int) -> Rollups:
+        """Rows `start:stop`, sharing memory with this batch (no copy)."""
+        columns = {name: getattr(self, name)[start:stop] for name, _ in _COLUMNS}
+        return Rollups(**columns, sketch=self.sketch.slice(start, stop))
 
     def check_finite(self) -> None:
         """Raise `ValueError` unless every float column is finite (stores refuse NaN and inf)."""

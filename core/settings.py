@@ -114,10 +114,17 @@ class Settings(BaseSettings):
     ingest_http_port: int = Field(default=9108, ge=0, le=65535)
     ingest_unhealthy_after_s: float = Field(default=60.0, gt=0)
     ingest_stop_timeout_s: float = Field(default=30.0, ge=0)
+    ingest_rollup_every_s: float = Field(default=30.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
     api_max_points: int = Field(default=100_000, ge=1)
+    api_max_range_days: int = Field(default=400, ge=1)
+    api_raw_max_hours: float = Field(default=48.0, gt=0)
+    api_cache_days: int = Field(default=35, ge=1)
+    api_answers_kept: int = Field(default=256, ge=0)
+    api_export_max_rows: int = Field(default=5_000_000, ge=1)
 
     demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
     demo_backfill_hours: float = Field(default=1.0, ge=0)

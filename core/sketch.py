@@ -267,6 +267,17 @@ class Sketches:
         np.cumsum(self.count, out=running[1:])
         return running[self.offsets[1:]] - running[self.offsets[:-1]]
 
+    def slice(self, start: int, stop: int) -> Sketches:
+        """Sketches `start:stop`, sharing memory with these (no copy, no re-validation)."""
+        first, last = int(self.offsets[start]), int(self.offsets[stop])
+        part = object.__new__(Sketches)
+        # A run of valid sketches is valid: skipping __post_init__ keeps this O(1).
+        object.__setattr__(part, "alpha", self.alpha)
+        object.__setattr__(part, "offsets", self.offsets[start : stop + 1] - first)
+        object.__setattr__(part, "key", self.key[first:last])
+        object.__setattr__(part, "count", self.count[first:last])
+        return part
+
     def take(self, index: NDArray[np.integer] | NDArray[np.bool_]) -> Sketches:
         """The sketches selected by an index array or boolean mask, in that order."""
         picked = np.arange(len(self))[index]

@@ -2,7 +2,8 @@
 
 Durations are written like InfluxQL's (`90s`, `10m`, `1h`, `1d`, `1w`); instants as RFC 3339
 with an explicit offset. A naive timestamp is refused rather than guessed: the pilots live in
-UTC-3 and a silent UTC assumption would shift every calendar window by three hours.
+UTC-3 and a silent UTC assumption would shift every calendar window by three hours. Only where
+the pilot, and so its time zone, is known does a date or offset-less time mean its local time.
 """
 
 from __future__ import annotations
@@ -47,6 +48,27 @@ def parse_instant_ns(text: str) -> int:
     fraction = _FRACTION.search(text)
     sub_us_ns = int(fraction.group(1)[6:9].ljust(3, "0")) if fraction else 0
     return datetime_to_ns(moment) + sub_us_ns
+
+
+def parse_local_instant_ns(text: str, tz: tzinfo) -> int:
+    """Like `parse_instant_ns`, but a date or a time without offset is local time in `tz`.
+
+    `2026-11-20` is local midnight starting that day and `2026-11-20T06:00` six in the morning
+    there: what a researcher means when they name a pilot's day.
+    """
+    cleaned = text.strip()
+    try:
+        moment = datetime.fromisoformat(cleaned.replace("z", "Z"))
+    except ValueError as exc:
+        raise ValueError(
+            f"invalid timestamp {text!r}: use a date (2026-11-20), a local time "
+            "(2026-11-20T06:00) or RFC 3339 with offset"
+        ) from exc
+    if moment.tzinfo is not None:
+        return parse_instant_ns(cleaned)
+    fraction = _FRACTION.search(cleaned)
+    sub_us_ns = int(fraction.group(1)[6:9].ljust(3, "0")) if fraction else 0
+    return datetime_to_ns(moment.replace(tzinfo=tz)) + sub_us_ns
 
 
 def datetime_to_ns(moment: datetime) -> int:

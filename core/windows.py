@@ -67,8 +67,8 @@ def count_windows(spec: WindowSpec, start_ns: int, end_ns: int) -> int:
     if isinstance(spec, Fixed):
         first = start_ns - (start_ns - spec.origin_ns) % spec.every_ns
         return -(-(end_ns - first) // spec.every_ns)
-    # Calendar windows are at least a day long: a cheap upper bound is enough for limits.
-    return (end_ns - start_ns) // (86_400 * NS_PER_S) + 2
+    # One Python step per window; a limit on windows keeps this bounded.
+    return max(len(calendar_edges(start_ns, end_ns, spec.unit, spec.tz)) - 1, 0)
 
 
 def fixed_edges(start_ns: int, end_ns: int, every_ns: int, origin_ns: int = 0) -> NDArray[np.int64]:

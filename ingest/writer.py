@@ -42,6 +42,7 @@ from core.errors import (
 )
 from core.readings import Readings
 from core.registry import Registry, load_registry
+from core.rollups import RollupMaintainer
 from core.settings import Settings
 from core.store import Store, open_store
 from core.uplinks import Uplinks
@@ -60,6 +61,7 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 IDLE_WAIT_S = 0.05
 LOCK_FILE = "ingest.writer.lock"
+ROLLUP_NOTES = "rollups.sqlite"
 
 
 class Events(Protocol):
@@ -188,6 +190,8 @@ class SpoolWriter:
         self.events = events
         self.abort = abort
         self.router = Router(settings.ingest_routes)
+        self.rollups = RollupMaintainer(Path(settings.data_dir) / ROLLUP_NOTES, registry)
+        self._rolled_up = time.monotonic()
         window_ns = settings.ingest_dedupe_window_s * 1_000_000_000
         self.validator = Validator(
             registry,
@@ -219,10 +223,12 @@ class SpoolWriter:
                             return False
                         inflight = None
                         continue
+                    self.roll_up(idle=True)
                     if draining():
                         return True
                     self.abort.wait(IDLE_WAIT_S)
                     continue
+                self.roll_up(idle=False)
                 after_id = batch[-1].id
                 prepared = self._prepare(batch)
                 if inflight is not None and not self._complete(inflight):
@@ -230,6 +236,23 @@ class SpoolWriter:
                 prepared.future = pool.submit(self.store.write, prepared.readings, prepared.uplinks)
                 inflight = prepared
         return False
+
+    def roll_up(self, *, idle: bool) -> None:
+        """Bring the rollups up to date with what was written: when idle, or every so often.
+
+        Under sustained load the rollups lag by at most `PILOTS_INGEST_ROLLUP_EVERY_S`; a failure
+        leaves the notes for the next turn (the readings themselves are already stored).
+        """
+        due = time.monotonic() - self._rolled_up >= self.settings.ingest_rollup_every_s
+        if not (idle or due) or not self.rollups.pending():
+            return
+        try:
+            self.rollups.run(self.store)
+        except StoreError as exc:
+            log.warning("rollups not updated, will retry: %s", exc)
+        except Exception:  # a rollup fault must not stop the writing of readings
+            log.exception("rollups not updated, will retry")
+        self._rolled_up = time.monotonic()
 
     def process_batch(self, batch: list[Spooled]) -> bool:
         """Decode, validate, write and finish one batch; False if aborted before the end."""
@@ -281,6 +304,8 @@ class SpoolWriter:
         ):
             return False
         refused = prepared.refused + self._store_refused
+        if len(prepared.readings):
+            self.rollups.note(prepared.readings)
         if not self.spool.finish(prepared.ids, refused, prepared.keys):
             log.warning("another writer processed these messages; skipping them")
             return True

@@ -8,14 +8,16 @@ import sys
 import threading
 import time
 from datetime import UTC
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from core.errors import PilotsError, StoreUnavailableError
+from core.errors import PilotsError
 from core.registry import Registry, load_registry
 from core.settings import Settings, load_settings
 from core.timeutil import ns_to_datetime
+from pilots.tokens import tokens_app
 
 app = typer.Typer(
     help="Pilot Telemetry: MQTT ingest, InfluxDB storage, aggregation and API for the UTN "
@@ -25,6 +27,7 @@ app = typer.Typer(
 )
 quarantine_app = typer.Typer(help="What ingest refused, and why.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(tokens_app, name="tokens")
 
 log = logging.getLogger("pilots")
 
@@ -97,33 +100,40 @@ def ingest() -> None:
 def api(
     host: Annotated[str | None, typer.Option(help="bind address [PILOTS_API_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="port [PILOTS_API_PORT]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="processes serving the port [PILOTS_API_WORKERS]")
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (OpenAPI at /docs) over the configured store."""
+    """Serve the HTTP API (OpenAPI at /docs) over the configured store; SIGTERM stops it."""
     import uvicorn
 
-    from api.app import create_app
-    from core.store import describe_store, open_store
+    from api.app import app_from_environment
 
-    settings, registry = _setup()
-    try:
-        store = open_store(settings, registry)
-        store.start()
-    except StoreUnavailableError as exc:
-        # Serve anyway: /health reports the store as unavailable until it answers.
-        log.warning("store unreachable at start-up: %s", exc)
-    except PilotsError as exc:
-        raise _fail(exc) from exc
-    log.info("store: %s", describe_store(settings))
-    # uvicorn re-raises the signal that stopped it; a handler of ours lets us close the store.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
+    settings, _ = _setup()
+    if workers is None and settings.api_workers == 1:
+        try:
+            app = app_from_environment()  # built here, so that a bad store URL fails now
+        except PilotsError as exc:
+            raise _fail(exc) from exc
+        # uvicorn re-raises the signal that stopped it once it has shut down (closing the
+        # store); a handler of ours turns that into a clean exit.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        uvicorn.run(
+            app,
+            host=host or settings.api_host,
+            port=port if port is not None else settings.api_port,
+            log_level=settings.log_level.lower(),
+        )
+        return
     uvicorn.run(
-        create_app(settings, registry, store),
+        "api.app:app_from_environment",
+        factory=True,
+        workers=workers or settings.api_workers,
         host=host or settings.api_host,
         port=port if port is not None else settings.api_port,
         log_level=settings.log_level.lower(),
     )
-    store.close()
 
 
 @app.command()
@@ -176,6 +186,55 @@ def simulate(
         raise typer.Exit(1) from exc
     finally:
         publisher.close()
+
+
+@app.command()
+def report(
+    pilot: Annotated[str, typer.Option(help="pilot id, e.g. resistencia")],
+    start: Annotated[
+        str, typer.Option(help="first day (2026-11-01: local midnight) or an RFC 3339 instant")
+    ],
+    end: Annotated[
+        str, typer.Option(help="end, exclusive (2026-12-01: up to that local midnight)")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="file to write: .html for the shareable page, .json for data")
+    ] = Path("report.html"),
+) -> None:
+    """Write a pilot's report for a period: one self-contained HTML page, or its JSON."""
+    from api.services.report import build_report
+    from core.store import open_store
+    from core.timeutil import parse_local_instant_ns
+
+    settings, registry = _setup()
+    found = registry.pilots.get(pilot)
+    if found is None:
+        typer.echo(f"error: unknown pilot {pilot!r}; known: {', '.join(registry.pilots)}", err=True)
+        raise typer.Exit(2)
+    try:
+        start_ns = parse_local_instant_ns(start, found.tz)
+        end_ns = parse_local_instant_ns(end, found.tz)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if start_ns >= end_ns:
+        typer.echo("error: start must be before end", err=True)
+        raise typer.Exit(2)
+    try:
+        store = open_store(settings, registry)
+        store.start()
+        try:
+            built = build_report(registry, store, found, start_ns, end_ns)
+        finally:
+            store.close()
+    except PilotsError as exc:
+        raise _fail(exc) from exc
+    if out.suffix.lower() == ".json":
+        out.write_text(built.report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    else:
+        out.write_text(built.html, encoding="utf-8")
+    readings = sum(s.count for s in built.report.sensors)
+    typer.echo(f"wrote {out} ({readings} readings, {len(built.report.devices)} devices)")
 
 
 @quarantine_app.command("list")

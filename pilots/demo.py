@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from api.app import create_app
+from api.auth import TokenStore
 from core.registry import Registry
 from core.settings import Settings
 from core.store import Store, describe_store, open_store
@@ -67,6 +68,13 @@ def _simulate(settings: Settings, registry: Registry, stop: threading.Event) -> 
         publisher.close()
 
 
+def _demo_token(settings: Settings) -> str:
+    """A fresh admin token named `demo` for this run (the previous run's is revoked)."""
+    tokens = TokenStore.in_data_dir(settings.data_dir)
+    tokens.revoke("demo")
+    return tokens.create("demo", "admin")
+
+
 def run_demo(settings: Settings, registry: Registry) -> None:
     """Run everything until interrupted."""
     store: Store = open_store(settings, registry)
@@ -83,7 +91,11 @@ def run_demo(settings: Settings, registry: Registry) -> None:
         )
         fleet.start()
         app = create_app(live, registry, store)
-        log.info("API on http://%s:%d (OpenAPI at /docs)", live.api_host, live.api_port)
+        token = _demo_token(live)
+        base = f"http://{live.api_host}:{live.api_port}"
+        log.info("API on %s (OpenAPI at %s/docs)", base, base)
+        log.info("dashboard: %s/#token=%s", base, token)
+        log.info("try: curl -H 'Authorization: Bearer %s' %s/pilots", token, base)
         server = uvicorn.Server(
             uvicorn.Config(app, host=live.api_host, port=live.api_port, log_level="warning")
         )

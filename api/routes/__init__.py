@@ -2,9 +2,11 @@
 
 from fastapi import APIRouter
 
-from api.routes import health, pilots, series
+from api.routes import data, health, pilots, report, series
 
 router = APIRouter()
 router.include_router(health.router)
 router.include_router(pilots.router)
 router.include_router(series.router)
+router.include_router(report.router)
+router.include_router(data.router)

@@ -2,26 +2,32 @@
 
 from fastapi import APIRouter
 
-from api import services
+from api.auth import ReadAccess
 from api.deps import PilotDep, RegistryDep, StoreDep
+from api.problems import responses
 from api.schemas import DeviceOut, PilotOut
+from api.services import pilots as service
 
 router = APIRouter(tags=["pilots"])
 
-
-@router.get("/pilots")
-def list_pilots(registry: RegistryDep, store: StoreDep) -> list[PilotOut]:
-    """Every pilot with its sensors, thresholds and newest reading."""
-    return [services.pilot_summary(registry, store, p) for p in registry.pilot_list]
+ONE_PILOT = responses(401, 404, 422, 503, _404="unknown pilot")
 
 
-@router.get("/pilots/{pilot}", responses={404: {"description": "unknown pilot"}})
-def get_pilot(pilot: PilotDep, registry: RegistryDep, store: StoreDep) -> PilotOut:
+@router.get("/pilots", responses=responses(401, 503))
+def list_pilots(_: ReadAccess, registry: RegistryDep, store: StoreDep) -> list[PilotOut]:
+    """Every pilot: devices, how many are online, newest reading, today's completeness."""
+    return [service.pilot_summary(registry, store, p) for p in registry.pilot_list]
+
+
+@router.get("/pilots/{pilot}", responses=ONE_PILOT)
+def get_pilot(_: ReadAccess, pilot: PilotDep, registry: RegistryDep, store: StoreDep) -> PilotOut:
     """One pilot."""
-    return services.pilot_summary(registry, store, pilot)
+    return service.pilot_summary(registry, store, pilot)
 
 
-@router.get("/pilots/{pilot}/devices", responses={404: {"description": "unknown pilot"}})
-def list_devices(pilot: PilotDep, registry: RegistryDep, store: StoreDep) -> list[DeviceOut]:
-    """The pilot's devices, each with its sensors, last report and battery voltage."""
-    return services.device_list(registry, store, pilot)
+@router.get("/pilots/{pilot}/devices", responses=ONE_PILOT)
+def list_devices(
+    _: ReadAccess, pilot: PilotDep, registry: RegistryDep, store: StoreDep
+) -> list[DeviceOut]:
+    """The pilot's devices: status, last report, battery, link quality, completeness today."""
+    return service.device_list(registry, store, pilot)

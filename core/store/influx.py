@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 import logging
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -53,6 +55,10 @@ from core.store.lineprotocol import (
     rollup_measurement,
 )
 from core.uplinks import NO_FCNT, NO_SF, Uplinks
+
+#: Scans of more than this are split into `SCAN_PARTS` parts queried at once (see `_split`).
+SPLIT_SCAN_NS = 2 * 86_400 * 1_000_000_000
+SCAN_PARTS = 4
 
 log = logging.getLogger("pilots.store.influx")
 
@@ -143,6 +149,7 @@ class InfluxStore:
         )
         self._v2_client: Any = None
         self._v2_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=SCAN_PARTS, thread_name_prefix="influx-scan")
 
     @classmethod
     def from_settings(cls, settings: Settings, registry: Registry) -> InfluxStore:
@@ -266,6 +273,7 @@ class InfluxStore:
 
     def close(self) -> None:
         """Close pooled connections."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._http.clear()
         if self._v2_client is not None:
             self._v2_client.close()
@@ -355,6 +363,17 @@ class InfluxStore:
             if device not in self.registry.devices:
                 raise ValueError(f"unknown device {device!r}")
 
+    def _split(self, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+        """A long range as consecutive parts to query concurrently; a short one whole.
+
+        InfluxDB answers each query on one core and pyarrow parses CSV without holding the
+        GIL, so a month read as four parts at once takes about half as long on two cores.
+        """
+        if end_ns - start_ns <= SPLIT_SCAN_NS:
+            return [(start_ns, end_ns)]
+        edges = [start_ns + (end_ns - start_ns) * i // SCAN_PARTS for i in range(SCAN_PARTS + 1)]
+        return list(itertools.pairwise(edges))
+
     def scan(
         self,
         pilot: str,
@@ -367,6 +386,25 @@ class InfluxStore:
         self._check_names(pilot, sensors, devices or ())
         if not sensors or (devices is not None and not devices):
             return Readings.empty()
+        parts = self._split(start_ns, end_ns)
+        if len(parts) == 1:
+            return self._scan_part(pilot, sensors, start_ns, end_ns, devices)
+        return Readings.concat(
+            list(
+                self._pool.map(
+                    lambda p: self._scan_part(pilot, sensors, p[0], p[1], devices), parts
+                )
+            )
+        )
+
+    def _scan_part(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        devices: Sequence[str] | None,
+    ) -> Readings:
         where, params = self._where(pilot, start_ns, end_ns, devices)
         fields = ",".join(f'"{s}"' for s in sensors)
         # Field names are registry identifiers checked above; values are bound parameters.
@@ -399,6 +437,18 @@ class InfluxStore:
         self._check_names(pilot, (), devices or ())
         if devices is not None and not devices:
             return Uplinks.empty()
+        parts = self._split(start_ns, end_ns)
+        if len(parts) == 1:
+            return self._scan_uplinks_part(pilot, start_ns, end_ns, devices)
+        return Uplinks.concat(
+            list(
+                self._pool.map(lambda p: self._scan_uplinks_part(pilot, p[0], p[1], devices), parts)
+            )
+        )
+
+    def _scan_uplinks_part(
+        self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None
+    ) -> Uplinks:
         where, params = self._where(pilot, start_ns, end_ns, devices)
         fields = '"received_ns","fcnt","rssi","snr","sf","gateway"'
         q = f'SELECT {fields} FROM "{UPLINKS}" WHERE {where} GROUP BY "device"'  # noqa: S608

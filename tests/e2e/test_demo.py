@@ -30,7 +30,12 @@ def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -
     demo = PilotsProcess(["demo"], env, tmp_path, "demo")
     base = f"http://127.0.0.1:{port}"
     try:
-        pilots = wait_for_http(f"{base}/pilots", 90, demo).json()
+        wait_for_http(f"{base}/ready", 90, demo)
+        demo.wait_for_output("#token=", 30)
+        token = demo.output().rsplit("#token=", 1)[1].split()[0]
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/pilots", timeout=10).status_code == 401
+        pilots = httpx.get(f"{base}/pilots", headers=auth, timeout=10).json()
         assert [p["id"] for p in pilots] == ["santa-fe", "san-nicolas", "resistencia"]
         start = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
 
@@ -38,9 +43,11 @@ def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -
             body = httpx.get(
                 f"{base}/pilots/{pilot}/series",
                 params={"sensor": SENSOR_OF[pilot], "start": start, "every": "10m"},
+                headers=auth,
                 timeout=10,
             ).json()
-            return sum(w["count"] for d in body["devices"] for w in d["windows"])
+            [sensor] = body["sensors"]
+            return sum(w["count"] for line in sensor["lines"] for w in line["windows"])
 
         for pilot in SENSOR_OF:
             wait_for(lambda p=pilot: counted(p) > 0, 60, f"{pilot} windows with readings")

@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from api.auth import TokenStore
 from tests.helpers import plain, publish, wait_for
 from tests.processes import PilotsProcess, wait_for_http
 from tests.services import Influxd, Mosquitto, free_port
@@ -41,6 +42,8 @@ def test_known_readings_come_out_of_the_api_exactly(
         "PILOTS_API_PORT": str(free_port()),
         "PILOTS_INGEST_HTTP_PORT": str(free_port()),
     }
+    token = TokenStore.in_data_dir(tmp_path / "var").create("e2e", "read")
+    auth = {"Authorization": f"Bearer {token}"}
     ingest = PilotsProcess(["ingest"], env, tmp_path, "ingest")
     api = PilotsProcess(["api"], env, tmp_path, "api")
     try:
@@ -84,8 +87,10 @@ def test_known_readings_come_out_of_the_api_exactly(
         )
 
         def complete() -> dict[str, list[dict[str, object]]] | None:
-            body = httpx.get(url, timeout=10).json()
-            windows = {d["device"]: d["windows"] for d in body["devices"]}
+            response = httpx.get(url, headers=auth, timeout=10)
+            assert response.status_code == 200, response.text
+            [level] = response.json()["sensors"]
+            windows = {line["device"]: line["windows"] for line in level["lines"]}
             total = sum(w["count"] for ws in windows.values() for w in ws)
             return windows if total == 8 else None
 
@@ -112,7 +117,7 @@ def test_known_readings_come_out_of_the_api_exactly(
             s.utcoffset() is not None and s.utcoffset().total_seconds() == -3 * 3600 for s in starts
         ), "window starts are given in the pilot's local offset"
 
-        devices = httpx.get(f"{base}/pilots/santa-fe/devices", timeout=10).json()
+        devices = httpx.get(f"{base}/pilots/santa-fe/devices", headers=auth, timeout=10).json()
         seen = {d["id"]: d["last_seen"] for d in devices}
         assert datetime.fromisoformat(seen["sf-rlv-01"]).timestamp() * 1000 == w0 + 27 * MIN_MS
         assert seen["sf-rg-01"] is None

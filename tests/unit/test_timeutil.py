@@ -16,6 +16,7 @@ from core.timeutil import (
     ns_to_datetime,
     parse_duration_s,
     parse_instant_ns,
+    parse_local_instant_ns,
     utc_offset_ns,
 )
 
@@ -80,6 +81,15 @@ def test_epoch_is_zero() -> None:
 def test_naive_timestamps_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="no UTC offset"):
         parse_instant_ns(text)
+
+
+def test_a_pilots_date_is_its_local_midnight() -> None:
+    cordoba = ZoneInfo("America/Argentina/Cordoba")
+    assert parse_local_instant_ns("2024-01-01", cordoba) == JAN_2024_NS + 3 * HOUR_NS
+    assert parse_local_instant_ns("2024-01-01T06:00", cordoba) == JAN_2024_NS + 9 * HOUR_NS
+    assert parse_local_instant_ns("2024-01-01T00:00:00.000000001Z", cordoba) == JAN_2024_NS + 1
+    with pytest.raises(ValueError, match="a date"):
+        parse_local_instant_ns("monday", cordoba)
 
 
 @pytest.mark.parametrize("text", ["yesterday", "", "2024-13-01T00:00:00Z", "1700000000000"])

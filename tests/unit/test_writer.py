@@ -20,6 +20,7 @@ from core.errors import (
 from core.readings import Readings
 from core.registry import Registry
 from core.settings import Settings
+from core.store.embedded import EmbeddedStore
 from core.uplinks import Uplinks
 from ingest import writer as writer_module
 from ingest.metrics import Health, IngestMetrics, MetricEvents
@@ -32,9 +33,10 @@ TOPIC = "pilots/santa-fe/sf-rlv-01/up"
 
 
 class ScriptedStore:
-    """Accepts writes into `stored`, except as scripted."""
+    """Accepts writes into `stored`, except as scripted; the rollups live in an embedded store."""
 
-    def __init__(self) -> None:
+    def __init__(self, rollups: EmbeddedStore) -> None:
+        self.rollups = rollups
         self.stored: list[float] = []
         self.uplinks = 0
         self.calls: list[int] = []
@@ -53,6 +55,11 @@ class ScriptedStore:
             raise StoreRejectedError("field type conflict", status=400)
         self.stored.extend(readings.value.tolist())
         self.uplinks += len(uplinks) if uplinks is not None else 0
+        self.rollups.write(readings, uplinks)
+
+    def __getattr__(self, name: str) -> object:
+        # scan, scan_rollups, write_rollups and the watermarks, for the rollup maintainer.
+        return getattr(self.rollups, name)
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +71,7 @@ class Running:
     def __init__(self, tmp_path: Path, registry: Registry) -> None:
         self.spool = Spool(tmp_path / "ingest.sqlite")
         self.quarantine = Quarantine(tmp_path / "ingest.sqlite")
-        self.store = ScriptedStore()
+        self.store = ScriptedStore(EmbeddedStore(tmp_path / "store.sqlite", registry))
         self.metrics = IngestMetrics()
         self.health = Health(unhealthy_after_s=0.05)
         self.abort = threading.Event()

@@ -1,0 +1,112 @@
+"""`GET /export` (CSV or Parquet) and `GET /quarantine` (admin)."""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from api.auth import AdminAccess, ReadAccess
+from api.deps import (
+    RegistryDep,
+    SeriesDep,
+    SettingsDep,
+    StoreDep,
+    TimeRangeDep,
+    parse_every,
+)
+from api.problems import Problem, responses
+from api.schemas import QuarantineOut
+from api.services import QueryError
+from api.services import export as exporting
+from api.services import quarantine as quarantining
+from api.services.series import SeriesQuery, label
+from core.timeutil import utc_offset_ns
+
+router = APIRouter(tags=["data"])
+
+MEDIA = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+
+
+@router.get(
+    "/export",
+    responses={
+        200: {"content": {MEDIA["csv"]: {}, MEDIA["parquet"]: {}}},
+        **responses(400, 401, 404, 422, 503, _404="unknown pilot, sensor or device"),
+    },
+)
+def export(
+    *,
+    _: ReadAccess,
+    pilot: Annotated[str, Query(description="pilot id", max_length=64)],
+    sensor: Annotated[list[str], Query(description="sensor id; repeat for several")],
+    window: TimeRangeDep,
+    registry: RegistryDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    series: SeriesDep,
+    format: Annotated[Literal["csv", "parquet"], Query(description="csv or parquet")] = "csv",
+    every: Annotated[
+        str | None, Query(description="omit for raw readings; else a window as in /series")
+    ] = None,
+    device: Annotated[list[str] | None, Query(description="only these devices")] = None,
+) -> StreamingResponse:
+    """Raw readings, or windowed statistics, of a pilot's sensors, streamed as CSV or Parquet."""
+    found = registry.pilots.get(pilot)
+    if found is None:
+        raise Problem(404, f"unknown pilot {pilot!r}; known pilots: {', '.join(registry.pilots)}")
+    for name in sensor:
+        if name not in found.sensors:
+            raise Problem(404, f"unknown sensor {name!r} for pilot {pilot!r}")
+    for name in device or ():
+        if name not in {d.id for d in found.devices}:
+            raise Problem(404, f"unknown device {name!r} in pilot {pilot!r}")
+    try:
+        if every is None:
+            table = exporting.raw(
+                registry,
+                store,
+                found,
+                sensors=sensor,
+                start_ns=window.start_ns,
+                end_ns=window.end_ns,
+                devices=device,
+                max_rows=settings.api_export_max_rows,
+            )
+        else:
+            spec = parse_every(every, found.tz, -utc_offset_ns(found.tz, window.start_ns))
+            query = SeriesQuery(
+                pilot=found,
+                sensors=sensor,
+                devices=device,
+                window=spec,
+                window_label=label(spec),
+                start_ns=window.start_ns,
+                end_ns=window.end_ns,
+                statistics=["count", "mean", "min", "max", "std"],
+                pooled=False,
+                exclude_flagged=False,
+            )
+            table = exporting.windowed(series, query)
+    except QueryError as exc:
+        raise Problem(400, str(exc)) from exc
+    chunks = (
+        exporting.csv_chunks(table, found.timezone)
+        if format == "csv"
+        else exporting.parquet_chunks(table)
+    )
+    return StreamingResponse(
+        chunks,
+        media_type=MEDIA[format],
+        headers={"Content-Disposition": f'attachment; filename="{table.filename}.{format}"'},
+    )
+
+
+@router.get("/quarantine", responses=responses(401, 403, 422))
+def quarantine(
+    _: AdminAccess,
+    settings: SettingsDep,
+    reason: Annotated[str | None, Query(description="only this reason", max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="newest entries to list")] = 100,
+) -> QuarantineOut:
+    """What ingest refused and why (needs the admin scope)."""
+    return quarantining.listing(settings.data_dir, reason=reason, limit=limit)

@@ -1,0 +1,136 @@
+"""Small conversions shared by the services."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from core import flags as flagging
+from core.readings import Readings
+from core.registry import Device, Pilot, Registry
+from core.store import Store
+from core.timeutil import ns_to_datetime
+
+if TYPE_CHECKING:
+    from api.cache import HotCache
+
+#: A device is silent when it has not reported for this many of its intervals.
+SILENT_AFTER_INTERVALS = 3
+#: Device intervals either side of a range whose readings the flags look at, so that a reading
+#: is judged the same whatever range it is asked in: the stuck check's minimum run is this long
+#: and the spike check's window of 7 readings fits well within it.
+FLAG_CONTEXT_INTERVALS = 12
+NS_PER_S = 1_000_000_000
+
+
+def local(pilot: Pilot, ts_ns: int | None) -> datetime | None:
+    """An instant in the pilot's time zone, None for None."""
+    return None if ts_ns is None else ns_to_datetime(int(ts_ns), pilot.tz)
+
+
+def at(pilot: Pilot, ts_ns: int) -> datetime:
+    """An instant in the pilot's time zone."""
+    return ns_to_datetime(int(ts_ns), pilot.tz)
+
+
+def number(value: float | np.floating | None) -> float | None:
+    """A float for JSON: None for NaN, infinities and None."""
+    if value is None:
+        return None
+    result = float(value)
+    return result if math.isfinite(result) else None
+
+
+def numbers(values: NDArray[np.floating]) -> list[float | None]:
+    """`number` of every element."""
+    return [None if not math.isfinite(v) else v for v in values.tolist()]
+
+
+def devices_with(pilot: Pilot, sensor: str) -> list[Device]:
+    """The pilot's devices that report a sensor."""
+    return [d for d in pilot.devices if sensor in d.sensors]
+
+
+def device_rows(registry: Registry, devices: list[Device]) -> NDArray[np.int32]:
+    """Row of each device code (-1 for devices not listed), to map store codes to output rows."""
+    rows = np.full(len(registry.device_list), -1, dtype=np.int32)
+    rows[[d.code for d in devices]] = np.arange(len(devices), dtype=np.int32)
+    return rows
+
+
+def now_ns() -> int:
+    """The current instant (one place, so that tests and services agree on what now is)."""
+    return time.time_ns()
+
+
+class Scanner(Protocol):
+    """Where readings come from: the store, or the hot cache in front of it."""
+
+    def scan(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        devices: Sequence[str] | None = None,
+    ) -> Readings:
+        """Readings of the pilot's sensors (and devices) with `start_ns <= time < end_ns`."""
+        ...
+
+
+class CachedScanner:
+    """`Store.scan`, answered from the hot cache's recent readings when it holds the range."""
+
+    def __init__(self, registry: Registry, store: Store, cache: HotCache | None) -> None:
+        self.registry = registry
+        self.store = store
+        self.cache = cache
+
+    def scan(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        devices: Sequence[str] | None = None,
+    ) -> Readings:
+        """Readings of the pilot's sensors (and devices) with `start_ns <= time < end_ns`."""
+        if self.cache is None or not self.cache.covers_raw(start_ns, now_ns()):
+            return self.store.scan(pilot, sensors, start_ns, end_ns, devices=devices)
+        return self.cache.readings(
+            pilot,
+            self.registry.sensor_codes(list(sensors)).tolist(),
+            start_ns,
+            end_ns,
+            None if devices is None else self.registry.device_codes(list(devices)).tolist(),
+        )
+
+
+def scan_flagged(
+    source: Scanner,
+    registry: Registry,
+    pilot: Pilot,
+    sensors: list[str],
+    *,
+    start_ns: int,
+    end_ns: int,
+    devices: list[str] | None = None,
+) -> tuple[Readings, flagging.Flags]:
+    """The readings of `[start_ns, end_ns)` and their flags, judged in context.
+
+    Stuck runs and spikes are found among the readings around the range too, so that the
+    first readings of a range are compared with those just before it.
+    """
+    chosen = [d for d in pilot.devices if devices is None or d.id in devices]
+    longest = max((d.interval_s for d in chosen), default=0)
+    margin = FLAG_CONTEXT_INTERVALS * longest * NS_PER_S
+    wide = source.scan(pilot.id, sensors, start_ns - margin, end_ns + margin, devices=devices)
+    flags = flagging.combined(wide, registry, stuck_min_intervals=FLAG_CONTEXT_INTERVALS)
+    inside = (wide.ts_ns >= start_ns) & (wide.ts_ns < end_ns)
+    return wide.take(inside), flags.take(inside)

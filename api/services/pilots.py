@@ -1,0 +1,149 @@
+"""Pilots and devices: who is there, who is online, how complete today is, how the radio is."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from api.schemas import DeviceOut, LinkOut, PilotOut, SensorOut, ThresholdOut
+from api.services.common import SILENT_AFTER_INTERVALS, device_rows, local, now_ns, number
+from core import quality
+from core.registry import Pilot, Registry
+from core.store import Store
+from core.timeutil import NS_PER_S, datetime_to_ns, ns_to_datetime
+from core.uplinks import Uplinks
+
+DAY_NS = 86_400 * NS_PER_S
+
+
+def _sensor_out(registry: Registry, sensor_id: str) -> SensorOut:
+    s = registry.sensors[sensor_id]
+    return SensorOut(
+        id=s.id, name=s.name, unit=s.unit, min=s.min, max=s.max, guideline_24h=s.guideline_24h
+    )
+
+
+class PilotState:
+    """What the pilot and device listings need, read from the store once per request."""
+
+    def __init__(self, registry: Registry, store: Store, pilot: Pilot, now: int) -> None:
+        self.pilot = pilot
+        self.now = now
+        moment = ns_to_datetime(now, pilot.tz)
+        self.midnight = datetime_to_ns(moment.replace(hour=0, minute=0, second=0, microsecond=0))
+        self.devices = list(pilot.devices)
+        self.rows = device_rows(registry, self.devices)
+        self.interval = np.asarray([d.interval_s for d in self.devices], dtype=np.float64)
+        latest = store.latest(pilot.id)
+        self.latest = latest.take(self.rows[latest.device] >= 0)
+        since = min(self.midnight, now - DAY_NS)
+        uplinks = store.scan_uplinks(pilot.id, since, now + 1)
+        self.uplinks = uplinks.take(self.rows[uplinks.device] >= 0)
+        self.battery_code = registry.sensors["battery_v"].code
+
+    def last_seen(self) -> np.ndarray:
+        """Newest reading time per device row (quality.NEVER_NS when none)."""
+        return quality.last_seen(
+            self.latest.ts_ns, self.rows[self.latest.device], n_devices=len(self.devices)
+        )
+
+    def silent(self) -> np.ndarray:
+        """Devices that did not report within a few intervals."""
+        return quality.silent(
+            self.last_seen(), now_ns=self.now, interval_s=self.interval, k=SILENT_AFTER_INTERVALS
+        )
+
+    def today(self) -> quality.Completeness:
+        """Completeness since local midnight, one window per device."""
+        up = self.uplinks
+        return quality.completeness(
+            up.ts_ns,
+            self.rows[up.device],
+            n_devices=len(self.devices),
+            interval_s=self.interval,
+            edges_ns=np.asarray([self.midnight, max(self.now, self.midnight + 1)], np.int64),
+        )
+
+    def battery(self) -> dict[int, float]:
+        """Battery voltage in each device's newest report."""
+        latest = self.latest
+        is_battery = latest.sensor == self.battery_code
+        return dict(
+            zip(
+                self.rows[latest.device[is_battery]].tolist(),
+                latest.value[is_battery].tolist(),
+                strict=True,
+            )
+        )
+
+    def link(self, row: int) -> LinkOut:
+        """RSSI and SNR medians of a device's uplinks in the last 24 hours."""
+        up: Uplinks = self.uplinks
+        mine = (self.rows[up.device] == row) & (up.ts_ns >= self.now - DAY_NS)
+        rssi, snr = up.rssi[mine], up.snr[mine]
+        rssi, snr = rssi[np.isfinite(rssi)], snr[np.isfinite(snr)]
+        return LinkOut(
+            uplinks=int(mine.sum()),
+            rssi_median=number(np.median(rssi)) if len(rssi) else None,
+            snr_median=number(np.median(snr)) if len(snr) else None,
+        )
+
+
+def _ratio(received: float, expected: float) -> float | None:
+    return received / expected if expected > 0 else None
+
+
+def pilot_summary(
+    registry: Registry, store: Store, pilot: Pilot, now: int | None = None
+) -> PilotOut:
+    """A pilot with its sensors, thresholds, devices online, newest reading, completeness."""
+    state = PilotState(registry, store, pilot, now or now_ns())
+    seen = state.last_seen()
+    today = state.today()
+    newest = int(seen.max()) if len(seen) and seen.max() != quality.NEVER_NS else None
+    return PilotOut(
+        id=pilot.id,
+        name=pilot.name,
+        timezone=pilot.timezone,
+        theme=pilot.theme,
+        devices=len(pilot.devices),
+        online=int((~state.silent()).sum()),
+        sensors=[_sensor_out(registry, s) for s in pilot.sensors],
+        thresholds=[
+            ThresholdOut(sensor=t.sensor, name=t.name, value=t.value) for t in pilot.thresholds
+        ],
+        last_seen=local(pilot, newest),
+        completeness_today=_ratio(float(today.received.sum()), float(today.expected.sum())),
+    )
+
+
+def device_list(
+    registry: Registry, store: Store, pilot: Pilot, now: int | None = None
+) -> list[DeviceOut]:
+    """The pilot's devices with status, last report, battery, link quality, completeness."""
+    state = PilotState(registry, store, pilot, now or now_ns())
+    seen = state.last_seen()
+    silent = state.silent()
+    today = state.today()
+    battery = state.battery()
+    out = []
+    for row, d in enumerate(state.devices):
+        never = int(seen[row]) == quality.NEVER_NS
+        out.append(
+            DeviceOut(
+                id=d.id,
+                kind=d.kind,
+                site=d.site,
+                lat=d.lat,
+                lon=d.lon,
+                interval_s=d.interval_s,
+                sensors=list(d.sensors),
+                status="never" if never else ("silent" if silent[row] else "online"),
+                last_seen=None if never else local(pilot, int(seen[row])),
+                battery_v=battery.get(row),
+                link=state.link(row),
+                completeness_today=_ratio(
+                    float(today.received[row, 0]), float(today.expected[row, 0])
+                ),
+            )
+        )
+    return out

@@ -1,0 +1,78 @@
+"""Reports kept for reuse: a report is rebuilt when its period's data may have changed.
+
+The hot cache's version of a pilot changes whenever the recent data it holds does; data older
+than the cache holds (a late backlog, a quarantine replay) is caught by rebuilding every report
+at least every `max_age_s`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from api.cache import HotCache
+from api.services.common import CachedScanner
+from api.services.report import Report, build_report
+from core.registry import Pilot, Registry
+from core.store import Store
+
+#: Reports kept at most (each holds its charts too).
+KEPT = 32
+
+
+class ReportCache:
+    """Built reports by (pilot, period), valid while the hot cache's data is unchanged."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        cache: HotCache | None,
+        *,
+        max_age_s: float = 600.0,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.cache = cache
+        self.max_age_s = max_age_s
+        self.readings = CachedScanner(registry, store, cache)
+        self._kept: OrderedDict[tuple[str, int, int, int], tuple[float, Report]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._building: dict[tuple[str, int, int, int], threading.Lock] = {}
+
+    def get(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
+        """The report, built now or reused."""
+        if self.cache is None:  # nothing says when the data changed: build every time
+            return self._build(pilot, start_ns, end_ns)
+        version = self.cache.version_of(pilot.id)
+        key = (pilot.id, start_ns, end_ns, version)
+        with self._lock:
+            found = self._fresh(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+                return found
+            building = self._building.setdefault(key, threading.Lock())
+        with building:  # concurrent requests for one report build it once
+            with self._lock:
+                found = self._fresh(key)
+            if found is None:
+                found = self._build(pilot, start_ns, end_ns)
+                with self._lock:
+                    self._kept[key] = (time.monotonic(), found)
+                    while len(self._kept) > KEPT:
+                        self._kept.popitem(last=False)
+            with self._lock:
+                self._building.pop(key, None)
+        return found
+
+    def _fresh(self, key: tuple[str, int, int, int]) -> Report | None:
+        kept = self._kept.get(key)
+        if kept is None or time.monotonic() - kept[0] > self.max_age_s:
+            return None
+        return kept[1]
+
+    def _build(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
+        return build_report(
+            self.registry, self.store, pilot, start_ns, end_ns, readings_from=self.readings
+        )
