@@ -8,15 +8,17 @@ import sys
 import threading
 import time
 from datetime import UTC
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from core.errors import PilotsError
 from core.registry import Registry, load_registry
 from core.settings import Settings, load_settings
-from core.timeutil import ns_to_datetime
+from core.timeutil import NS_PER_S, ns_to_datetime
+from pilots.devices import devices_app
 from pilots.tokens import tokens_app
 
 app = typer.Typer(
@@ -28,6 +30,10 @@ app = typer.Typer(
 quarantine_app = typer.Typer(help="What ingest refused, and why.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(devices_app, name="devices")
+
+if TYPE_CHECKING:
+    from simulators.fleet import Fleet
 
 log = logging.getLogger("pilots")
 
@@ -136,34 +142,124 @@ def api(
     )
 
 
-@app.command()
-def simulate(
+class SimulateMode(StrEnum):
+    """How simulated time runs."""
+
+    REALTIME = "realtime"
+    FAST_FORWARD = "fast-forward"
+    BACKFILL = "backfill"
+    LOAD = "load"
+
+
+def _simulate_help() -> str:
+    from simulators.faults import FAULT_HELP, Faults
+    from simulators.formats import DEFAULT_MIX
+
+    realistic = Faults.realistic().as_dict()
+    faults = "\n\n".join(
+        f"  {name} (realistic {realistic[name]:g}): {text}" for name, text in FAULT_HELP.items()
+    )
+    mix = ",".join(f"{k}={v:g}" for k, v in DEFAULT_MIX.items())
+    text = f"""Publish the pilots' simulated fleets over MQTT, faults included.
+
+Modes (--mode):
+
+  realtime (default): each device reports when it is due, on the wall clock, until stopped.
+
+  fast-forward: simulated time starts at --start (default 24 h ago) and runs --speed times
+  faster than the wall clock; once it reaches now it goes on in real time (or stops at --end).
+
+  backfill: publish --start to --end (default: the last --backfill HOURS, 24) with historical
+  timestamps, as fast as the broker takes it, with a progress bar; --follow goes on in real time.
+
+  load: --devices N copies of the registry's devices (10 to 100,000) reporting so that the fleet
+  sends --rate messages/s for --duration seconds; writes the load registry ingest needs
+  (--load-registry) and prints the rate achieved.
+
+Faults (--faults realistic|none, then --fault NAME=RATE to change one):
+
+{faults}
+
+Formats (--formats, weights; default {mix}): plain JSON, SenML, ChirpStack v4 and The Things
+Stack v3 uplinks, each on its own topic. LoRaWAN formats go to devices with a dev_eui only.
+
+--truth FILE writes what the run sent and every fault it injected (JSON), for comparison with
+what ingest stored and the reports found. One --seed reproduces a run exactly.
+"""
+    # one line per paragraph: the help formatter wraps them to the terminal
+    return "\n\n".join(" ".join(part.split()) for part in text.split("\n\n"))
+
+
+@app.command(help=_simulate_help())
+def simulate(  # noqa: PLR0917
+    mode: Annotated[
+        SimulateMode | None, typer.Option(help="realtime, fast-forward, backfill or load")
+    ] = None,
     backfill_hours: Annotated[
         float | None,
         typer.Option(
             "--backfill",
             metavar="HOURS",
-            help="publish the last HOURS of history with historical timestamps, as fast as "
-            "the broker takes it, then exit (add --follow to go on in real time)",
+            help="backfill mode over the last HOURS (when --start is not given)",
         ),
     ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="simulated start: RFC 3339 instant or a UTC date")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="simulated end (exclusive); default now")] = None,
     follow: Annotated[
-        bool, typer.Option(help="after --backfill, keep publishing in real time")
+        bool, typer.Option(help="after a backfill, keep publishing in real time")
     ] = False,
+    speed: Annotated[
+        float, typer.Option(min=1.0, help="fast-forward: simulated seconds per wall second")
+    ] = 60.0,
+    devices: Annotated[int, typer.Option(help="load: fleet size (10 to 100,000)")] = 1000,
+    rate: Annotated[float, typer.Option(help="load: target messages per second")] = 100.0,
+    duration: Annotated[float, typer.Option(help="load: seconds to run")] = 60.0,
+    load_registry_path: Annotated[
+        Path,
+        typer.Option("--load-registry", help="load: where to write the load fleet's registry"),
+    ] = Path("load-registry.toml"),
     pilot: Annotated[
         list[str] | None,
         typer.Option(help="simulate only this pilot (repeatable); default: all"),
     ] = None,
-    seed: Annotated[int, typer.Option(help="noise seed; the same seed gives the same values")] = 0,
+    seed: Annotated[int, typer.Option(help="the same seed gives the same run, byte for byte")] = 0,
+    faults: Annotated[str, typer.Option(help="fault profile: realistic or none")] = "realistic",
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(help="change one fault's rate, NAME=RATE (repeatable), e.g. dropout=0.1"),
+    ] = None,
+    formats: Annotated[
+        str | None, typer.Option(help="payload format weights, e.g. plain=1,senml=1")
+    ] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="write the run's ground truth (JSON) to this file")
+    ] = None,
 ) -> None:
-    """Publish the pilots' simulated fleets in the device contract (real time by default)."""
-    from simulators.fleet import Fleet
-    from simulators.publisher import Publisher, PublishError, backfill, run_realtime
+    """Publish the pilots' simulated fleets (the help text above says how)."""
+    from core.timeutil import parse_instant_ns
+    from simulators.publisher import Publisher, PublishError, backfill, run_clock, run_load
 
     settings, registry = _setup()
+    chosen = mode or (
+        SimulateMode.BACKFILL if backfill_hours is not None else SimulateMode.REALTIME
+    )
+    now = time.time_ns()
     try:
-        fleet = Fleet(registry, pilots=pilot or (), seed=seed)
-    except ValueError as exc:
+        start_ns = parse_instant_ns(start) if start else None
+        end_ns = parse_instant_ns(end) if end else None
+        fleet = _simulated_fleet(
+            registry,
+            load=(devices, rate, load_registry_path) if chosen is SimulateMode.LOAD else None,
+            pilots=pilot or [],
+            seed=seed,
+            profile=faults,
+            faults=fault or [],
+            formats=formats,
+            truth=truth is not None,
+        )
+    except (ValueError, PilotsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     publisher = Publisher(settings.mqtt())
@@ -171,14 +267,36 @@ def simulate(
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         publisher.connect()
-        start = time.time_ns()
-        if backfill_hours:
-            sent = backfill(publisher, fleet, backfill_hours, now_ns=start)
-            typer.echo(f"published {sent} messages ({backfill_hours} h of history)")
-        if backfill_hours is None or follow:
-            stop = _stop_on_signal()
-            log.info("publishing %d devices in real time; Ctrl-C stops", len(fleet.devices))
-            run_realtime(publisher, fleet, stop, start_ns=start)
+        if chosen is SimulateMode.BACKFILL:
+            hi = end_ns or now
+            lo = start_ns or hi - int((backfill_hours or 24.0) * 3600 * NS_PER_S)
+            sent = backfill(publisher, fleet, lo, hi, progress=True)
+            hours = (hi - lo) / 3600 / NS_PER_S
+            typer.echo(f"published {sent:,} messages ({hours:g} h of history)")
+            if follow:
+                run_clock(publisher, fleet, _stop_on_signal(), start_ns=hi)
+        elif chosen is SimulateMode.LOAD:
+            result = run_load(
+                publisher, fleet, _stop_on_signal(), target_per_s=rate, duration_s=duration
+            )
+            typer.echo(
+                f"load: {result.devices:,} devices, {result.sent:,} messages in "
+                f"{result.seconds:.1f} s: {result.rate_per_s:,.0f} messages/s "
+                f"(target {rate:,.0f})"
+            )
+        else:
+            fast = chosen is SimulateMode.FAST_FORWARD
+            if fast and start_ns is None:
+                start_ns = now - 24 * 3600 * NS_PER_S
+            log.info("publishing %d devices (%s); Ctrl-C stops", len(fleet.devices), chosen.value)
+            run_clock(
+                publisher,
+                fleet,
+                _stop_on_signal(),
+                start_ns=start_ns,
+                speed=speed if fast else 1.0,
+                end_ns=end_ns,
+            )
     except KeyboardInterrupt:
         log.info("interrupted; %d messages were published", publisher.sent)
     except PublishError as exc:
@@ -186,6 +304,49 @@ def simulate(
         raise typer.Exit(1) from exc
     finally:
         publisher.close()
+        if fleet.truth is not None and truth is not None:
+            fleet.truth.write(truth, fleet.instant_of)
+            typer.echo(f"ground truth: {truth}")
+
+
+def _simulated_fleet(
+    registry: Registry,
+    *,
+    load: tuple[int, float, Path] | None,
+    pilots: list[str],
+    seed: int,
+    profile: str,
+    faults: list[str],
+    formats: str | None,
+    truth: bool,
+) -> Fleet:
+    """The fleet `pilots simulate` asked for; ValueError or PilotsError for a bad option."""
+    from simulators.faults import Faults
+    from simulators.fleet import Fleet
+    from simulators.formats import DEFAULT_MIX, parse_mix
+    from simulators.truth import GroundTruth
+
+    if profile not in {"realistic", "none"}:
+        raise ValueError(f"--faults {profile!r}: realistic or none")
+    rates = (Faults.realistic() if profile == "realistic" else Faults()).with_specs(faults)
+    mix = parse_mix(formats) if formats else DEFAULT_MIX
+    only = None
+    if load is not None:
+        from simulators.load import load_registry
+
+        devices, rate, path = load
+        registry, copies = load_registry(registry, devices, rate, path)
+        only = set(copies)
+        typer.echo(f"load fleet: {devices} devices; start ingest with PILOTS_REGISTRY={path}")
+    return Fleet(
+        registry,
+        pilots=pilots,
+        seed=seed,
+        faults=rates,
+        formats=mix,
+        truth=GroundTruth(seed, rates.as_dict()) if truth else None,
+        devices=only,
+    )
 
 
 @app.command()

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import uvicorn
@@ -20,9 +21,12 @@ from api.auth import TokenStore
 from core.registry import Registry
 from core.settings import Settings
 from core.store import Store, describe_store, open_store
+from core.timeutil import NS_PER_S
 from ingest.service import IngestService
 from pilots.broker import EmbeddedBroker, free_port, port_is_free
+from simulators.faults import Faults
 from simulators.fleet import Fleet
+from simulators.formats import DEFAULT_MIX
 from simulators.publisher import Publisher, backfill, run_realtime
 
 log = logging.getLogger("pilots.demo")
@@ -59,9 +63,12 @@ def _simulate(settings: Settings, registry: Registry, stop: threading.Event) -> 
     publisher = Publisher(settings.mqtt(), client_id="pilots-demo-fleet")
     try:
         publisher.connect()
-        fleet = Fleet(registry)
-        backfill(publisher, fleet, settings.demo_backfill_hours)
-        run_realtime(publisher, fleet, stop)
+        # the realistic fleets: every payload format, and the faults real fleets show
+        fleet = Fleet(registry, faults=Faults.realistic(), formats=DEFAULT_MIX)
+        now = time.time_ns()
+        start = now - int(settings.demo_backfill_hours * 3600 * NS_PER_S)
+        backfill(publisher, fleet, start, now, stop=stop)
+        run_realtime(publisher, fleet, stop, start_ns=now)
     except Exception:
         log.exception("the simulated fleet stopped")
     finally:

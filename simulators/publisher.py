@@ -1,7 +1,10 @@
-"""Publish a fleet's messages to an MQTT broker: a backfill of the past, then real time.
+"""Publish a fleet's messages to an MQTT broker, in each of the simulator's modes.
 
-Backfill sends history with its historical timestamps as fast as the broker acknowledges
-(QoS 1, a wide in-flight window). Real time wakes every second and sends what fell due.
+- backfill: a past period with its historical timestamps, as fast as the broker acknowledges
+  (QoS 1, a wide in-flight window), with a progress bar;
+- real time: wakes every second and sends what fell due;
+- fast-forward: simulated time runs N times faster than the wall clock, up to now;
+- load: a fleet sized for a target message rate, for a while, reporting the rate achieved.
 """
 
 from __future__ import annotations
@@ -10,9 +13,18 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from core.settings import MqttTarget
 from core.timeutil import NS_PER_S
@@ -88,15 +100,74 @@ class Publisher:
         self._client.loop_stop()
 
 
-def backfill(publisher: Publisher, fleet: Fleet, hours: float, *, now_ns: int | None = None) -> int:
-    """Publish the fleet's last `hours` of history, one hour of messages at a time."""
-    end = now_ns if now_ns is not None else time.time_ns()
-    start = end - int(hours * 3600 * NS_PER_S)
+def backfill(
+    publisher: Publisher,
+    fleet: Fleet,
+    start_ns: int,
+    end_ns: int,
+    *,
+    progress: bool = False,
+    stop: threading.Event | None = None,
+) -> int:
+    """Publish `[start_ns, end_ns)` with its historical timestamps, as fast as the broker takes.
+
+    An hour of simulated time at a time; a progress bar on the terminal if asked.
+    """
     sent = 0
     chunk = 3600 * NS_PER_S
-    for lo in range(start, end, chunk):
-        sent += publisher.publish(fleet.messages(lo, min(lo + chunk, end)))
-    log.info("backfill: %d messages over %.1f h published", sent, hours)
+    hours = max(1, -(-(end_ns - start_ns) // chunk))
+    with Progress(
+        TextColumn("backfill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("h · {task.fields[sent]:,} messages"),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("backfill", total=hours, sent=0)
+        for lo in range(start_ns, end_ns, chunk):
+            if stop is not None and stop.is_set():
+                break
+            sent += publisher.publish(fleet.messages(lo, min(lo + chunk, end_ns)))
+            bar.update(task, advance=1, sent=sent)
+    log.info("backfill: %d messages over %.1f h published", sent, (end_ns - start_ns) / chunk)
+    return sent
+
+
+def run_clock(
+    publisher: Publisher,
+    fleet: Fleet,
+    stop: threading.Event,
+    *,
+    start_ns: int | None = None,
+    speed: float = 1.0,
+    end_ns: int | None = None,
+) -> int:
+    """Publish what falls due as simulated time runs `speed` times the wall clock's pace.
+
+    Simulated time starts at `start_ns` (default now) and runs until `stop` is set or it
+    reaches `end_ns`.
+
+    Real time is speed 1. Fast-forward never runs ahead of the real clock (ingest refuses
+    readings from the future): once it has caught up, it goes on in real time.
+    """
+    wall0 = time.time_ns()
+    last = start_ns if start_ns is not None else wall0
+    sim0 = last
+    sent = 0
+    while not stop.wait(_TICK_S / max(1.0, min(speed, 10.0))):
+        wall = time.time_ns()
+        now = min(sim0 + int((wall - wall0) * speed), wall)
+        if end_ns is not None:
+            now = min(now, end_ns)
+        if now > last:
+            batch = fleet.messages(last, now)
+            if batch:
+                sent += publisher.publish(batch)
+            last = now
+        if end_ns is not None and last >= end_ns:
+            break
     return sent
 
 
@@ -104,12 +175,62 @@ def run_realtime(
     publisher: Publisher, fleet: Fleet, stop: threading.Event, *, start_ns: int | None = None
 ) -> int:
     """Publish what falls due each second until `stop` is set; returns messages sent."""
-    last = start_ns if start_ns is not None else time.time_ns()
+    return run_clock(publisher, fleet, stop, start_ns=start_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What a load run achieved."""
+
+    devices: int
+    target_per_s: float
+    sent: int
+    seconds: float
+
+    @property
+    def rate_per_s(self) -> float:
+        """Messages the broker acknowledged per second."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_load(
+    publisher: Publisher,
+    fleet: Fleet,
+    stop: threading.Event,
+    *,
+    target_per_s: float,
+    duration_s: float,
+    report_every_s: float = 10.0,
+) -> LoadResult:
+    """Publish a (load) fleet in real time for `duration_s`, logging the rate achieved.
+
+    Messages for the next tick are generated while the broker acknowledges the current one, so
+    generation and publishing overlap; when either falls behind, the achieved rate says so.
+    """
+    tick_ns = int(0.5 * NS_PER_S)
+    begin = time.time_ns()
+    until = begin + int(duration_s * NS_PER_S)
     sent = 0
-    while not stop.wait(_TICK_S):
-        now = time.time_ns()
-        batch = fleet.messages(last, now)
-        if batch:
+    last_report = begin
+    sent_at_report = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="load-gen") as pool:
+        cursor = begin
+        ahead: Future[list[Message]] | None = pool.submit(fleet.messages, cursor, cursor + tick_ns)
+        while ahead is not None and not stop.is_set():
+            batch = ahead.result()
+            cursor += tick_ns
+            if cursor >= until:
+                ahead = None
+            else:
+                ahead = pool.submit(fleet.messages, cursor, min(cursor + tick_ns, until))
+            wait_s = (cursor - time.time_ns()) / NS_PER_S
+            if wait_s > 0 and stop.wait(wait_s):
+                break
             sent += publisher.publish(batch)
-        last = now
-    return sent
+            now = time.time_ns()
+            if now - last_report >= report_every_s * NS_PER_S:
+                rate = (sent - sent_at_report) * NS_PER_S / (now - last_report)
+                log.info("load: %.0f messages/s (target %.0f)", rate, target_per_s)
+                last_report, sent_at_report = now, sent
+    seconds = (time.time_ns() - begin) / NS_PER_S
+    return LoadResult(len(fleet.devices), target_per_s, sent, seconds)

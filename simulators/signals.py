@@ -24,6 +24,12 @@ I64 = NDArray[np.int64]
 
 _HOUR_NS = 3600 * NS_PER_S
 _DAY_NS = 24 * _HOUR_NS
+_STORM_WIDTH_H = 1.2
+_RAIN_MEMORY_DAYS = 8
+#: Metres of river rise per millimetre of rain over the catchment, at the response's peak.
+_LEVEL_M_PER_MM = 0.006
+#: NTU of extra turbidity per millimetre of recent rain.
+_TURBIDITY_PER_MM = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +86,59 @@ def _bump(hour: F64, centre: F64 | float, width_h: float) -> F64:
     return np.exp(-0.5 * ((hour - centre) / width_h) ** 2)
 
 
-def _storm(ctx: Context, ts_ns: I64) -> F64:
-    """Rain intensity in mm/h: some afternoons and evenings carry a storm, shared by a pilot."""
-    hour = local_hour(ctx.pilot, ts_ns)
-    day = ((ts_ns + utc_offset_ns(ctx.pilot.tz, int(ts_ns[0]))) // _DAY_NS).astype(np.int64)
+def _storm_days(ctx: Context, day: I64) -> tuple[F64, F64, F64]:
+    """Each local day's storm, shared by a pilot's devices: (peak mm/h or 0, centre hour, mm)."""
     pilot_key = crc32(f"{ctx.pilot.id}/{ctx.seed}".encode())
     stormy = uniform(pilot_key, day, 1) < 0.3
     centre = 15.0 + 6.0 * uniform(pilot_key, day, 2)
-    peak_mm_h = 5.0 + 25.0 * uniform(pilot_key, day, 3)
-    return np.where(stormy, peak_mm_h * _bump(hour, centre, 1.2), 0.0)
+    peak_mm_h = np.where(stormy, 5.0 + 25.0 * uniform(pilot_key, day, 3), 0.0)
+    # the day's rain: a Gaussian hour-bump integrates to peak * width * sqrt(2 pi)
+    return peak_mm_h, centre, peak_mm_h * _STORM_WIDTH_H * np.sqrt(2.0 * np.pi)
+
+
+def _local_day(ctx: Context, ts_ns: I64) -> I64:
+    return ((ts_ns + utc_offset_ns(ctx.pilot.tz, int(ts_ns[0]))) // _DAY_NS).astype(np.int64)
+
+
+def _storm(ctx: Context, ts_ns: I64) -> F64:
+    """Rain intensity in mm/h: some afternoons and evenings carry a storm, shared by a pilot."""
+    hour = local_hour(ctx.pilot, ts_ns)
+    peak_mm_h, centre, _ = _storm_days(ctx, _local_day(ctx, ts_ns))
+    return peak_mm_h * _bump(hour, centre, _STORM_WIDTH_H)
+
+
+def _after_rain(ctx: Context, ts_ns: I64, rise_h: float, fall_h: float) -> F64:
+    """Recent rain (mm) weighted by how a water body answers it.
+
+    The response rises over `rise_h` and falls over `fall_h` (hours after the storm). A pure
+    function of time: the last days' storms are recomputed from their hashes, not carried along.
+    """
+    day = _local_day(ctx, ts_ns)
+    hour = local_hour(ctx.pilot, ts_ns)
+    out = np.zeros(len(ts_ns))
+    for back in range(_RAIN_MEMORY_DAYS):
+        _, centre, mm = _storm_days(ctx, day - back)
+        since_h = back * 24.0 + hour - centre
+        response = np.where(
+            since_h > 0, (1.0 - np.exp(-since_h / rise_h)) * np.exp(-since_h / fall_h), 0.0
+        )
+        out += mm * response
+    return out
 
 
 def river_level(ctx: Context, ts_ns: I64) -> dict[str, F64]:
-    """Slow river: centimetres per day, water temperature with a small daily swing."""
+    """Slow river, centimetres per day; water temperature with a small daily swing.
+
+    After heavy rain the level rises tens of centimetres a day and falls back over days.
+    """
     base = {"santa-fe": 3.6, "resistencia": 4.9}.get(ctx.pilot.id, 3.0)
     days = ts_ns.astype(np.float64) / _DAY_NS
     phase = (ctx.key % 1000) / 1000.0 * 2.0 * np.pi
     level = (
-        base + 0.25 * np.sin(2.0 * np.pi * days / 40.0 + phase) + 0.004 * normal(ctx.key, ts_ns, 1)
+        base
+        + 0.25 * np.sin(2.0 * np.pi * days / 40.0 + phase)
+        + _LEVEL_M_PER_MM * _after_rain(ctx, ts_ns, rise_h=12.0, fall_h=72.0)
+        + 0.004 * normal(ctx.key, ts_ns, 1)
     )
     hour = local_hour(ctx.pilot, ts_ns)
     water = 25.0 + 1.2 * _daily(hour, 17.0) + 0.1 * normal(ctx.key, ts_ns, 2)
@@ -111,11 +152,21 @@ def rain_gauge(ctx: Context, ts_ns: I64) -> dict[str, F64]:
     return {"rain": rain}
 
 
+def _air_temperature(hour: F64) -> F64:
+    """The pilot's air temperature without a sensor's noise: lowest near 06:00, highest 15:00."""
+    return 24.0 + 6.5 * _daily(hour, 15.0)
+
+
+def _humidity(temperature: F64) -> F64:
+    """Relative humidity moving opposite to temperature."""
+    return 62.0 - 3.2 * (temperature - 24.0)
+
+
 def weather(ctx: Context, ts_ns: I64) -> dict[str, F64]:
     """Temperature peaking near 15:00 local, humidity moving opposite, wind in the afternoon."""
     hour = local_hour(ctx.pilot, ts_ns)
-    temperature = 24.0 + 6.5 * _daily(hour, 15.0) + 0.3 * normal(ctx.key, ts_ns, 1)
-    humidity = np.clip(62.0 - 3.2 * (temperature - 24.0) + 2.0 * normal(ctx.key, ts_ns, 2), 15, 100)
+    temperature = _air_temperature(hour) + 0.3 * normal(ctx.key, ts_ns, 1)
+    humidity = np.clip(_humidity(temperature) + 2.0 * normal(ctx.key, ts_ns, 2), 15, 100)
     pressure = (
         1012.0 + 1.5 * np.cos(2.0 * np.pi * (hour - 10.0) / 12.0) + 0.2 * normal(ctx.key, ts_ns, 3)
     )
@@ -133,7 +184,10 @@ def weather(ctx: Context, ts_ns: I64) -> dict[str, F64]:
 
 
 def water_quality(ctx: Context, ts_ns: I64) -> dict[str, F64]:
-    """Lagoon chemistry: dissolved oxygen and pH lowest at dawn, highest mid-afternoon."""
+    """Lagoon chemistry: dissolved oxygen and pH lowest at dawn, highest mid-afternoon.
+
+    Turbidity goes up for a day or two after rain.
+    """
     hour = local_hour(ctx.pilot, ts_ns)
     day_cycle = _daily(hour, 15.0)
     return {
@@ -141,28 +195,63 @@ def water_quality(ctx: Context, ts_ns: I64) -> dict[str, F64]:
         "ph": 7.6 + 0.45 * day_cycle + 0.03 * normal(ctx.key, ts_ns, 2),
         "dissolved_oxygen": np.clip(7.0 + 3.0 * day_cycle + 0.2 * normal(ctx.key, ts_ns, 3), 2, 14),
         "conductivity": 420.0 + 15.0 * normal(ctx.key, ts_ns, 4),
-        "turbidity": np.clip(25.0 + 3.0 * normal(ctx.key, ts_ns, 5), 5, 150),
+        "turbidity": np.clip(
+            25.0
+            + _TURBIDITY_PER_MM * _after_rain(ctx, ts_ns, rise_h=3.0, fall_h=20.0)
+            + 3.0 * normal(ctx.key, ts_ns, 5),
+            5,
+            150,
+        ),
     }
 
 
 def air_quality(ctx: Context, ts_ns: I64) -> dict[str, F64]:
-    """Traffic peaks 08-10 h and 19-21 h local on a background, with multiplicative noise."""
+    """Traffic peaks 08-10 h and 19-21 h local on a background, with multiplicative noise.
+
+    Low-cost optical PM sensors over-read in humid air: above 75 % relative humidity (the
+    small hours here) particles swell and PM2.5 and PM10 read up to ~40 % high.
+    """
     hour = local_hour(ctx.pilot, ts_ns)
     traffic = _bump(hour, 9.0, 1.0) + _bump(hour, 20.0, 1.0)
     noise = np.exp(0.15 * normal(ctx.key, ts_ns, 1))
-    pm25 = (8.0 + 22.0 * traffic) * noise
+    humid = 1.0 + 0.025 * np.clip(_humidity(_air_temperature(hour)) - 75.0, 0.0, None)
+    pm25 = (8.0 + 22.0 * traffic) * noise * humid
     return {
         "pm25": pm25,
-        "pm10": pm25 * 1.8 + 4.0,
+        "pm10": pm25 * 1.8 + 4.0 * humid,
         "no2": (12.0 + 35.0 * traffic) * np.exp(0.1 * normal(ctx.key, ts_ns, 2)),
         "co": (0.4 + 1.4 * traffic) * np.exp(0.1 * normal(ctx.key, ts_ns, 3)),
     }
 
 
 def battery(ctx: Context, ts_ns: I64) -> F64:
-    """Li-ion volts: charged by the sun around midday, drained overnight."""
+    """Li-ion volts: charged by the sun around midday, drained overnight, fading slowly.
+
+    The fade is 0 to 4 mV a day, per device, over a 180-day service life after which the cell
+    is renewed.
+    """
     hour = local_hour(ctx.pilot, ts_ns)
-    return np.clip(3.85 + 0.25 * _daily(hour, 14.0) + 0.01 * normal(ctx.key, ts_ns, 9), 3.3, 4.2)
+    life = 180 * _DAY_NS
+    age_days = ((ts_ns + (ctx.key % 180) * _DAY_NS) % life).astype(np.float64) / _DAY_NS
+    fade = 0.004 * ((ctx.key >> 8) % 1000) / 1000.0 * age_days
+    charge = 3.9 - fade + 0.2 * _daily(hour, 14.0) + 0.01 * normal(ctx.key, ts_ns, 9)
+    return np.clip(charge, 3.3, 4.2)
+
+
+def radio(ctx: Context, ts_ns: I64) -> tuple[F64, F64, NDArray[np.int64]]:
+    """RSSI (dBm), SNR (dB) and spreading factor of each uplink.
+
+    A per-device link budget (-118 to -70 dBm, from its distance to the gateway) with a few
+    dB of fading; the spreading factor follows the budget as adaptive data rate would.
+    """
+    base = -118.0 + 48.0 * ((ctx.key >> 4) % 1000) / 1000.0
+    rssi = np.round(base + 3.0 * normal(ctx.key, ts_ns, 11))
+    snr: F64 = np.round(
+        np.clip((rssi + 112.0) / 3.0 + 1.5 * normal(ctx.key, ts_ns, 12), -20.0, 12.0), 1
+    ).astype(np.float64)
+    # adaptive data rate: a weaker link gets a slower, more robust spreading factor
+    sf = int(min(12, max(7, 7 + (-85.0 - base) // 7.0)))
+    return rssi, snr, np.full(len(ts_ns), sf, dtype=np.int64)
 
 
 #: Device kind → signal model. A new kind in the registry needs a line here.

@@ -69,3 +69,19 @@ def wait_for_http(url: str, timeout_s: float, proc: PilotsProcess) -> httpx.Resp
         if time.monotonic() > deadline:
             raise AssertionError(f"{url} did not answer 200 within {timeout_s} s:\n{proc.output()}")
         time.sleep(0.2)
+
+
+def stack_env(mqtt_url: str, influx_url: str, database: str, data_dir: Path) -> dict[str, str]:
+    """The variables of an ingest and an API sharing one broker, one database and one data
+    directory, with the API and ingest's HTTP endpoint on free ports."""
+    from tests.services import free_port
+
+    return {
+        "PILOTS_MQTT_URL": mqtt_url,
+        "PILOTS_MQTT_CLIENT_ID": f"e2e-{database}",
+        "PILOTS_INFLUX_URL": influx_url,
+        "PILOTS_INFLUX_DATABASE": database,
+        "PILOTS_DATA_DIR": str(data_dir),
+        "PILOTS_API_PORT": str(free_port()),
+        "PILOTS_INGEST_HTTP_PORT": str(free_port()),
+    }

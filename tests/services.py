@@ -82,6 +82,10 @@ class Mosquitto:
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
     max_queued_messages: int = 200_000
+    #: False for a broker that needs logins (with a password_file in `extra_conf`).
+    allow_anonymous: bool = True
+    #: Configuration lines appended as they are: password and ACL files, a TLS listener.
+    extra_conf: str = ""
 
     @property
     def url(self) -> str:
@@ -98,7 +102,7 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {str(self.allow_anonymous).lower()}\n"
             f"user {getpass.getuser()}\n"
             "persistence true\n"
             f"persistence_location {data}/\n"
@@ -108,7 +112,7 @@ class Mosquitto:
             f"max_queued_messages {self.max_queued_messages}\n"
             "max_queued_bytes 0\n"
             f"log_dest file {self.log}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
+            "log_type error\nlog_type warning\nlog_type notice\n" + self.extra_conf
         )
         self.proc = subprocess.Popen(
             [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT

@@ -18,7 +18,7 @@ import pytest
 
 from api.auth import TokenStore
 from tests.helpers import plain, publish, wait_for
-from tests.processes import PilotsProcess, wait_for_http
+from tests.processes import PilotsProcess, stack_env, wait_for_http
 from tests.services import Influxd, Mosquitto, free_port
 
 pytestmark = pytest.mark.e2e
@@ -33,15 +33,7 @@ def iso(ms: int) -> str:
 def test_known_readings_come_out_of_the_api_exactly(
     mosquitto: Mosquitto, influxd: Influxd, database: str, tmp_path: Path
 ) -> None:
-    env = {
-        "PILOTS_MQTT_URL": mosquitto.url,
-        "PILOTS_MQTT_CLIENT_ID": f"e2e-{database}",
-        "PILOTS_INFLUX_URL": influxd.url,
-        "PILOTS_INFLUX_DATABASE": database,
-        "PILOTS_DATA_DIR": str(tmp_path / "var"),
-        "PILOTS_API_PORT": str(free_port()),
-        "PILOTS_INGEST_HTTP_PORT": str(free_port()),
-    }
+    env = stack_env(mosquitto.url, influxd.url, database, tmp_path / "var")
     token = TokenStore.in_data_dir(tmp_path / "var").create("e2e", "read")
     auth = {"Authorization": f"Bearer {token}"}
     ingest = PilotsProcess(["ingest"], env, tmp_path, "ingest")

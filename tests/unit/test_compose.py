@@ -22,16 +22,34 @@ import typer.core
 import yaml
 from pydantic import ValidationError
 
-from core.settings import DEFAULT_MQTT_PORT, PLACEHOLDER_SECRETS, MqttTarget, Settings
+from core.settings import (
+    DEFAULT_MQTT_PORT,
+    DEFAULT_MQTTS_PORT,
+    PLACEHOLDER_SECRETS,
+    MqttTarget,
+    Settings,
+)
 from pilots.cli import app
+from pilots.devices import DEFAULT_DIR as PROVISIONED_DIR
+from pilots.provision import (
+    ACL_FILE,
+    HEALTHCHECK_LOGIN,
+    HEALTHCHECK_PASSWORD_FILE,
+    HEALTHCHECK_TOPIC,
+    PASSWORD_FILE,
+    SIMULATOR_LOGIN,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 ENV_EXAMPLE = ROOT / "deploy" / "pilots.compose.env.example"
 MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+TLS_SCRIPT = ROOT / "deploy" / "tls" / "make-dev-ca.sh"
 
-SERVICES = {"mosquitto", "influxdb", "ingest", "api", "simulator"}
+INGEST = ("ingest-1", "ingest-2", "ingest-3")
+PROJECT = {*INGEST, "api", "simulator"}
+SERVICES = {"mosquitto", "influxdb", *PROJECT}
 SETTINGS_VARS = {f"PILOTS_{name.upper()}" for name in Settings.model_fields}
 INFLUX_PORT = 8086
 
@@ -132,11 +150,37 @@ def _mounts(service: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
 
 
 def _mosquitto_options() -> dict[str, str]:
-    options = {}
+    """Each option's last value (the global options appear once)."""
+    return {key: values[-1] for key, values in _mosquitto_all_options().items()}
+
+
+def _mosquitto_all_options() -> dict[str, list[str]]:
+    options: dict[str, list[str]] = {}
     for line in _config_lines(MOSQUITTO_CONF.read_text()):
         key, _, value = line.partition(" ")
-        options[key] = value.strip()
+        options.setdefault(key, []).append(value.strip())
     return options
+
+
+def _mosquitto_listeners() -> dict[int, dict[str, str]]:
+    """port -> the options that follow its `listener` line (up to the next listener)."""
+    listeners: dict[int, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in _config_lines(MOSQUITTO_CONF.read_text()):
+        key, _, value = line.partition(" ")
+        if key == "listener":
+            current = listeners[int(value.split()[0])] = {}
+        elif current is not None:
+            current[key] = value.strip()
+    return listeners
+
+
+def _container_path_source(service: dict[str, Any], path: str) -> Path:
+    """The repository file a bind mount puts at `path` inside the container."""
+    for kind, source, target in _mounts(service):
+        if kind == "bind" and (path == target or path.startswith(target.rstrip("/") + "/")):
+            return ROOT / source / path[len(target) :].lstrip("/")
+    raise AssertionError(f"{path} is on no bind mount")
 
 
 def _service_settings_env(service: dict[str, Any]) -> dict[str, str]:
@@ -211,7 +255,7 @@ def test_every_pilots_variable_is_a_settings_field(
 def test_each_project_service_starts_with_valid_settings(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("ingest", "api", "simulator"):
+    for name in sorted(PROJECT):
         env = _service_settings_env(services[name])
         try:
             _load_settings(monkeypatch, env)
@@ -224,9 +268,14 @@ def test_the_placeholder_secrets_are_refused_in_production(
 ) -> None:
     example = _env_file_values(ENV_EXAMPLE)
     assert example["PILOTS_INFLUX_PASSWORD"].lower() in PLACEHOLDER_SECRETS
-    env = _service_settings_env(services["ingest"]) | {"PILOTS_ENV": "production"}
+    env = _service_settings_env(services["ingest-1"]) | {"PILOTS_ENV": "production"}
     with pytest.raises(ValidationError, match="PILOTS_INFLUX_PASSWORD"):
         _load_settings(monkeypatch, env)
+    real_influx = {"PILOTS_INFLUX_PASSWORD": "a-real-one", "PILOTS_ENV": "production"}
+    for name in (*INGEST, "simulator"):
+        env = _service_settings_env(services[name]) | real_influx
+        with pytest.raises(ValidationError, match="PILOTS_MQTT_URL"):
+            _load_settings(monkeypatch, env)
 
 
 def test_the_pilots_account_is_the_one_influxdb_creates() -> None:
@@ -245,7 +294,7 @@ def test_project_services_run_real_pilots_subcommands(
     assert isinstance(cli, typer.core.TyperGroup)
     commands = set(cli.commands)
     project = {name: s for name, s in services.items() if _is_project_image(s)}
-    assert set(project) == {"ingest", "api", "simulator"}
+    assert set(project) == PROJECT
     for name, service in project.items():
         command = service["command"]
         words = shlex.split(command) if isinstance(command, str) else command
@@ -273,18 +322,20 @@ def test_the_image_contains_every_package(services: dict[str, dict[str, Any]]) -
 def test_published_ports_match_the_settings(services: dict[str, dict[str, Any]]) -> None:
     api_port = Settings.model_fields["api_port"].default
     assert api_port in _container_ports(services["api"])
-    assert DEFAULT_MQTT_PORT in _container_ports(services["mosquitto"])
+    assert {DEFAULT_MQTT_PORT, DEFAULT_MQTTS_PORT} <= _container_ports(services["mosquitto"])
     assert INFLUX_PORT in _container_ports(services["influxdb"])
     healthcheck = " ".join(services["api"]["healthcheck"]["test"])
     assert f"127.0.0.1:{api_port}/health" in healthcheck
 
 
 def test_service_urls_name_services_and_their_ports(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("ingest", "simulator"):
-        target = MqttTarget.parse(_environment(services[name])["PILOTS_MQTT_URL"])
+    for name in (*INGEST, "simulator"):
+        target = MqttTarget.parse(_service_settings_env(services[name])["PILOTS_MQTT_URL"])
         assert target.host == "mosquitto", name
         assert target.port in _container_ports(services["mosquitto"]), name
-    for name in ("ingest", "api"):
+        assert target.port in _mosquitto_listeners(), name
+        assert target.username and target.password, f"{name}: the broker refuses anonymous"
+    for name in (*INGEST, "api"):
         url = urlsplit(_environment(services[name])["PILOTS_INFLUX_URL"])
         assert url.hostname == "influxdb", name
         assert url.port in _container_ports(services["influxdb"]), name
@@ -295,9 +346,9 @@ def test_depends_on_waits_for_health_where_there_is_a_check(
     services: dict[str, dict[str, Any]],
 ) -> None:
     expected = {
-        "ingest": {"mosquitto", "influxdb"},
+        **{name: {"mosquitto", "influxdb"} for name in INGEST},
         "api": {"influxdb"},
-        "simulator": {"mosquitto"},
+        "simulator": {"mosquitto", *INGEST},
     }
     for name, needs in expected.items():
         assert needs <= set(services[name].get("depends_on") or {}), name
@@ -315,8 +366,9 @@ def test_state_lives_on_named_volumes(services: dict[str, dict[str, Any]]) -> No
     def volume_targets(name: str) -> set[str]:
         return {t.rstrip("/") for kind, _, t in _mounts(services[name]) if kind == "volume"}
 
-    data_dir = _environment(services["ingest"])["PILOTS_DATA_DIR"]
-    assert data_dir.rstrip("/") in volume_targets("ingest")
+    for name in (*INGEST, "api"):  # the api's data directory holds its token database
+        data_dir = _service_settings_env(services[name])["PILOTS_DATA_DIR"]
+        assert data_dir.rstrip("/") in volume_targets(name), name
     assert _mosquitto_options()["persistence_location"].rstrip("/") in volume_targets("mosquitto")
     assert "/var/lib/influxdb" in volume_targets("influxdb")
 
@@ -329,7 +381,7 @@ def test_mosquitto_keeps_what_ingest_has_not_acknowledged(
     assert int(options["max_inflight_messages"]) >= 100
     assert int(options["max_queued_messages"]) > int(options["max_inflight_messages"])
     assert int(options["max_queued_bytes"]) > 0
-    assert int(options["listener"].split()[0]) in _container_ports(services["mosquitto"])
+    assert set(_mosquitto_listeners()) <= _container_ports(services["mosquitto"])
     assert options["log_dest"] == "stdout"
 
 
@@ -337,6 +389,89 @@ def test_health_checks_ask_the_ports_the_services_listen_on(
     services: dict[str, dict[str, Any]],
 ) -> None:
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    for name, port in (("api", defaults.api_port), ("ingest", defaults.ingest_http_port)):
+    checks = [("api", defaults.api_port)] + [(name, defaults.ingest_http_port) for name in INGEST]
+    for name, port in checks:
         test = " ".join(str(part) for part in services[name]["healthcheck"]["test"])
         assert f"127.0.0.1:{port}/health" in test, name
+
+
+# -- scale-out, device security, TLS -------------------------------------------------------------
+
+
+def test_ingest_workers_share_one_subscription_with_their_own_session_and_spool(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client_ids, volumes, groups = set(), set(), set()
+    for name in INGEST:
+        service = services[name]
+        assert service["command"] == "ingest", name
+        # The client id is fixed per worker (not the container id, which changes when the
+        # container is recreated and would strand the session's queued messages).
+        assert service.get("hostname") == name
+        settings = _load_settings(monkeypatch, _service_settings_env(service))
+        client_ids.add(settings.mqtt_client_id.replace("{hostname}", service["hostname"]))
+        groups.add(settings.mqtt_shared_group)
+        volumes |= {src for kind, src, _ in _mounts(service) if kind == "volume"}
+    assert len(client_ids) == len(INGEST)
+    assert len(volumes) == len(INGEST), "two workers would share a spool"
+    assert len(groups) == 1
+    assert None not in groups
+
+
+def test_the_broker_refuses_anonymous_clients_and_reads_the_provisioned_files(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    options = _mosquitto_options()
+    assert options["allow_anonymous"] == "false"
+    mosquitto = services["mosquitto"]
+    provisioned = ROOT / PROVISIONED_DIR
+    password_file = _container_path_source(mosquitto, options["password_file"])
+    acl_file = _container_path_source(mosquitto, options["acl_file"])
+    assert password_file == provisioned / PASSWORD_FILE
+    assert acl_file == provisioned / ACL_FILE
+    assert provisioned.is_dir()
+    # A directory mount: provisioning replaces the files by renaming them.
+    assert any(
+        kind == "bind" and (ROOT / src).resolve() == provisioned.resolve()
+        for kind, src, _ in _mounts(mosquitto)
+    )
+
+
+def test_the_broker_health_check_logs_in_as_the_provisioned_healthcheck_login(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    mosquitto = services["mosquitto"]
+    test = " ".join(mosquitto["healthcheck"]["test"][1:]).replace("$$", "$")
+    assert f"-u {HEALTHCHECK_LOGIN}" in test
+    secret = re.search(r"cat (\S+?)\)", test)
+    assert secret, test
+    source = _container_path_source(mosquitto, secret.group(1))
+    assert source.name == HEALTHCHECK_PASSWORD_FILE
+    assert source.parent.resolve() == (ROOT / PROVISIONED_DIR).resolve()
+    assert f"-t '{HEALTHCHECK_TOPIC}'" in test
+    port = int(re.search(r"-p (\d+)", test).group(1))  # type: ignore[union-attr]
+    assert port in _mosquitto_listeners()
+
+
+def test_the_simulator_logs_in_as_the_simulator_login(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    url = _service_settings_env(services["simulator"])["PILOTS_MQTT_URL"]
+    assert MqttTarget.parse(url).username == SIMULATOR_LOGIN
+
+
+def test_the_tls_listener_uses_the_files_the_dev_ca_script_makes(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    listeners = _mosquitto_listeners()
+    tls = listeners[DEFAULT_MQTTS_PORT]
+    script = TLS_SCRIPT.read_text()
+    assert os.access(TLS_SCRIPT, os.X_OK)
+    for option in ("cafile", "certfile", "keyfile"):
+        source = _container_path_source(services["mosquitto"], tls[option])
+        # make-dev-ca.sh writes certs/<name> under deploy/tls by default.
+        assert source.parent == TLS_SCRIPT.parent / "certs", option
+        assert f'"$out/certs/{source.name}"' in script, (
+            f"{option}: the script makes no {source.name}"
+        )
+    assert not {"cafile", "certfile", "keyfile"} & set(listeners[DEFAULT_MQTT_PORT])

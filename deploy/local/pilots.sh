@@ -1,0 +1,16 @@
+#!/bin/sh
+# `pilots` with the deployment's settings, as the pilots user: installed as
+# /usr/local/bin/pilots by deploy/local/install.sh. Run it with sudo:
+#   sudo pilots tokens create --name ana
+#   sudo pilots devices provision --dir /etc/mosquitto/pilots
+#   sudo PILOTS_DATA_DIR=/var/lib/pilots/ingest-2 pilots quarantine list
+set -eu
+set -a
+. /etc/pilots/pilots.env
+set +a
+# The api's directory (its tokens) unless the caller names another (a worker's quarantine).
+export PILOTS_DATA_DIR="${PILOTS_DATA_DIR:-/var/lib/pilots/api}"
+if [ "$(id -u)" = 0 ]; then
+    exec runuser -u pilots -- /opt/pilots/venv/bin/pilots "$@"
+fi
+exec /opt/pilots/venv/bin/pilots "$@"

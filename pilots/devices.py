@@ -1,0 +1,109 @@
+"""`pilots devices provision`: the broker's logins and ACL, written from the registry.
+
+The logic lives in `pilots.provision`; this module reads the settings and the registry, calls
+it and tells the operator what changed and what to do next. It never prints a password.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.errors import PilotsError
+from core.registry import load_registry
+from core.settings import load_settings
+from pilots.provision import (
+    CREDENTIALS_FILE,
+    DEFAULT_INGEST_LOGIN,
+    HEALTHCHECK_LOGIN,
+    plan_logins,
+    provision,
+)
+
+#: Where the compose stack's broker reads them (docker-compose.yml mounts it at /mosquitto/auth).
+DEFAULT_DIR = Path("deploy/mosquitto/auth")
+
+devices_app = typer.Typer(
+    help="Devices' broker logins: Mosquitto's password file and ACL from the registry.",
+    no_args_is_help=True,
+)
+
+
+@devices_app.command("provision")
+def provision_command(
+    directory: Annotated[
+        Path,
+        typer.Option(
+            "--dir",
+            help="where to write passwd, acl and healthcheck.password (the broker reads them)",
+        ),
+    ] = DEFAULT_DIR,
+    rotate: Annotated[
+        list[str] | None,
+        typer.Option(help="give this login a new password (repeatable)", metavar="LOGIN"),
+    ] = None,
+    rotate_all: Annotated[
+        bool, typer.Option(help="new passwords for every login except ingest's")
+    ] = False,
+    simulator: Annotated[
+        bool,
+        typer.Option(
+            help="keep a `simulator` login that may publish as every device (testing only; "
+            "a run without this flag removes it)"
+        ),
+    ] = False,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(help="file new passwords are appended to, mode 0600 [DIR/credentials.txt]"),
+    ] = None,
+) -> None:
+    """Write the broker's password file and ACL: each device publishes only on its own topics.
+
+    Ingest's login and password are those of PILOTS_MQTT_URL when it has them (else
+    `pilots-ingest` with a new password). Existing passwords are kept unless rotated; new ones
+    are appended to the credentials file, never printed. Then reload the broker (SIGHUP).
+    """
+    try:
+        settings = load_settings()
+        registry = load_registry(settings.registry)
+        target = settings.mqtt() if settings.mqtt_url else None
+        ingest_login = (target.username if target else None) or DEFAULT_INGEST_LOGIN
+        given = {ingest_login: target.password} if target and target.password else {}
+        logins = plan_logins(
+            registry, settings.ingest_routes, ingest_login=ingest_login, simulator=simulator
+        )
+        done = provision(
+            directory,
+            logins,
+            given=given,
+            rotate=rotate or (),
+            rotate_all=rotate_all,
+            credentials=credentials or directory / CREDENTIALS_FILE,
+        )
+    except PilotsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    devices = sum(login.role == "device" for login in logins)
+    typer.echo(
+        f"{done.password_file} and {done.acl_file}: {devices} devices, ingest as "
+        f"{ingest_login!r}" + (", simulator" if simulator else "")
+    )
+    if given:
+        typer.echo(f"{ingest_login}: password from PILOTS_MQTT_URL")
+    handed = sorted(name for name in done.new_passwords if name != HEALTHCHECK_LOGIN)
+    if handed:
+        typer.echo(
+            f"{len(handed)} new passwords ({', '.join(handed[:5])}"
+            f"{', ...' if len(handed) > 5 else ''}) appended to {done.credentials}: hand each "
+            "to its device, then move that file off this machine"
+        )
+    else:
+        typer.echo("no new passwords: every login keeps its own")
+    if done.removed:
+        typer.echo(f"removed (no longer in the registry): {', '.join(done.removed)}")
+    typer.echo(
+        "reload the broker to apply: systemctl reload mosquitto, or "
+        "docker compose kill -s HUP mosquitto"
+    )

@@ -1,0 +1,173 @@
+"""Encoders for the payload formats ingest accepts, each on its own topic (see the README).
+
+A device publishes in one format for a whole run, chosen from a weighted mix by a hash of its
+id and the seed. The LoRaWAN network-server formats (ChirpStack v4, The Things Stack v3) need a
+device with a `dev_eui` in the registry; a device without one falls back to plain JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zlib import crc32
+
+import orjson
+
+from core.registry import Device
+
+FORMATS = ("plain", "senml", "chirpstack", "tts")
+LORAWAN = frozenset({"chirpstack", "tts"})
+DEFAULT_MIX = {"plain": 0.55, "senml": 0.15, "chirpstack": 0.2, "tts": 0.1}
+
+#: Where the network servers put the fleet: one application per pilot, one tenant.
+TENANT = "utn"
+F_PORT = 2
+FREQUENCIES_HZ = (916_800_000, 917_000_000, 917_200_000, 917_400_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    """What one transmission says, before encoding."""
+
+    ts_ns: int  # device time (plain, SenML) or the network's receive time (LoRaWAN)
+    seq: int
+    values: Mapping[str, float]
+    battery_v: float
+    rssi: float
+    snr: float
+    sf: int
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """`plain=60,senml=10,chirpstack=20,tts=10` as normalised weights."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, weight = part.strip().partition("=")
+        if not sep or name not in FORMATS:
+            raise ValueError(
+                f"format mix {part!r}: expected FORMAT=WEIGHT, FORMAT one of {', '.join(FORMATS)}"
+            )
+        try:
+            mix[name] = float(weight)
+        except ValueError:
+            raise ValueError(f"format mix {part!r}: {weight!r} is not a number") from None
+        if mix[name] < 0:
+            raise ValueError(f"format mix {part!r}: weights are not negative")
+    total = sum(mix.values())
+    if total <= 0:
+        raise ValueError("format mix: at least one weight must be positive")
+    return {name: w / total for name, w in mix.items()}
+
+
+def choose(device: Device, seed: int, mix: Mapping[str, float]) -> str:
+    """The device's format for this run."""
+    u = crc32(f"{device.id}/{seed}/format".encode()) / 2**32
+    total = sum(mix.values()) or 1.0
+    chosen = "plain"
+    edge = 0.0
+    for name in FORMATS:
+        edge += mix.get(name, 0.0) / total
+        if u < edge:
+            chosen = name
+            break
+    if chosen in LORAWAN and not device.dev_eui:
+        return "plain"
+    return chosen
+
+
+def topic(fmt: str, device: Device) -> str:
+    """The topic a device of this format publishes on."""
+    if fmt == "senml":
+        return f"pilots/{device.pilot}/{device.id}/senml"
+    if fmt == "chirpstack":
+        return f"application/{device.pilot}/device/{device.dev_eui}/event/up"
+    if fmt == "tts":
+        return f"v3/{device.pilot}@{TENANT}/devices/{device.lns_id or device.id}/up"
+    return f"pilots/{device.pilot}/{device.id}/up"
+
+
+def _rfc3339(ts_ns: int) -> str:
+    moment = datetime.fromtimestamp(ts_ns // 1_000_000_000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts_ns % 1_000_000_000:09d}Z"
+
+
+def _frm_payload(up: Uplink) -> str:
+    """The radio payload the codec decoded: values as big-endian int32 of hundredths."""
+    raw = b"".join(struct.pack(">i", round(v * 100) & 0x7FFFFFFF) for v in up.values.values())
+    return base64.b64encode(raw).decode()
+
+
+def encode(fmt: str, device: Device, up: Uplink) -> bytes:
+    """One message's payload."""
+    if fmt == "plain":
+        return orjson.dumps(
+            {
+                "ts": up.ts_ns // 1_000_000,
+                "seq": up.seq,
+                "readings": dict(up.values),
+                "battery_v": up.battery_v,
+            }
+        )
+    if fmt == "senml":
+        records: list[dict[str, object]] = [
+            {"n": name, "v": value} for name, value in up.values.items()
+        ]
+        records.append({"n": "battery_v", "v": up.battery_v})
+        # the base name and time ride on the first record, as RFC 8428's examples do
+        records[0] = {"bn": f"{device.id}/", "bt": up.ts_ns // 1_000_000_000, **records[0]}
+        return orjson.dumps(records)
+    decoded = {**up.values, "battery_v": up.battery_v}
+    when = _rfc3339(up.ts_ns)
+    frequency = FREQUENCIES_HZ[up.seq % len(FREQUENCIES_HZ)]
+    gateway = f"{device.pilot}-gw-{crc32(device.site.encode()) % 3 + 1}"
+    if fmt == "chirpstack":
+        event: dict[str, object] = {
+            "deduplicationId": f"{crc32(f'{device.id}/{up.ts_ns}'.encode()):08x}",
+            "time": when,
+            "deviceInfo": {
+                "tenantId": TENANT,
+                "applicationId": device.pilot,
+                "deviceName": device.lns_id or device.id,
+                "devEui": device.dev_eui,
+            },
+            "fPort": F_PORT,
+            "data": _frm_payload(up),
+            "object": decoded,
+            "rxInfo": [{"gatewayId": gateway, "rssi": int(up.rssi), "snr": up.snr}],
+            "txInfo": {
+                "frequency": frequency,
+                "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": up.sf}},
+            },
+        }
+        if up.seq:  # proto3 JSON leaves zero out
+            event["fCnt"] = up.seq
+        return orjson.dumps(event)
+    message: dict[str, object] = {
+        "f_port": F_PORT,
+        "frm_payload": _frm_payload(up),
+        "decoded_payload": decoded,
+        "rx_metadata": [
+            {"gateway_ids": {"gateway_id": gateway}, "rssi": int(up.rssi), "snr": up.snr}
+        ],
+        "settings": {
+            "data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": up.sf}},
+            "frequency": str(frequency),
+        },
+        "received_at": when,
+    }
+    if up.seq:  # The Things Stack omits zero fields
+        message["f_cnt"] = up.seq
+    return orjson.dumps(
+        {
+            "end_device_ids": {
+                "device_id": device.lns_id or device.id,
+                "application_ids": {"application_id": device.pilot},
+                "dev_eui": (device.dev_eui or "").upper(),
+            },
+            "received_at": when,
+            "uplink_message": message,
+        }
+    )

@@ -1,0 +1,275 @@
+"""Device logins and ACL written by `pilots devices provision`, enforced by a real Mosquitto.
+
+A broker started with the provisioned password file and ACL (and anonymous access off) must
+let each device publish only on its own topics, refuse wrong passwords and anonymous clients,
+and let ingest, logged in as itself on a shared subscription, store what devices send.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from typer.testing import CliRunner
+
+from core.registry import Registry
+from core.settings import Settings
+from core.store.influx import InfluxStore
+from pilots.cli import app
+from pilots.provision import (
+    ACL_FILE,
+    CREDENTIALS_FILE,
+    PASSWORD_FILE,
+    Provisioned,
+    plan_logins,
+    provision,
+)
+from tests.helpers import wait_for
+from tests.processes import PilotsProcess
+from tests.services import Influxd, Mosquitto, free_port
+
+pytestmark = pytest.mark.integration
+
+MS = 1_000_000
+INGEST_LOGIN = "pilots-ingest"
+INGEST_PASSWORD = "ingest-" + uuid.uuid4().hex  # what an operator puts in PILOTS_MQTT_URL
+ROUTES = Settings.model_fields["ingest_routes"].get_default(call_default_factory=True)
+
+
+def credentials(path: Path) -> dict[str, str]:
+    """login -> password, as the operator reads them from the credentials file."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            login, password, *_topics = line.split()
+            found[login] = password
+    return found
+
+
+def secured_broker(workdir: Path, auth: Path, extra: str = "") -> Mosquitto:
+    broker = Mosquitto(
+        free_port(),
+        workdir,
+        allow_anonymous=False,
+        extra_conf=f"password_file {auth / PASSWORD_FILE}\nacl_file {auth / ACL_FILE}\n" + extra,
+    )
+    broker.workdir.mkdir(parents=True)
+    return broker
+
+
+def connack(port: int, username: str | None, password: str | None) -> ReasonCode:
+    """The broker's answer to a login (MQTT 3.1.1, as devices and ingest connect)."""
+    answers: list[ReasonCode] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}")
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.on_connect = lambda c, u, flags, code, props: answers.append(code)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        wait_for(lambda: answers, 10, "CONNACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return answers[0]
+
+
+def publish_as(port: int, login: str, password: str, messages: list[tuple[str, bytes]]) -> None:
+    """Publish at QoS 1 as a device and wait for every PUBACK.
+
+    With MQTT 3.1.1 Mosquitto acknowledges a publication the ACL forbids and drops it, so the
+    device learns nothing about other devices' topics.
+    """
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{login}-{uuid.uuid4().hex[:6]}")
+    client.username_pw_set(login, password)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(10)
+            assert info.is_published(), f"{login}: the broker did not acknowledge"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def level(ts_ms: int, value: float) -> bytes:
+    return orjson.dumps({"ts": ts_ms, "readings": {"level": value}})
+
+
+@pytest.fixture
+def provisioned(tmp_path: Path, registry: Registry) -> Provisioned:
+    logins = plan_logins(registry, ROUTES, ingest_login=INGEST_LOGIN)
+    return provision(
+        tmp_path / "auth",
+        logins,
+        given={INGEST_LOGIN: INGEST_PASSWORD},
+        credentials=tmp_path / "auth" / CREDENTIALS_FILE,
+    )
+
+
+@pytest.fixture
+def broker(tmp_path: Path, provisioned: Provisioned) -> Iterator[Mosquitto]:
+    broker = secured_broker(tmp_path / "mosquitto", provisioned.directory)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_devices_publish_only_on_their_own_topics_and_ingest_stores_it(
+    broker: Mosquitto,
+    provisioned: Provisioned,
+    influxd: Influxd,
+    registry: Registry,
+    database: str,
+    tmp_path: Path,
+) -> None:
+    passwords = credentials(provisioned.credentials or Path())
+    env = {
+        "PILOTS_MQTT_URL": f"mqtt://{INGEST_LOGIN}:{INGEST_PASSWORD}@127.0.0.1:{broker.port}",
+        "PILOTS_MQTT_SHARED_GROUP": "ingest",
+        "PILOTS_MQTT_CLIENT_ID": f"provision-{database}",
+        "PILOTS_INFLUX_URL": influxd.url,
+        "PILOTS_INFLUX_DATABASE": database,
+        "PILOTS_DATA_DIR": str(tmp_path / "var"),
+        "PILOTS_INGEST_HTTP_PORT": str(free_port()),
+    }
+    ingest = PilotsProcess(["ingest"], env, tmp_path, "ingest")
+    ingest.wait_for_output("ingest ready", 30)
+    start_ms = time.time_ns() // MS - 3_600_000
+    own = "pilots/santa-fe/sf-rlv-01/up"
+    other = "pilots/santa-fe/sf-rlv-02/up"
+    # sf-rlv-01 sends its reading, forges one for sf-rlv-02, and sends a last one of its own:
+    # ingest stores in the order the broker delivers, so once the last is stored the forged
+    # one would be stored too had the broker let it through.
+    publish_as(
+        broker.port,
+        "sf-rlv-01",
+        passwords["sf-rlv-01"],
+        [
+            (own, level(start_ms, 3.1)),
+            (other, level(start_ms, 9.9)),
+            (own, level(start_ms + 1, 3.2)),
+        ],
+    )
+    # sf-rlv-02 with its own password, on its own topic, goes through.
+    publish_as(broker.port, "sf-rlv-02", passwords["sf-rlv-02"], [(other, level(start_ms, 4.0))])
+
+    store = InfluxStore(influxd.url, database, registry)
+
+    def stored(device: str) -> list[float]:
+        got = store.scan("santa-fe", ["level"], start_ms * MS, (start_ms + 2) * MS, [device])
+        return got.value.tolist()
+
+    wait_for(lambda: len(stored("sf-rlv-01")) == 2, 60, "both readings of sf-rlv-01")
+    wait_for(lambda: stored("sf-rlv-02"), 60, "the reading of sf-rlv-02")
+    assert stored("sf-rlv-01") == [3.1, 3.2]
+    assert stored("sf-rlv-02") == [4.0], "a device published into another device's topic"
+    assert ingest.stop(signal.SIGTERM) == 0, ingest.output()
+
+
+def test_wrong_passwords_other_logins_and_anonymous_clients_are_refused(
+    broker: Mosquitto, provisioned: Provisioned
+) -> None:
+    passwords = credentials(provisioned.credentials or Path())
+    assert not connack(broker.port, "sf-rlv-01", passwords["sf-rlv-01"]).is_failure
+    assert connack(broker.port, "sf-rlv-01", passwords["sf-rlv-02"]).is_failure
+    assert connack(broker.port, "sf-rlv-01", "wrong").is_failure
+    assert connack(broker.port, "not-a-device", "whatever").is_failure
+    assert connack(broker.port, None, None).is_failure
+
+
+def test_a_device_cannot_read_what_others_send(broker: Mosquitto, provisioned: Provisioned) -> None:
+    passwords = credentials(provisioned.credentials or Path())
+    suback: dict[str, list[ReasonCode]] = {}
+    received: list[str] = []
+    clients = []
+    for name, login, password, topic in (
+        ("spy", "sf-rlv-02", passwords["sf-rlv-02"], "pilots/#"),
+        ("ingest", INGEST_LOGIN, INGEST_PASSWORD, "$share/probe/pilots/+/+/up"),
+    ):
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:6]}"
+        )
+        client.username_pw_set(login, password)
+        client.on_subscribe = lambda c, u, mid, codes, props, n=name: suback.setdefault(n, codes)
+        client.on_message = lambda c, u, msg, n=name: received.append(f"{n}:{msg.topic}")
+        client.on_connect = lambda c, u, f, code, props, t=topic: c.subscribe(t, qos=1)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        clients.append(client)
+    own = "pilots/santa-fe/sf-rlv-01/up"
+    try:
+        wait_for(lambda: len(suback) == 2, 10, "both SUBACKs")
+        for n in (1, 2):
+            publish_as(broker.port, "sf-rlv-01", passwords["sf-rlv-01"], [(own, b"{}")])
+            wait_for(lambda n=n: len(received) >= n, 10, f"ingest to receive message {n}")
+    finally:
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()
+    # Mosquitto 2.0 grants the spy's SUBACK and checks read access per delivered message.
+    assert not suback["ingest"][0].is_failure
+    assert received == [f"ingest:{own}", f"ingest:{own}"]
+
+
+def test_a_rerun_keeps_passwords_and_a_rotation_replaces_one(
+    broker: Mosquitto, provisioned: Provisioned, registry: Registry
+) -> None:
+    before = credentials(provisioned.credentials or Path())
+    logins = plan_logins(registry, ROUTES, ingest_login=INGEST_LOGIN)
+    again = provision(
+        provisioned.directory,
+        logins,
+        given={INGEST_LOGIN: INGEST_PASSWORD},
+        rotate=["sf-rlv-02"],
+        credentials=provisioned.credentials,
+    )
+    assert set(again.new_passwords) == {"sf-rlv-02"}
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGHUP)  # what `systemctl reload mosquitto` does
+    rotated = again.new_passwords["sf-rlv-02"]
+    wait_for(
+        lambda: not connack(broker.port, "sf-rlv-02", rotated).is_failure,
+        10,
+        "the rotated password to work after the reload",
+    )
+    assert connack(broker.port, "sf-rlv-02", before["sf-rlv-02"]).is_failure
+    assert not connack(broker.port, "sf-rlv-01", before["sf-rlv-01"]).is_failure
+    assert not connack(broker.port, INGEST_LOGIN, INGEST_PASSWORD).is_failure
+    assert credentials(provisioned.credentials or Path())["sf-rlv-02"] == rotated
+
+
+def test_the_command_writes_the_files_and_never_prints_a_password(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in [k for k in os.environ if k.startswith("PILOTS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("PILOTS_MQTT_URL", f"mqtt://{INGEST_LOGIN}:{INGEST_PASSWORD}@broker:1883")
+    auth = tmp_path / "auth"
+    result = CliRunner().invoke(app, ["devices", "provision", "--dir", str(auth), "--simulator"])
+    assert result.exit_code == 0, result.output
+    handed = credentials(auth / CREDENTIALS_FILE)
+    assert set(handed) == {d.id for d in registry.device_list} | {"simulator"}
+    assert not any(password in result.output for password in handed.values())
+    assert stat.S_IMODE((auth / CREDENTIALS_FILE).stat().st_mode) == 0o600
+    acl = (auth / ACL_FILE).read_text()
+    assert "user sf-rlv-01\ntopic write pilots/santa-fe/sf-rlv-01/up\n" in acl
+    assert "topic read $share/+/pilots/+/+/up" in acl
+    # A second run hands out nothing new.
+    again = CliRunner().invoke(app, ["devices", "provision", "--dir", str(auth)])
+    assert again.exit_code == 0, again.output
+    assert "no new passwords" in again.output
+    assert "simulator" not in (auth / PASSWORD_FILE).read_text()

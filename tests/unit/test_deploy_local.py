@@ -1,0 +1,190 @@
+"""Static checks of deploy/local: the systemd units, settings, Mosquitto snippet and scripts.
+
+No systemd here: these read the files and hold them to the code and to install.sh, so a renamed
+setting or command, or a path the installer does not create, breaks this test instead of a
+machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import typer
+import typer.core
+
+from core.settings import MqttTarget, Settings
+from pilots.cli import app
+from pilots.provision import ACL_FILE, PASSWORD_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL = ROOT / "deploy" / "local"
+INSTALL = LOCAL / "install.sh"
+UNITS = ("pilots-api.service", "pilots-ingest@.service")
+ENV_EXAMPLE = LOCAL / "pilots.env.example"
+MOSQUITTO_SNIPPET = LOCAL / "mosquitto-pilots.conf"
+WRAPPER = LOCAL / "pilots.sh"
+SETTINGS_VARS = {f"PILOTS_{name.upper()}" for name in Settings.model_fields}
+#: Set per unit on its command line, never in the shared env file.
+PER_UNIT = {"PILOTS_DATA_DIR", "PILOTS_MQTT_CLIENT_ID", "PILOTS_INGEST_HTTP_PORT"}
+
+
+def unit(name: str) -> dict[str, list[str]]:
+    """`Key` -> values of a unit file (systemd allows a key more than once)."""
+    keys: dict[str, list[str]] = {}
+    for raw in (LOCAL / name).read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            keys.setdefault(key.strip(), []).append(value.strip())
+    return keys
+
+
+def exec_start(name: str) -> tuple[dict[str, str], list[str]]:
+    """The environment `/usr/bin/env` sets, and the command after it."""
+    words = shlex.split(unit(name)["ExecStart"][0])
+    assert words[0] == "/usr/bin/env", name
+    env = {}
+    rest = words[1:]
+    while rest and "=" in rest[0]:
+        key, _, value = rest.pop(0).partition("=")
+        env[key] = value
+    return env, rest
+
+
+def env_values(path: Path) -> dict[str, str]:
+    values = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{path.name}: not KEY=value: {line!r}"
+            values[key] = value
+    return values
+
+
+def snippet_options() -> dict[str, list[str]]:
+    options: dict[str, list[str]] = {}
+    for raw in MOSQUITTO_SNIPPET.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            options.setdefault(key, []).append(value.strip())
+    return options
+
+
+@pytest.fixture(scope="module")
+def install() -> str:
+    return INSTALL.read_text()
+
+
+def test_units_run_real_pilots_subcommands_from_the_installed_venv(install: str) -> None:
+    cli = typer.main.get_command(app)
+    assert isinstance(cli, typer.core.TyperGroup)
+    for name, command in (("pilots-api.service", "api"), ("pilots-ingest@.service", "ingest")):
+        _, words = exec_start(name)
+        binary = Path(words[0])
+        assert binary.name == "pilots"
+        assert f"python3 -m venv {binary.parent.parent}" in install, name
+        assert words[1:] == [command]
+        assert command in cli.commands
+
+
+def test_units_set_only_settings_and_give_each_worker_its_own_state() -> None:
+    env, _ = exec_start("pilots-ingest@.service")
+    assert set(env) <= SETTINGS_VARS
+    assert set(env) == PER_UNIT
+    # The instance number makes the spool, the session and the metrics port differ per worker.
+    for key in PER_UNIT:
+        assert "%i" in env[key], key
+    api_env, _ = exec_start("pilots-api.service")
+    assert set(api_env) <= SETTINGS_VARS
+    assert api_env["PILOTS_DATA_DIR"] != env["PILOTS_DATA_DIR"].replace("%i", "1")
+
+
+def test_units_read_the_env_file_and_run_as_the_user_the_installer_creates(install: str) -> None:
+    for name in UNITS:
+        keys = unit(name)
+        assert keys["EnvironmentFile"] == ["/etc/pilots/pilots.env"], name
+        assert keys["User"] == ["pilots"], name
+        assert "useradd --system --home-dir /var/lib/pilots" in install
+        for path in keys.get("ReadWritePaths", []):
+            assert f"install -d -o pilots -g pilots -m 0750 {path}" in install, path
+        assert f'"$here/{name}"' in install, f"install.sh does not install {name}"
+    assert "/etc/pilots/pilots.env" in install
+
+
+def test_data_directories_are_the_ones_the_installer_creates(install: str) -> None:
+    env, _ = exec_start("pilots-ingest@.service")
+    assert env["PILOTS_DATA_DIR"].replace("%i", "$i") in install
+    api_env, _ = exec_start("pilots-api.service")
+    assert api_env["PILOTS_DATA_DIR"] in install
+    # `pilots tokens` through the wrapper works on the api's token database by default.
+    assert f"PILOTS_DATA_DIR:-{api_env['PILOTS_DATA_DIR']}" in WRAPPER.read_text()
+
+
+def test_the_env_example_is_valid_production_settings_once_installed(
+    install: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = env_values(ENV_EXAMPLE)
+    assert set(values) <= SETTINGS_VARS
+    assert not set(values) & PER_UNIT, "set per unit on its command line"
+    placeholders = [k for k, v in values.items() if "CHANGE-ME" in v]
+    for key in placeholders:
+        prefix = values[key].split("CHANGE-ME")[0]
+        assert re.search(rf"s\|\^?({re.escape(key)}=)?{re.escape(prefix)}CHANGE-ME", install), (
+            f"install.sh does not replace the placeholder of {key}"
+        )
+    installed = {k: v.replace("CHANGE-ME", "a0b1c2d3e4f5") for k, v in values.items()}
+    for key in [k for k in os.environ if k.startswith("PILOTS_")]:
+        monkeypatch.delenv(key)
+    for key, value in installed.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.env == "production"
+    assert settings.mqtt_shared_group
+    assert settings.mqtt().username
+
+
+def test_the_broker_snippet_matches_the_installer_and_the_ingest_url(install: str) -> None:
+    options = snippet_options()
+    assert options["allow_anonymous"] == ["false"]
+    auth_dirs = {Path(options[k][0]).parent for k in ("password_file", "acl_file")}
+    assert [Path(options["password_file"][0]).name, Path(options["acl_file"][0]).name] == [
+        PASSWORD_FILE,
+        ACL_FILE,
+    ]
+    assert len(auth_dirs) == 1
+    assert f"pilots devices provision --dir {auth_dirs.pop()}" in install
+    script = (ROOT / "deploy" / "tls" / "make-dev-ca.sh").read_text()
+    for key in ("cafile", "certfile", "keyfile"):
+        path = Path(options[key][0])
+        assert f"{path.parent}/" in install, key
+        assert f"certs/{path.name}" in install, f"install.sh does not install {path.name}"
+        assert f'"$out/certs/{path.name}"' in script, f"make-dev-ca.sh makes no {path.name}"
+    listeners = {int(v.split()[0]): v for v in options["listener"]}
+    target = MqttTarget.parse(env_values(ENV_EXAMPLE)["PILOTS_MQTT_URL"])
+    assert target.port in listeners
+    assert target.host in listeners[target.port], "ingest's URL names the listener's address"
+    assert 8883 in listeners
+    assert "conf.d/pilots.conf" in install
+
+
+def test_the_installer_copies_only_files_that_exist(install: str) -> None:
+    for name in re.findall(r'"\$here/([^"]+)"', install):
+        assert (LOCAL / name).exists(), name
+    for path in re.findall(r'"\$repo/([^"*]+)"', install):
+        assert (ROOT / path).exists(), path
+
+
+def test_the_scripts_are_valid_shell() -> None:
+    for script in (INSTALL, WRAPPER, ROOT / "deploy" / "tls" / "make-dev-ca.sh"):
+        done = subprocess.run(
+            ["sh", "-n", str(script)], check=False, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"{script.name}: {done.stderr}"
+        assert script.stat().st_mode & 0o111, f"{script.name} is not executable"
