@@ -7,7 +7,7 @@ unit test keeps the two in step. Construction validates only: nothing here conne
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -33,6 +33,8 @@ class MqttTarget:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    #: PEM file of the CA(s) that signed the broker's certificate; None: the system's CAs.
+    ca_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> MqttTarget:
@@ -77,6 +79,7 @@ class Settings(BaseSettings):
     registry: Path | None = None
 
     mqtt_url: str | None = None
+    mqtt_ca_file: Path | None = None
     mqtt_client_id: str = "pilots-ingest"
     mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
     mqtt_receive_maximum: int = Field(default=1000, ge=1, le=65535)
@@ -129,6 +132,13 @@ class Settings(BaseSettings):
     demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
     demo_backfill_hours: float = Field(default=1.0, ge=0)
 
+    @field_validator("mqtt_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no CA file at {value}")
+        return value
+
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url_parses(cls, value: str | None) -> str | None:
@@ -165,7 +175,10 @@ class Settings(BaseSettings):
 
     def mqtt(self) -> MqttTarget:
         """The broker to use; `mqtt://127.0.0.1:1883` when `PILOTS_MQTT_URL` is unset."""
-        return MqttTarget.parse(self.mqtt_url or f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}")
+        target = MqttTarget.parse(self.mqtt_url or f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}")
+        if self.mqtt_ca_file is not None:
+            target = replace(target, ca_file=str(self.mqtt_ca_file))
+        return target
 
 
 def load_settings() -> Settings:

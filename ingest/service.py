@@ -125,7 +125,7 @@ class IngestService:
         if self.target.username is not None:
             client.username_pw_set(self.target.username, self.target.password)
         if self.target.tls:
-            client.tls_set()
+            client.tls_set(ca_certs=self.target.ca_file)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect

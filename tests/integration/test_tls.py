@@ -107,9 +107,8 @@ def test_ingest_over_mqtts_stores_what_a_device_sends_over_tls(
         "PILOTS_INFLUX_DATABASE": database,
         "PILOTS_DATA_DIR": str(tmp_path / "var"),
         "PILOTS_INGEST_HTTP_PORT": str(free_port()),
-        # Ingest verifies the broker against the system's CAs; OpenSSL reads this variable
-        # instead, which is how a private CA is trusted without installing it system-wide.
-        "SSL_CERT_FILE": str(ca),
+        # the private CA that signed the broker's certificate
+        "PILOTS_MQTT_CA_FILE": str(ca),
     }
     ingest = PilotsProcess(["ingest"], env, tmp_path, "ingest")
     ingest.wait_for_output("ingest ready", 30)

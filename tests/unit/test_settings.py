@@ -175,3 +175,15 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(ValueError, match="frozen"):
         s.api_port = 1  # type: ignore[misc]
+
+
+def test_a_private_ca_for_the_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("PILOTS_MQTT_URL", "mqtts://broker.example")
+    monkeypatch.setenv("PILOTS_MQTT_CA_FILE", str(ca))
+    target = load_settings().mqtt()
+    assert (target.tls, target.port, target.ca_file) == (True, 8883, str(ca))
+    monkeypatch.setenv("PILOTS_MQTT_CA_FILE", str(tmp_path / "missing.crt"))
+    with pytest.raises(ConfigError, match="missing.crt"):
+        load_settings()
