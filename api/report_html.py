@@ -377,13 +377,15 @@ def _devices_section(devices: Sequence[DeviceReportOut]) -> str:
     if not devices:
         return _section("devices", "Devices", _note("No devices in this report."))
     columns = ["Device", "Kind", "Site", "Reports", "Completeness", "Uptime (h)", "Gaps"]
-    columns += ["Longest gap", "Silent now", "PDR", "Sessions", "Latency mean", "Latency p90"]
-    columns += ["Battery (V)", "Slope (V/day)", "Days left", "RSSI (dBm)", "SNR (dB)", "SF mix"]
-    align = "lllrrrrrlrrrrrrrrrl"
+    columns += ["Longest gap", "Silent now", "PDR", "Sessions", "Repeats", "Latency mean"]
+    columns += ["Latency p90", "Battery (V)", "Slope (V/day)", "Days left", "RSSI (dBm)"]
+    columns += ["SNR (dB)", "SF mix"]
+    align = "lllrrrrrlrrrrrrrrrrl"
     table = _table("devices", columns, align, (_device_row(d) for d in devices))
     note = _note(
         "Uptime: hours with at least one report / hours in the period. PDR: distinct frame "
-        "counters / counter span, per counter session. Days left: until 3.3 V at the present slope."
+        "counters / counter span, per counter session. Repeats: transmissions received again "
+        "(retransmissions) and dropped by ingest. Days left: until 3.3 V at the present slope."
     )
     return _section("devices", "Devices", table + note)
 
@@ -401,6 +403,7 @@ def _device_row(d: DeviceReportOut) -> list[Cell]:
         ("yes", "warn") if d.silent_now else ("no" if d.silent_now is False else DASH),
         _pct(d.pdr),
         str(d.counter_sessions),
+        str(d.repeats),
         _duration(d.latency_mean_s),
         _duration(d.latency_p90_s),
         _num(d.battery_last_v),
@@ -454,7 +457,9 @@ def _flags_section(flags: FlagsOut) -> str:
     note = _note(
         f"Of {flags.readings} readings; a reading can carry more than one flag. Late: received "
         "more than one reporting interval after the device's time (a gateway's backlog); "
-        'counted, not excluded, and not part of "any flag".'
+        'counted, not excluded, and not part of "any flag". '
+        f"Besides the readings, ingest recognised and dropped {flags.repeats} repeated "
+        "transmissions (retransmissions)."
     )
     return _section("flags", "Data quality flags", table + note)
 

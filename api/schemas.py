@@ -173,6 +173,11 @@ class DeviceReportOut(_Out):
     hours: float = Field(description="hours in the period")
     gaps: int
     longest_gap_s: float
+    repeats: int = Field(
+        description="transmissions received again and dropped by ingest (LoRaWAN "
+        "retransmissions and network-server retries, recognised by frame counter), "
+        "counted by the retransmission's time"
+    )
     silent_now: bool | None = Field(
         description="no report for 3 intervals; null when the period ended before that"
     )
@@ -219,6 +224,10 @@ class FlagsOut(_Out):
     )
     share: float = Field(
         description="share of readings with a range, stuck, spike or duplicate flag"
+    )
+    repeats: int = Field(
+        description="transmissions received again and dropped by ingest (the devices' "
+        "`repeats` summed): not readings, so not part of the share"
     )
 
 

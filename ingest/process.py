@@ -46,8 +46,13 @@ def process(
         return Checked(rejections=[Rejection(Reason.INTERNAL_ERROR, repr(exc)[:500])])
 
 
-def columns(messages: Sequence[tuple[Checked, int]]) -> tuple[Readings, Uplinks]:
-    """One `Readings` and one `Uplinks` for the accepted data of (checked, received_ns) pairs."""
+def columns(messages: Sequence[tuple[Checked, int]]) -> tuple[Readings, Uplinks, Uplinks]:
+    """`Readings`, `Uplinks` and repeats for the accepted data of (checked, received_ns) pairs.
+
+    A repeat is timed by the repeated frame's own time (for a LoRaWAN retransmission, when the
+    network server received it again), plus its place among the message's repeats in
+    nanoseconds, so that two repeats in one message stay two points.
+    """
     checks = [c for c, _ in messages]
     readings = Readings.from_arrays(
         [t for c in checks for t in c.ts_ns],
@@ -65,4 +70,14 @@ def columns(messages: Sequence[tuple[Checked, int]]) -> tuple[Readings, Uplinks]
         sf=[s for c in checks for s in c.up_sf],
         gateway=[g for c in checks for g in c.up_gateway],
     )
-    return readings, uplinks
+    repeats = Uplinks.from_columns(
+        ts_ns=[t + i for c in checks for i, t in enumerate(c.rep_ts_ns)],
+        device=[d for c in checks for d in c.rep_device],
+        received_ns=[r for c, r in messages for _ in c.rep_device],
+        fcnt=[f for c in checks for f in c.rep_fcnt],
+        rssi=[r for c in checks for r in c.rep_rssi],
+        snr=[s for c in checks for s in c.rep_snr],
+        sf=[s for c in checks for s in c.rep_sf],
+        gateway=[g for c in checks for g in c.rep_gateway],
+    )
+    return readings, uplinks, repeats

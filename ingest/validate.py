@@ -31,7 +31,8 @@ class Checked:
 
     `frame_keys` holds the retransmission keys first seen in this message (see
     `ingest.dedupe`), with when they were seen; `duplicates` counts frames dropped as
-    retransmissions of frames already taken.
+    retransmissions of frames already taken, and the `rep_*` columns describe each of them
+    (stored as repeats, so reports can count them).
     """
 
     ts_ns: list[int] = field(default_factory=list)
@@ -45,6 +46,13 @@ class Checked:
     up_snr: list[float] = field(default_factory=list)
     up_sf: list[int] = field(default_factory=list)
     up_gateway: list[str] = field(default_factory=list)
+    rep_ts_ns: list[int] = field(default_factory=list)
+    rep_device: list[int] = field(default_factory=list)
+    rep_fcnt: list[int] = field(default_factory=list)
+    rep_rssi: list[float] = field(default_factory=list)
+    rep_snr: list[float] = field(default_factory=list)
+    rep_sf: list[int] = field(default_factory=list)
+    rep_gateway: list[str] = field(default_factory=list)
     frame_keys: list[tuple[FrameKey, int]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     duplicates: int = 0
@@ -109,7 +117,7 @@ class Validator:
             ts_ns = frame.ts_ns if frame.ts_ns is not None else received_ns + frame.relative_ns
             if not self._time_ok(ts_ns, received_ns, out.rejections):
                 continue
-            if self._is_retransmission(frame, device, received_ns, out):
+            if self._is_retransmission(frame, device, (ts_ns, received_ns), out):
                 continue
             self._readings(frame, device, ts_ns, out)
             if frame.seq is None:
@@ -128,9 +136,13 @@ class Validator:
         return out
 
     def _is_retransmission(
-        self, frame: Frame, device: Device, received_ns: int, out: Checked
+        self, frame: Frame, device: Device, times: tuple[int, int], out: Checked
     ) -> bool:
-        """Whether the frame repeats one already taken (only for receive-time frames)."""
+        """Whether the frame repeats one already taken (only for receive-time frames).
+
+        `times` are the frame's time and when ingest received it.
+        """
+        ts_ns, received_ns = times
         if self.frames is None or frame.seq is None:
             return False
         if frame.ts_ns is not None and not frame.time_is_reception:
@@ -138,6 +150,13 @@ class Validator:
         key = (device.id, frame.seq, frame_digest(frame.values))
         if self.frames.seen_before(key, received_ns):
             out.duplicates += 1
+            out.rep_ts_ns.append(ts_ns)
+            out.rep_device.append(device.code)
+            out.rep_fcnt.append(frame.seq)
+            out.rep_rssi.append(math.nan if frame.rssi is None else frame.rssi)
+            out.rep_snr.append(math.nan if frame.snr is None else frame.snr)
+            out.rep_sf.append(NO_SF if frame.sf is None else frame.sf)
+            out.rep_gateway.append(frame.gateway or "")
             return True
         out.frame_keys.append((key, received_ns))
         return False

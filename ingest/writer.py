@@ -164,6 +164,7 @@ class _Prepared:
     oldest_ns: int
     readings: Readings
     uplinks: Uplinks
+    repeats: Uplinks
     refused: list[Refused]
     keys: list[tuple[FrameKey, int]]
     duplicates: int
@@ -233,7 +234,9 @@ class SpoolWriter:
                 prepared = self._prepare(batch)
                 if inflight is not None and not self._complete(inflight):
                     return False
-                prepared.future = pool.submit(self.store.write, prepared.readings, prepared.uplinks)
+                prepared.future = pool.submit(
+                    self.store.write, prepared.readings, prepared.uplinks, prepared.repeats
+                )
                 inflight = prepared
         return False
 
@@ -276,12 +279,13 @@ class SpoolWriter:
                 Refused(message.received_ns, message.topic, message.payload, r)
                 for r in checked.rejections
             )
-        readings, uplinks = columns(checks)
+        readings, uplinks, repeats = columns(checks)
         return _Prepared(
             ids=[m.id for m in batch],
             oldest_ns=batch[0].received_ns,
             readings=readings,
             uplinks=uplinks,
+            repeats=repeats,
             refused=refused,
             keys=[key for checked, _ in checks for key in checked.frame_keys],
             duplicates=sum(c.duplicates for c, _ in checks),
@@ -300,7 +304,7 @@ class SpoolWriter:
                 self.events.store(True)
                 self.events.written(len(prepared.readings))
         if (prepared.future is None or failed is not None) and not self._deliver(
-            prepared.readings, prepared.uplinks, failed
+            prepared.readings, prepared.uplinks, failed, repeats=prepared.repeats
         ):
             return False
         refused = prepared.refused + self._store_refused
@@ -317,13 +321,18 @@ class SpoolWriter:
         return True
 
     def _deliver(
-        self, readings: Readings, uplinks: Uplinks, failed: StoreError | None = None
+        self,
+        readings: Readings,
+        uplinks: Uplinks,
+        failed: StoreError | None = None,
+        *,
+        repeats: Uplinks | None = None,
     ) -> bool:
         """Write until accepted (or refused lines are set aside); False if aborted.
 
         `failed` is the failure of an attempt already made (the pipelined one), handled first.
         """
-        if len(readings) == 0 and len(uplinks) == 0:
+        if len(readings) == 0 and len(uplinks) == 0 and (repeats is None or len(repeats) == 0):
             return True
         delay = BACKOFF_MIN_S
         while True:
@@ -331,7 +340,7 @@ class SpoolWriter:
             failed = None
             if exc is None:
                 try:
-                    self.store.write(readings, uplinks)
+                    self.store.write(readings, uplinks, repeats)
                 except StoreError as error:
                     exc = error
             if exc is None:
@@ -342,6 +351,8 @@ class SpoolWriter:
             self.events.write_error(kind)
             if kind in ("rejected", "too_large"):
                 self.events.store(True)
+                if repeats is not None and len(repeats):
+                    self._write_repeats(repeats)
                 return self._isolate(readings, uplinks, exc)
             self.events.store(False)
             retry_after = exc.retry_after_s if isinstance(exc, StoreUnavailableError) else None
@@ -353,6 +364,17 @@ class SpoolWriter:
             if self.abort.wait(wait):
                 return False
             delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _write_repeats(self, repeats: Uplinks) -> None:
+        """Write the repeats of a batch the store refused, on their own, once.
+
+        They only count retransmissions already dropped; if the store refuses them too, that is
+        logged and the batch goes on.
+        """
+        try:
+            self.store.write(Readings.empty(), None, repeats)
+        except StoreError as exc:
+            log.warning("%d repeated transmissions not recorded: %s", len(repeats), exc)
 
     def _isolate(self, readings: Readings, uplinks: Uplinks, exc: StoreError) -> bool:
         """Halve a refused (or too large) batch and write the halves, recursively.

@@ -111,6 +111,7 @@ class _Period:
         mine = self.rows[readings.device] >= 0
         self.readings, self.flags = readings.take(mine), flags.take(mine)
         self.uplinks = uplinks.take(self.rows[uplinks.device] >= 0)
+        self.repeats = store.count_repeats(pilot.id, start_ns, end_ns)
         self.interval = np.asarray([d.interval_s for d in self.devices], dtype=np.float64)
         self.n = len(self.devices)
         # Local clock hours (whole-hour offsets make them UTC hours shifted by the offset).
@@ -282,6 +283,7 @@ def _devices(period: _Period, now: int) -> list[DeviceReportOut]:
                 hours=(period.end - period.start) / HOUR_NS,
                 gaps=int(np.count_nonzero(gaps.device_row == row)),
                 longest_gap_s=float(gaps.longest_s[row]),
+                repeats=period.repeats.get(device.id, 0),
                 silent_now=bool(silent[row]) if current[row] else None,
                 pdr=number(delivery.ratio[row]),
                 counter_sessions=int(delivery.sessions[row]),
@@ -349,6 +351,7 @@ def _flags(period: _Period) -> FlagsOut:
         stuck=counts.get("stuck", 0),
         spike=counts.get("spike", 0),
         duplicate=counts.get("duplicate", 0),
+        repeats=sum(period.repeats.get(d.id, 0) for d in period.devices),
         late=int(
             np.count_nonzero(
                 latency.late(

@@ -34,8 +34,14 @@ class Store(Protocol):
     def start(self) -> None:
         """Connect and prepare (create the database where allowed); raises if unreachable."""
 
-    def write(self, readings: Readings, uplinks: Uplinks | None = None) -> None:
-        """Store readings (and their uplinks) durably; returns once the store accepted all."""
+    def write(
+        self, readings: Readings, uplinks: Uplinks | None = None, repeats: Uplinks | None = None
+    ) -> None:
+        """Store readings (and their uplinks) durably; returns once the store accepted all.
+
+        `repeats` are transmissions ingest received again and dropped, each timed (`ts_ns`) by
+        the repeated frame's own time.
+        """
 
     def scan(
         self,
@@ -51,6 +57,9 @@ class Store(Protocol):
         self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None = None
     ) -> Uplinks:
         """Every stored uplink of the pilot's devices (or the named ones) in the range."""
+
+    def count_repeats(self, pilot: str, start_ns: int, end_ns: int) -> dict[str, int]:
+        """Repeated transmissions received in the range, per device id (absent: none)."""
 
     def latest(self, pilot: str) -> Readings:
         """The most recent reading of every (device, sensor) of the pilot."""

@@ -47,6 +47,18 @@ CREATE TABLE IF NOT EXISTS uplinks (
     gateway     TEXT    NOT NULL,
     PRIMARY KEY (pilot, device, ts_ns)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS repeats (
+    pilot       TEXT    NOT NULL,
+    device      TEXT    NOT NULL,
+    ts_ns       INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    fcnt        INTEGER NOT NULL,
+    rssi        REAL,
+    snr         REAL,
+    sf          INTEGER NOT NULL,
+    gateway     TEXT    NOT NULL,
+    PRIMARY KEY (pilot, device, ts_ns)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollups (
     resolution TEXT    NOT NULL,
     pilot      TEXT    NOT NULL,
@@ -104,15 +116,19 @@ class EmbeddedStore:
         """Nothing to connect: the file was opened and its schema created on construction."""
         self.ping()
 
-    def write(self, readings: Readings, uplinks: Uplinks | None = None) -> None:
-        """Insert or replace every reading and uplink in one transaction."""
+    def write(
+        self, readings: Readings, uplinks: Uplinks | None = None, repeats: Uplinks | None = None
+    ) -> None:
+        """Insert or replace every reading, uplink and repeat in one transaction."""
         rows = self._reading_rows(readings)
         up_rows = self._uplink_rows(uplinks) if uplinks is not None else []
-        if not rows and not up_rows:
+        rep_rows = self._uplink_rows(repeats) if repeats is not None else []
+        if not rows and not up_rows and not rep_rows:
             return
         self._transaction(
             ("INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?)", rows),
             ("INSERT OR REPLACE INTO uplinks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", up_rows),
+            ("INSERT OR REPLACE INTO repeats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rep_rows),
         )
 
     def _transaction(self, *statements: tuple[str, list[tuple[object, ...]]]) -> None:
@@ -287,6 +303,18 @@ class EmbeddedStore:
             sql += f" AND device IN ({','.join('?' * len(devices))})"
             params.extend(devices)
         return self._query(sql, params)
+
+    def count_repeats(self, pilot: str, start_ns: int, end_ns: int) -> dict[str, int]:
+        """Repeated transmissions received in the range, per device id."""
+        sql = (
+            "SELECT device, count(*) FROM repeats WHERE pilot = ? AND ts_ns >= ? AND ts_ns < ? "
+            "GROUP BY device"
+        )
+        try:
+            rows = self._connection().execute(sql, (pilot, start_ns, end_ns)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded store query failed: {exc}") from exc
+        return {device: int(n) for device, n in rows if device in self.registry.devices}
 
     def scan_uplinks(
         self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None = None

@@ -48,6 +48,7 @@ from core.sketch import Sketches
 from core.store import check_watermark_name, check_watermark_value
 from core.store.lineprotocol import (
     MEASUREMENT,
+    REPEATS,
     UPLINKS,
     WATERMARKS,
     LineEncoder,
@@ -281,11 +282,15 @@ class InfluxStore:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def write(self, readings: Readings, uplinks: Uplinks | None = None) -> None:
+    def write(
+        self, readings: Readings, uplinks: Uplinks | None = None, repeats: Uplinks | None = None
+    ) -> None:
         """Write readings and uplinks as line protocol; returns once InfluxDB accepted them."""
         parts = [self._encoder.encode(readings)]
         if uplinks is not None:
             parts.append(self._encoder.encode_uplinks(uplinks))
+        if repeats is not None:
+            parts.append(self._encoder.encode_uplinks(repeats, REPEATS))
         self._send(b"\n".join(p for p in parts if p))
 
     def write_rollups(self, resolution: str, rollups: Rollups) -> None:
@@ -445,6 +450,18 @@ class InfluxStore:
                 self._pool.map(lambda p: self._scan_uplinks_part(pilot, p[0], p[1], devices), parts)
             )
         )
+
+    def count_repeats(self, pilot: str, start_ns: int, end_ns: int) -> dict[str, int]:
+        """Repeated transmissions received in the range, per device id."""
+        self._check_names(pilot, (), ())
+        where, params = self._where(pilot, start_ns, end_ns, None)
+        q = f'SELECT count("received_ns") FROM "{REPEATS}" WHERE {where} GROUP BY "device"'  # noqa: S608
+        body = json.loads(self._query(q, params, csv=False))
+        out: dict[str, int] = {}
+        for result in body.get("results", []):
+            for series in result.get("series", []):
+                out[series["tags"]["device"]] = int(series["values"][0][1])
+        return out
 
     def _scan_uplinks_part(
         self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None

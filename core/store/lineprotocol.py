@@ -5,7 +5,9 @@ Schema (documented in docs/SCHEMA.md): measurement `readings`, tags `device`, `k
 time as the point time in nanoseconds. A reading is one line; lines of the same device and
 time merge into one point, and writing a line again overwrites the same field of that point.
 Measurement `uplinks`, same tags and time: integer `received_ns`, `fcnt`, `sf`, float `rssi`,
-`snr`, string `gateway`, each only when known.
+`snr`, string `gateway`, each only when known. Measurement `repeats`: the same fields for
+transmissions ingest received again and dropped (retransmissions), timed by the repeated
+frame's own time (a LoRaWAN retransmission's: when the network server received it again).
 Measurements `rollups_1m`, `rollups_1h`, `rollups_1d`: the readings' tags plus `sensor`, the
 window start as the point time, every field always written (integer `count`, `first_ts`,
 `last_ts`; float `sum`, `m2`, `min`, `max`, `first`, `last`; string `sketch`), so a rewrite of a
@@ -27,6 +29,7 @@ from core.uplinks import NO_FCNT, NO_SF, Uplinks
 
 MEASUREMENT = "readings"
 UPLINKS = "uplinks"
+REPEATS = "repeats"
 WATERMARKS = "watermarks"
 
 
@@ -45,7 +48,9 @@ class LineEncoder:
             for d in registry.device_list
         ]
         self._field = [f"{s.id}=" for s in registry.sensor_list]
-        self._uplink_prefix = [p.replace(MEASUREMENT, UPLINKS, 1) for p in self._prefix]
+        self._uplink_prefix = {
+            m: [p.replace(MEASUREMENT, m, 1) for p in self._prefix] for m in (UPLINKS, REPEATS)
+        }
         self._sensor_ids = [s.id for s in registry.sensor_list]
 
     def encode(self, readings: Readings) -> bytes:
@@ -72,11 +77,11 @@ class LineEncoder:
         ]
         return "\n".join(lines).encode()
 
-    def encode_uplinks(self, uplinks: Uplinks) -> bytes:
-        """Line protocol for uplinks, one line per row, absent values left out."""
+    def encode_uplinks(self, uplinks: Uplinks, measurement: str = UPLINKS) -> bytes:
+        """Line protocol for uplinks (or repeats), one line per row, absent values left out."""
         if len(uplinks) == 0:
             return b""
-        prefix = self._uplink_prefix
+        prefix = self._uplink_prefix[measurement]
         lines = []
         for d, t, received, fcnt, rssi, snr, sf, gateway in zip(
             uplinks.device.tolist(),

@@ -168,6 +168,29 @@ def test_uplinks_round_trip_with_absent_values(store: Store, registry: Registry)
     assert len(store.scan_uplinks("santa-fe", T0, T0 + 3600 * S)) == 0
 
 
+def test_repeats_are_counted_per_device_apart_from_the_uplinks(
+    store: Store, registry: Registry
+) -> None:
+    aq, wq = registry.devices["sn-aq-01"], registry.devices["sn-aq-02"]
+    when = [T0 + 5 * S, T0 + 5 * S + 1, T0 + 900 * S, T0 + 3600 * S]
+    repeats = Uplinks.from_columns(
+        ts_ns=when,
+        device=[aq.code, aq.code, wq.code, wq.code],
+        received_ns=when,
+        fcnt=[7, 7, 12, 13],
+        rssi=[-97.0, -99.0, math.nan, -101.0],
+        snr=[7.0, 6.5, math.nan, 1.0],
+        sf=[9, 9, NO_SF, 10],
+        gateway=["gw-1", "gw-2", "", "gw-1"],
+    )
+    store.write(Readings.empty(), None, repeats)
+    # half-open: the repeat at T0 + 3600 s falls in the next hour
+    assert store.count_repeats("san-nicolas", T0, T0 + 3600 * S) == {"sn-aq-01": 2, "sn-aq-02": 1}
+    assert store.count_repeats("san-nicolas", T0 + 3600 * S, T0 + 7200 * S) == {"sn-aq-02": 1}
+    assert store.count_repeats("santa-fe", T0, T0 + 7200 * S) == {}
+    assert len(store.scan_uplinks("san-nicolas", T0, T0 + 7200 * S)) == 0
+
+
 def test_readings_and_uplinks_are_written_together(store: Store, registry: Registry) -> None:
     code = registry.devices["rs-wq-01"].code
     store.write(

@@ -197,7 +197,7 @@ def _run(fmt: str, topic: str, payload: bytes) -> Checked:
         checked.up_gateway,
     )
     assert all(len(c) == ups for c in uplink_columns)
-    readings, uplinks = columns([(checked, NOW_NS)])
+    readings, uplinks, _ = columns([(checked, NOW_NS)])
     encoder = LineEncoder(REGISTRY)
     assert encoder.encode(readings).count(b"\n") == max(n - 1, 0)
     assert encoder.encode_uplinks(uplinks).count(b"\n") == max(ups - 1, 0)

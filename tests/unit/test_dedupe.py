@@ -10,7 +10,7 @@ import orjson
 from core.settings import Settings
 from ingest.decoders import Router
 from ingest.dedupe import FrameCache
-from ingest.process import process
+from ingest.process import columns, process
 from ingest.validate import Checked, Validator, frame_digest
 
 from .helpers import shipped_registry
@@ -135,6 +135,16 @@ def test_a_chirpstack_retransmission_is_dropped_and_counted() -> None:
     assert second.duplicates == 1
     assert (second.value, second.up_ts_ns, second.rejections) == ([], [], [])
     assert second.frame_keys == []
+    # and recorded as a repeat of that device at its own (later) time, for the reports to count
+    _, _, repeats = columns([(first, NOW_NS), (second, NOW_NS + 9 * S)])
+    assert repeats.device.tolist() == [shipped_registry().devices["sf-rlv-01"].code]
+    assert repeats.ts_ns.tolist() == [NOW_NS + 8 * S]
+    assert repeats.received_ns.tolist() == [NOW_NS + 9 * S]
+    assert (repeats.fcnt.tolist(), repeats.rssi.tolist(), repeats.sf.tolist()) == (
+        [7],
+        [-36.0],
+        [9],
+    )
 
 
 def test_a_retransmission_after_the_window_is_taken_as_new() -> None:

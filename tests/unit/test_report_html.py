@@ -71,6 +71,7 @@ def device(**changes: Any) -> DeviceReportOut:
         "hours": 168.0,
         "gaps": 2,
         "longest_gap_s": 8100.0,
+        "repeats": 2,
         "silent_now": True,
         "pdr": 0.97,
         "counter_sessions": 2,
@@ -163,7 +164,14 @@ def report(**changes: Any) -> ReportOut:
             )
         ],
         "flags": FlagsOut(
-            readings=2000, range=30, stuck=10, spike=2, duplicate=0, late=64, share=0.0215
+            readings=2000,
+            range=30,
+            stuck=10,
+            spike=2,
+            duplicate=0,
+            late=64,
+            share=0.0215,
+            repeats=2,
         ),
         "thresholds": [],
         "exceedances": [exceedance()],
@@ -468,6 +476,7 @@ def test_the_device_table_shows_each_figure_of_the_device_report() -> None:
         "yes",
         "97.0 %",
         "2",
+        "2",
         "1.234 s",
         "2.5 s",
         "3.71",
@@ -479,8 +488,8 @@ def test_the_device_table_shows_each_figure_of_the_device_report() -> None:
     ]
     wifi = row(doc, "devices", "rs-aq-02")
     assert wifi[8:11] == ["no", "—", "0"]  # not silent; no frame counters, so no PDR
-    assert wifi[12] == "1 min 35 s"  # latency p90
-    assert wifi[14:] == ["—", "—", "—", "—", "—"]
+    assert wifi[13] == "1 min 35 s"  # latency p90
+    assert wifi[15:] == ["—", "—", "—", "—", "—"]
 
 
 def test_gaps_are_listed_in_local_time_with_readable_lengths() -> None:
@@ -816,7 +825,9 @@ def test_an_empty_report_still_renders() -> None:
         devices=[],
         completeness=CompletenessMapOut(days=[], devices=[], ratio=[]),
         gaps=[],
-        flags=FlagsOut(readings=0, range=0, stuck=0, spike=0, duplicate=0, late=0, share=0.0),
+        flags=FlagsOut(
+            readings=0, range=0, stuck=0, spike=0, duplicate=0, late=0, share=0.0, repeats=0
+        ),
         thresholds=[],
         exceedances=[],
     )

@@ -185,5 +185,5 @@ def test_a_private_ca_for_the_broker(tmp_path: Path, monkeypatch: pytest.MonkeyP
     target = load_settings().mqtt()
     assert (target.tls, target.port, target.ca_file) == (True, 8883, str(ca))
     monkeypatch.setenv("PILOTS_MQTT_CA_FILE", str(tmp_path / "missing.crt"))
-    with pytest.raises(ConfigError, match="missing.crt"):
+    with pytest.raises(ConfigError, match=r"missing\.crt"):
         load_settings()

@@ -434,7 +434,7 @@ def test_units_are_compared_with_the_registry_only_when_the_format_states_them()
 def test_the_largest_seq_is_the_frame_counter_as_sent() -> None:
     checked = _pipeline(TOPIC, {"ts": TS_MS, "seq": 2**32 - 1, "readings": {"level": 3.0}})
     assert checked.up_fcnt == [2**32 - 1]
-    _, uplinks = columns([(checked, NOW_NS)])
+    _, uplinks, _ = columns([(checked, NOW_NS)])
     assert uplinks.fcnt.tolist() == [2**32 - 1]
 
 
@@ -483,7 +483,7 @@ def test_a_frame_refusal_names_no_sensor_and_refuses_every_reading() -> None:
 def test_accepted_columns_become_batches_with_the_store_dtypes() -> None:
     first = _pipeline(TOPIC, {"ts": TS_MS, "seq": 1, "readings": {"level": 3}})
     second = _pipeline(TOPIC, {"ts": TS_MS + 1, "readings": {"level": 4, "water_temp": 20}})
-    readings, uplinks = columns([(first, NOW_NS), (second, NOW_NS + 5)])
+    readings, uplinks, _ = columns([(first, NOW_NS), (second, NOW_NS + 5)])
     assert (
         readings.ts_ns.dtype,
         readings.device.dtype,

@@ -44,7 +44,9 @@ class ScriptedStore:
         self.refuse_value: float | None = None
         self.max_lines: int | None = None
 
-    def write(self, readings: Readings, uplinks: Uplinks | None = None) -> None:
+    def write(
+        self, readings: Readings, uplinks: Uplinks | None = None, repeats: Uplinks | None = None
+    ) -> None:
         lines = len(readings) + (len(uplinks) if uplinks is not None else 0)
         self.calls.append(lines)
         if self.failures:
