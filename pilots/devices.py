@@ -32,7 +32,7 @@ devices_app = typer.Typer(
 
 
 @devices_app.command("provision")
-def provision_command(
+def provision_command(  # noqa: PLR0917 (typer options)
     directory: Annotated[
         Path,
         typer.Option(
@@ -54,6 +54,14 @@ def provision_command(
             "a run without this flag removes it)"
         ),
     ] = False,
+    network_server: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a login (this name) for a LoRaWAN network server or its MQTT bridge, which "
+            "may publish ChirpStack and The Things Stack uplinks (repeatable)",
+            metavar="NAME",
+        ),
+    ] = None,
     credentials: Annotated[
         Path | None,
         typer.Option(help="file new passwords are appended to, mode 0600 [DIR/credentials.txt]"),
@@ -72,7 +80,11 @@ def provision_command(
         ingest_login = (target.username if target else None) or DEFAULT_INGEST_LOGIN
         given = {ingest_login: target.password} if target and target.password else {}
         logins = plan_logins(
-            registry, settings.ingest_routes, ingest_login=ingest_login, simulator=simulator
+            registry,
+            settings.ingest_routes,
+            ingest_login=ingest_login,
+            simulator=simulator,
+            network_servers=network_server or (),
         )
         done = provision(
             directory,

@@ -65,7 +65,7 @@ _HASH = re.compile(r"^\$7\$(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$")
 #: A route whose topic names pilot and device: `pilots/+/+/<format>`.
 _DEVICE_ROUTE = re.compile(r"^pilots/\+/\+/([A-Za-z0-9_-]+)$")
 
-Role = Literal["device", "ingest", "healthcheck", "simulator"]
+Role = Literal["device", "ingest", "healthcheck", "simulator", "network-server"]
 
 
 class ProvisionError(PilotsError):
@@ -119,14 +119,24 @@ def device_formats(routes: Mapping[str, str]) -> list[str]:
     return [m.group(1) for f in routes if (m := _DEVICE_ROUTE.match(f))]
 
 
+#: Formats a LoRaWAN network server publishes in (see ingest.decoders).
+LORAWAN_FORMATS = frozenset({"chirpstack", "tts"})
+
+
 def plan_logins(
     registry: Registry,
     routes: Mapping[str, str],
     *,
     ingest_login: str = DEFAULT_INGEST_LOGIN,
     simulator: bool = False,
+    network_servers: Iterable[str] = (),
 ) -> list[Login]:
-    """Every login the broker should know, with its topics, from the registry and the routes."""
+    """Every login the broker should know, with its topics, from the registry and the routes.
+
+    A network server (ChirpStack, The Things Stack bridge) may publish on the LoRaWAN routes
+    (every topic routed to `chirpstack` or `tts`): it speaks for all its devices, and ingest
+    matches each uplink to a registry device by EUI. The simulator may publish on every route.
+    """
     formats = device_formats(routes)
     if not formats:
         raise ProvisionError(
@@ -148,8 +158,14 @@ def plan_logins(
     logins.append(
         Login(HEALTHCHECK_LOGIN, "healthcheck", read=(HEALTHCHECK_TOPIC,), note="health check")
     )
+    lorawan = tuple(f for f, fmt in routes.items() if fmt in LORAWAN_FORMATS)
+    for name in network_servers:
+        if not lorawan:
+            raise ProvisionError("PILOTS_INGEST_ROUTES routes no topic to chirpstack or tts")
+        logins.append(Login(name, "network-server", write=lorawan, note="LoRaWAN uplinks"))
     if simulator:
-        writes = tuple(f"pilots/+/+/{fmt}" for fmt in formats)
+        # the simulated fleets publish in every format, LoRaWAN uplinks included
+        writes = tuple(f"pilots/+/+/{fmt}" for fmt in formats) + lorawan
         logins.append(Login(SIMULATOR_LOGIN, "simulator", write=writes, note="development only"))
     names = [login.name for login in logins]
     doubled = sorted({n for n in names if names.count(n) > 1})
@@ -254,6 +270,10 @@ def provision(
     if HEALTHCHECK_LOGIN not in known and health_file.exists():
         known[HEALTHCHECK_LOGIN] = health_file.read_text(encoding="utf-8").strip()
     rotating = names - set(configured) if rotate_all else set(rotate)
+    if HEALTHCHECK_LOGIN in names and HEALTHCHECK_LOGIN not in known:
+        # its password file is gone (deleted, or not restored from a backup): the hash alone
+        # cannot give the health check its password back, so it gets a new one
+        rotating.add(HEALTHCHECK_LOGIN)
     hashes: dict[str, str] = {}
     for name in (login.name for login in logins):
         password = None if name in rotating else known.get(name)

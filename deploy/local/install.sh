@@ -1,5 +1,5 @@
 #!/bin/sh
-# Pilot Telemetry on one Debian 12 / Ubuntu 22.04+ machine, without Docker: Mosquitto and
+# Pilot Telemetry on one Debian 12 machine (Python 3.11+), without Docker: Mosquitto and
 # InfluxDB from the distribution (their own systemd units), ingest workers and the API as
 # systemd services of a `pilots` user. Run as root from a checkout of the project:
 #
@@ -64,6 +64,7 @@ say "settings"
 if [ ! -f /etc/pilots/pilots.env ]; then
     sed -e "s|mqtt://pilots-ingest:CHANGE-ME@|mqtt://pilots-ingest:$(secret)@|" \
         -e "s|^PILOTS_INFLUX_PASSWORD=CHANGE-ME|PILOTS_INFLUX_PASSWORD=$(secret)|" \
+        -e "s|^PILOTS_MQTT_SHARED_GROUP=ingest-CHANGE-ME|PILOTS_MQTT_SHARED_GROUP=ingest-$(openssl rand -hex 8)|" \
         "$here/pilots.env.example" >/etc/pilots/pilots.env
     chown root:pilots /etc/pilots/pilots.env
     chmod 0640 /etc/pilots/pilots.env

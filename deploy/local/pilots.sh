@@ -10,6 +10,8 @@ set -a
 set +a
 # The api's directory (its tokens) unless the caller names another (a worker's quarantine).
 export PILOTS_DATA_DIR="${PILOTS_DATA_DIR:-/var/lib/pilots/api}"
+# The pilots user may not enter the caller's directory (settings look for a .env there).
+cd /var/lib/pilots
 if [ "$(id -u)" = 0 ]; then
     exec runuser -u pilots -- /opt/pilots/venv/bin/pilots "$@"
 fi

@@ -29,6 +29,8 @@ from pilots.cli import app
 from pilots.provision import (
     ACL_FILE,
     CREDENTIALS_FILE,
+    HEALTHCHECK_LOGIN,
+    HEALTHCHECK_PASSWORD_FILE,
     PASSWORD_FILE,
     Provisioned,
     plan_logins,
@@ -152,14 +154,15 @@ def test_devices_publish_only_on_their_own_topics_and_ingest_stores_it(
     other = "pilots/santa-fe/sf-rlv-02/up"
     # sf-rlv-01 sends its reading, forges one for sf-rlv-02, and sends a last one of its own:
     # ingest stores in the order the broker delivers, so once the last is stored the forged
-    # one would be stored too had the broker let it through.
+    # one would be stored too had the broker let it through. The forgery has a time of its own,
+    # so no genuine reading could overwrite it.
     publish_as(
         broker.port,
         "sf-rlv-01",
         passwords["sf-rlv-01"],
         [
             (own, level(start_ms, 3.1)),
-            (other, level(start_ms, 9.9)),
+            (other, level(start_ms + 5, 9.9)),
             (own, level(start_ms + 1, 3.2)),
         ],
     )
@@ -169,7 +172,7 @@ def test_devices_publish_only_on_their_own_topics_and_ingest_stores_it(
     store = InfluxStore(influxd.url, database, registry)
 
     def stored(device: str) -> list[float]:
-        got = store.scan("santa-fe", ["level"], start_ms * MS, (start_ms + 2) * MS, [device])
+        got = store.scan("santa-fe", ["level"], start_ms * MS, (start_ms + 10) * MS, [device])
         return got.value.tolist()
 
     wait_for(lambda: len(stored("sf-rlv-01")) == 2, 60, "both readings of sf-rlv-01")
@@ -224,6 +227,45 @@ def test_a_device_cannot_read_what_others_send(broker: Mosquitto, provisioned: P
     assert received == [f"ingest:{own}", f"ingest:{own}"]
 
 
+def test_a_network_server_login_publishes_lorawan_uplinks_and_devices_cannot(
+    tmp_path: Path, registry: Registry
+) -> None:
+    logins = plan_logins(
+        registry, ROUTES, ingest_login=INGEST_LOGIN, network_servers=["chirpstack"]
+    )
+    done = provision(
+        tmp_path / "lns-auth",
+        logins,
+        given={INGEST_LOGIN: INGEST_PASSWORD},
+        credentials=tmp_path / "lns-auth" / CREDENTIALS_FILE,
+    )
+    passwords = credentials(done.credentials or Path())
+    broker = secured_broker(tmp_path / "lns-mosquitto", done.directory)
+    broker.start()
+    received: list[tuple[str, bytes]] = []
+    subscribed: list[object] = []
+    ingest = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"in-{uuid.uuid4().hex[:6]}")
+    ingest.username_pw_set(INGEST_LOGIN, INGEST_PASSWORD)
+    ingest.on_connect = lambda c, u, f, code, props: c.subscribe("application/#", qos=1)
+    ingest.on_subscribe = lambda c, u, mid, codes, props: subscribed.append(codes)
+    ingest.on_message = lambda c, u, msg: received.append((msg.topic, msg.payload))
+    ingest.connect("127.0.0.1", broker.port)
+    ingest.loop_start()
+    uplink = "application/santa-fe/device/a840410001010101/event/up"
+    try:
+        wait_for(lambda: subscribed, 10, "ingest's SUBACK")
+        # a device may not pose as the network server; then the network server publishes
+        publish_as(broker.port, "sf-rlv-01", passwords["sf-rlv-01"], [(uplink, b"forged")])
+        publish_as(broker.port, "chirpstack", passwords["chirpstack"], [(uplink, b"genuine")])
+        wait_for(lambda: received, 10, "the network server's uplink")
+        time.sleep(0.5)  # anything else would have arrived by now
+    finally:
+        ingest.disconnect()
+        ingest.loop_stop()
+        broker.stop()
+    assert received == [(uplink, b"genuine")]
+
+
 def test_a_rerun_keeps_passwords_and_a_rotation_replaces_one(
     broker: Mosquitto, provisioned: Provisioned, registry: Registry
 ) -> None:
@@ -249,6 +291,24 @@ def test_a_rerun_keeps_passwords_and_a_rotation_replaces_one(
     assert not connack(broker.port, "sf-rlv-01", before["sf-rlv-01"]).is_failure
     assert not connack(broker.port, INGEST_LOGIN, INGEST_PASSWORD).is_failure
     assert credentials(provisioned.credentials or Path())["sf-rlv-02"] == rotated
+
+
+def test_a_lost_health_check_password_is_replaced(
+    provisioned: Provisioned, registry: Registry
+) -> None:
+    health = provisioned.directory / HEALTHCHECK_PASSWORD_FILE
+    health.unlink()
+    logins = plan_logins(registry, ROUTES, ingest_login=INGEST_LOGIN)
+    again = provision(provisioned.directory, logins, given={INGEST_LOGIN: INGEST_PASSWORD})
+    password = health.read_text(encoding="utf-8").strip()
+    assert set(again.new_passwords) == {HEALTHCHECK_LOGIN}
+    assert again.new_passwords[HEALTHCHECK_LOGIN] == password
+    broker = secured_broker(provisioned.directory.parent / "mosquitto", provisioned.directory)
+    broker.start()
+    try:
+        assert not connack(broker.port, HEALTHCHECK_LOGIN, password).is_failure
+    finally:
+        broker.stop()
 
 
 def test_the_command_writes_the_files_and_never_prints_a_password(

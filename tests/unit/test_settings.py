@@ -187,3 +187,16 @@ def test_a_private_ca_for_the_broker(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PILOTS_MQTT_CA_FILE", str(tmp_path / "missing.crt"))
     with pytest.raises(ConfigError, match=r"missing\.crt"):
         load_settings()
+
+
+@pytest.mark.parametrize("group", ["ingest", "ingest-change-me", "changeme"])
+def test_production_refuses_a_guessable_shared_group(
+    group: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PILOTS_ENV", "production")
+    monkeypatch.setenv("PILOTS_MQTT_URL", "mqtt://pilots-ingest:a0b1c2d3e4f5@broker:1883")
+    monkeypatch.setenv("PILOTS_MQTT_SHARED_GROUP", group)
+    with pytest.raises(ConfigError, match="PILOTS_MQTT_SHARED_GROUP is guessable"):
+        load_settings()
+    monkeypatch.setenv("PILOTS_MQTT_SHARED_GROUP", "ingest-9f2c61d0a4b7e853")
+    assert load_settings().mqtt_shared_group == "ingest-9f2c61d0a4b7e853"
