@@ -174,9 +174,11 @@ Modes (--mode):
 
   load: --devices N copies of the registry's devices (10 to 100,000) reporting so that the fleet
   sends --rate messages/s for --duration seconds; writes the load registry ingest needs
-  (--load-registry) and prints the rate achieved.
+  (--load-registry) and prints the rate achieved. Without faults (its default) the fleet is
+  generated in whole batches of devices; with faults, device by device, which is far slower.
 
-Faults (--faults realistic|none, then --fault NAME=RATE to change one):
+Faults (--faults realistic|none, realistic by default except in load mode; then --fault
+NAME=RATE to change one):
 
 {faults}
 
@@ -225,7 +227,10 @@ def simulate(  # noqa: PLR0917
         typer.Option(help="simulate only this pilot (repeatable); default: all"),
     ] = None,
     seed: Annotated[int, typer.Option(help="the same seed gives the same run, byte for byte")] = 0,
-    faults: Annotated[str, typer.Option(help="fault profile: realistic or none")] = "realistic",
+    faults: Annotated[
+        str | None,
+        typer.Option(help="fault profile: realistic or none [realistic; none in load mode]"),
+    ] = None,
     fault: Annotated[
         list[str] | None,
         typer.Option(help="change one fault's rate, NAME=RATE (repeatable), e.g. dropout=0.1"),
@@ -254,7 +259,7 @@ def simulate(  # noqa: PLR0917
             load=(devices, rate, load_registry_path) if chosen is SimulateMode.LOAD else None,
             pilots=pilot or [],
             seed=seed,
-            profile=faults,
+            profile=faults or ("none" if chosen is SimulateMode.LOAD else "realistic"),
             faults=fault or [],
             formats=formats,
             truth=truth is not None,

@@ -158,6 +158,18 @@ class Fleet:
         self._runs = {d.id: self._device_run(d) for d in self.devices}
         self._phase = np.asarray([self._runs[d.id].phase_ns for d in self.devices], np.int64)
         self._step = np.asarray([self._runs[d.id].step_ns for d in self.devices], np.int64)
+        self._keys = np.asarray([self._runs[d.id].key for d in self.devices], np.int64)
+        # Without faults or ground truth, devices of one kind, pilot, interval, sensors and
+        # format are generated together, one array operation per batch rather than per device
+        # (a counter such as rain tips keeps the per-device path: it needs each device's day).
+        self._batches: dict[tuple[object, ...], NDArray[np.intp]] = {}
+        if not any(self.faults.as_dict().values()) and truth is None:
+            groups: dict[tuple[object, ...], list[int]] = {}
+            for i, d in enumerate(self.devices):
+                if not COUNTERS & set(d.sensors):
+                    key = (d.kind, d.pilot, d.interval_s, d.sensors, self._runs[d.id].fmt)
+                    groups.setdefault(key, []).append(i)
+            self._batches = {k: np.asarray(v, dtype=np.intp) for k, v in groups.items()}
 
     def _device_run(self, device: Device) -> _DeviceRun:
         key = crc32(f"{device.id}/{self.seed}".encode())
@@ -203,15 +215,69 @@ class Fleet:
         if self.truth is not None:
             self.truth.span(start_ns, end_ns)
         candidates: Sequence[Device] = self.devices
+        out: list[Message] = []
         if self.faults.duplicate <= 0 and self.faults.backlog <= 0 and self.truth is None:
             # nothing published late: only devices with a report due now have anything to say
             k_first = -((self._phase - start_ns) // self._step)
             due = -((self._phase - end_ns) // self._step) > k_first
-            candidates = [self.devices[i] for i in np.flatnonzero(due).tolist()]
-        out: list[Message] = []
+            batched = np.zeros(len(self.devices), dtype=bool)
+            for group, members in self._batches.items():
+                chosen = members[due[members]]
+                batched[members] = True
+                if len(chosen):
+                    out.extend(self._batch_messages(group, chosen, start_ns, end_ns))
+            candidates = [self.devices[i] for i in np.flatnonzero(due & ~batched).tolist()]
         for device in candidates:
             out.extend(self.device_messages(device, start_ns, end_ns))
         out.sort(key=lambda m: m.ts_ns)
+        return out
+
+    def _batch_messages(
+        self, group: tuple[object, ...], members: NDArray[np.intp], start_ns: int, end_ns: int
+    ) -> list[Message]:
+        """The messages of fault-free devices of one kind, pilot, interval, sensors and format.
+
+        Computed together, with the same formulas the per-device path applies to each.
+        """
+        phase, step = self._phase[members], self._step[members]
+        k_first = -((phase - start_ns) // step)
+        counts = -((phase - end_ns) // step) - k_first
+        rows = np.repeat(np.arange(len(members)), counts)
+        starts = np.cumsum(counts) - counts
+        ks = k_first[rows] + (np.arange(len(rows)) - starts[rows])
+        t = phase[rows] + ks * step[rows]
+        model = self.devices[int(members[0])]
+        run = self._runs[model.id]
+        ctx = Context(model, run.ctx.pilot, self.seed, keys=self._keys[members][rows])
+        clean = SIGNALS[model.kind](ctx, t)
+        names = [s for s in model.sensors if s in clean]
+        columns = []
+        for sensor in names:
+            spec = self.registry.sensors[sensor]
+            value = np.clip(clean[sensor], spec.min, spec.max)
+            columns.append(np.round(value, DECIMALS.get(sensor, _DEFAULT_DECIMALS)).tolist())
+        volts = np.round(battery(ctx, t), 3).tolist()
+        rssi, snr, sf = radio(ctx, t)
+        seqs = (ks % (1 << 32)).tolist()
+        fmt = str(group[-1])
+        devices = [self.devices[int(i)] for i in members.tolist()]
+        topics = [self._runs[d.id].topic for d in devices]
+        out = []
+        for j, (row, ts) in enumerate(zip(rows.tolist(), t.tolist(), strict=True)):
+            payload = encode(
+                fmt,
+                devices[row],
+                Uplink(
+                    ts_ns=ts,
+                    seq=seqs[j],
+                    values={n: col[j] for n, col in zip(names, columns, strict=True)},
+                    battery_v=volts[j],
+                    rssi=float(rssi[j]),
+                    snr=float(snr[j]),
+                    sf=int(sf[j]),
+                ),
+            )
+            out.append(Message(ts, topics[row], payload))
         return out
 
     # -- one device ------------------------------------------------------------------------

@@ -32,17 +32,28 @@ _LEVEL_M_PER_MM = 0.006
 _TURBIDITY_PER_MM = 0.8
 
 
+#: The noise key of one device, or one per instant (a batch of devices of one kind and pilot).
+Key = int | I64
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a signal needs besides time: the device, its pilot and the run's seed."""
+    """What a signal needs besides time: the device, its pilot and the run's seed.
+
+    For a batch of devices of one kind, pilot and interval, `keys` holds each instant's device
+    key and `device` stands for them all.
+    """
 
     device: Device
     pilot: Pilot
     seed: int
+    keys: I64 | None = None
 
     @property
-    def key(self) -> int:
-        """A stable 32-bit key of (device, seed) for the noise hash."""
+    def key(self) -> Key:
+        """A stable 32-bit key of (device, seed) for the noise hash (per instant in a batch)."""
+        if self.keys is not None:
+            return self.keys
         return crc32(f"{self.device.id}/{self.seed}".encode())
 
 
@@ -54,7 +65,7 @@ def _mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
         return x ^ (x >> np.uint64(31))
 
 
-def uniform(key: int, ts_ns: I64, stream: int) -> F64:
+def uniform(key: Key, ts_ns: I64, stream: int) -> F64:
     """Deterministic uniform noise in [0, 1) for (key, stream) at each instant."""
     base = np.uint64((key << 16) ^ (stream * 0x9E3779B9) & 0xFFFFFFFFFFFFFFFF)
     with np.errstate(over="ignore"):
@@ -62,7 +73,7 @@ def uniform(key: int, ts_ns: I64, stream: int) -> F64:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def normal(key: int, ts_ns: I64, stream: int) -> F64:
+def normal(key: Key, ts_ns: I64, stream: int) -> F64:
     """Deterministic standard normal noise (Box-Muller over two uniform streams)."""
     u1 = np.maximum(uniform(key, ts_ns, 2 * stream + 1), 1e-300)
     u2 = uniform(key, ts_ns, 2 * stream + 2)
@@ -250,8 +261,8 @@ def radio(ctx: Context, ts_ns: I64) -> tuple[F64, F64, NDArray[np.int64]]:
         np.clip((rssi + 112.0) / 3.0 + 1.5 * normal(ctx.key, ts_ns, 12), -20.0, 12.0), 1
     ).astype(np.float64)
     # adaptive data rate: a weaker link gets a slower, more robust spreading factor
-    sf = int(min(12, max(7, 7 + (-85.0 - base) // 7.0)))
-    return rssi, snr, np.full(len(ts_ns), sf, dtype=np.int64)
+    sf = np.clip(7 + (-85.0 - base) // 7.0, 7, 12).astype(np.int64)
+    return rssi, snr, np.broadcast_to(sf, len(ts_ns)).copy()
 
 
 #: Device kind → signal model. A new kind in the registry needs a line here.

@@ -243,3 +243,32 @@ def test_ground_truth_matches_what_ingest_makes_of_the_run() -> None:
             key = (reg.devices[device_id].code, reg.sensors[sensor].code)
             assert per_series[key] == counts["expected_stored"], (device_id, sensor)
     assert {e["fault"] for e in doc["episodes"]} >= {"dropout", "stuck", "drift", "backlog"}
+
+
+def test_a_load_fleet_is_sized_for_its_rate_and_batched_like_single_devices(
+    tmp_path: Path,
+) -> None:
+    reg, copies = load_registry(shipped_registry(), 500, 100, tmp_path / "load.toml")
+    assert len(copies) == len(set(copies)) == 500
+    assert {reg.devices[c].interval_s for c in copies} == {5}
+    fleet = Fleet(reg, seed=3, formats=DEFAULT_MIX, devices=set(copies))
+    window = (START_NS, START_NS + 60 * NS_PER_S)
+    batched = fleet.messages(*window)
+    # 500 devices every 5 s: 100 messages a second
+    assert len(batched) == 6000
+    one_by_one = sorted(
+        (m for d in fleet.devices for m in fleet.device_messages(d, *window)),
+        key=lambda m: (m.ts_ns, m.topic),
+    )
+    assert [(m.ts_ns, m.topic) for m in sorted(batched, key=lambda m: (m.ts_ns, m.topic))] == [
+        (m.ts_ns, m.topic) for m in one_by_one
+    ]
+    assert sorted(m.payload for m in batched) == sorted(m.payload for m in one_by_one)
+    # and ingest, given the load registry, takes every reading of them
+    router = Router(Settings().ingest_routes)
+    validator = Validator(reg, max_future_s=600, max_age_days=3650)
+    for m in batched[:500]:
+        decoder = router.decoder_for(m.topic)
+        assert decoder is not None
+        decoded = decoder(m.topic, m.payload)
+        assert validator.check(decoded.frames, m.ts_ns).rejections == decoded.rejections == []
