@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 from core.quality import NS_PER_S, distinct_order, interval_s_of_device
@@ -125,6 +126,22 @@ def _hampel(
     return np.abs(value[position] - median), MAD_TO_SIGMA * np.maximum(mad, scale_floor)
 
 
+def _hampel_full(
+    value: F64, centres: tuple[int, int], half: int, scale_floor: float
+) -> tuple[F64, F64]:
+    """`_hampel` for the centres `[lo, hi)` whose whole window lies in their series, NaN-free.
+
+    The common case by far: sorting each (contiguous) window row is several times faster than
+    gathering the general case's clipped windows, and gives the same numbers.
+    """
+    lo, hi = centres
+    width = 2 * half + 1
+    windows = sliding_window_view(value[lo - half : hi + half], width)
+    median = np.sort(windows, axis=1)[:, half]
+    mad = np.sort(np.abs(windows - median[:, None]), axis=1)[:, half]
+    return np.abs(value[lo:hi] - median), MAD_TO_SIGMA * np.maximum(mad, scale_floor)
+
+
 def spike(
     readings: Readings,
     *,
@@ -157,12 +174,26 @@ def spike(
     last = np.append(first[1:] - 1, n - 1)
     low, high = first[series], last[series]
     flagged = np.zeros(n, dtype=np.bool_)
+    half = window // 2
+    index = np.arange(n)
+    # Positions whose whole window lies in their own series and holds no NaN take the fast path.
+    full = (index - half >= low) & (index + half <= high)
+    missing = np.isnan(value)
+    if missing.any():
+        full &= np.convolve(missing, np.ones(window), mode="same") == 0
     # Chunks bound the (readings x window) matrices; their number is n / SPIKE_CHUNK.
     for start in range(0, n, SPIKE_CHUNK):
-        at = np.arange(start, min(start + SPIKE_CHUNK, n))
-        deviation, scale = _hampel(value, at, (low[at], high[at]), window // 2, mad_floor)
+        stop = min(start + SPIKE_CHUNK, n)
+        at = index[start:stop][~full[start:stop]]
         with np.errstate(divide="ignore", invalid="ignore"):
-            flagged[at] = deviation / scale > threshold  # 0/0 is NaN: not flagged
+            if len(at):
+                deviation, scale = _hampel(value, at, (low[at], high[at]), half, mad_floor)
+                flagged[at] = deviation / scale > threshold  # 0/0 is NaN: not flagged
+            lo, hi = max(start, half), min(stop, n - half)
+            if hi > lo and full[lo:hi].any():
+                deviation, scale = _hampel_full(value, (lo, hi), half, mad_floor)
+                inner = full[lo:hi]
+                flagged[lo:hi][inner] = (deviation / scale > threshold)[inner]
     out[order] = flagged
     return out
 
