@@ -39,6 +39,7 @@ trap 'rm -rf "$work"' EXIT
 san=""
 for name in "$@"; do
     case "$name" in
+        *:*) entry="IP:$name" ;;           # an IPv6 address
         *[!0-9.]*) entry="DNS:$name" ;;  # anything but digits and dots is a host name
         *) entry="IP:$name" ;;
     esac
