@@ -264,30 +264,33 @@ def simulate(  # noqa: PLR0917
             formats=formats,
             truth=truth is not None,
         )
+        _check_simulated_times(chosen, start_ns, end_ns, now)
     except (ValueError, PilotsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     publisher = Publisher(settings.mqtt())
-    # SIGTERM interrupts connecting and backfilling the way Ctrl-C does.
+    # SIGTERM interrupts connecting the way Ctrl-C does; once connected, either signal lets
+    # the batch in hand go out (and into the ground truth) and stops.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         publisher.connect()
+        stop = _stop_on_signal()
         if chosen is SimulateMode.BACKFILL:
             hi = end_ns or now
             lo = start_ns or hi - int((backfill_hours or 24.0) * 3600 * NS_PER_S)
-            sent = backfill(publisher, fleet, lo, hi, progress=True)
+            sent = backfill(publisher, fleet, lo, hi, progress=True, stop=stop)
             hours = (hi - lo) / 3600 / NS_PER_S
             typer.echo(f"published {sent:,} messages ({hours:g} h of history)")
-            if follow:
-                run_clock(publisher, fleet, _stop_on_signal(), start_ns=hi)
+            if follow and not stop.is_set():
+                run_clock(publisher, fleet, stop, start_ns=hi)
         elif chosen is SimulateMode.LOAD:
-            result = run_load(
-                publisher, fleet, _stop_on_signal(), target_per_s=rate, duration_s=duration
-            )
+            # whole-second intervals: the fleet's own rate may differ from the one asked
+            nominal = len(fleet.devices) / fleet.devices[0].interval_s
+            result = run_load(publisher, fleet, stop, target_per_s=nominal, duration_s=duration)
             typer.echo(
                 f"load: {result.devices:,} devices, {result.sent:,} messages in "
                 f"{result.seconds:.1f} s: {result.rate_per_s:,.0f} messages/s "
-                f"(target {rate:,.0f})"
+                f"(the fleet's rate {nominal:,.0f}; asked {rate:,.0f})"
             )
         else:
             fast = chosen is SimulateMode.FAST_FORWARD
@@ -297,7 +300,7 @@ def simulate(  # noqa: PLR0917
             run_clock(
                 publisher,
                 fleet,
-                _stop_on_signal(),
+                stop,
                 start_ns=start_ns,
                 speed=speed if fast else 1.0,
                 end_ns=end_ns,
@@ -312,6 +315,23 @@ def simulate(  # noqa: PLR0917
         if fleet.truth is not None and truth is not None:
             fleet.truth.write(truth, fleet.instant_of)
             typer.echo(f"ground truth: {truth}")
+
+
+#: How far ahead of the wall clock ingest takes a reading (PILOTS_INGEST_MAX_FUTURE_S default).
+_FUTURE_LIMIT_NS = 600 * NS_PER_S
+
+
+def _check_simulated_times(
+    mode: SimulateMode, start_ns: int | None, end_ns: int | None, now_ns: int
+) -> None:
+    """Refuse a simulated period that would publish the future (ingest refuses it)."""
+    if start_ns is not None and end_ns is not None and start_ns >= end_ns:
+        raise ValueError("--start must be before --end")
+    if mode is SimulateMode.BACKFILL and end_ns is not None and end_ns > now_ns + _FUTURE_LIMIT_NS:
+        raise ValueError("--end is in the future: a backfill publishes the past only")
+    live = mode in (SimulateMode.REALTIME, SimulateMode.FAST_FORWARD)
+    if live and start_ns is not None and start_ns > now_ns:
+        raise ValueError("--start is in the future: simulated time never runs ahead of now")
 
 
 def _simulated_fleet(

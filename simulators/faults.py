@@ -110,10 +110,12 @@ FAULT_HELP = {
     "10 min), half a typical swing per day, until recalibrated",
     "spike": "share of readings replaced by a jump of six typical swings (kept within range)",
     "clock_skew": "share of devices whose clock is 5 s to 5 min off (device-timed formats)",
-    "duplicate": "share of messages sent twice (retransmissions, webhook retries) 2-30 s apart",
+    "duplicate": "share of messages delivered twice, 2-30 s apart (MQTT redeliveries, webhook "
+    "and integration retries)",
     "counter_reset": "share of messages after which the device reboots: its frame counter and "
     "rain tip counter start again at 0",
-    "backlog": "share of reports held by a gateway outage (~12 reports) and delivered 1-6 h late",
+    "backlog": "share of reports held by a gateway outage (~12 reports), delivered 1-6 h after "
+    "it ends (plain JSON and SenML devices: a LoRaWAN network server drops old frames)",
     "out_of_range": "share of readings outside the sensor's valid range (ingest quarantines them)",
     "malformed": "share of messages cut in half on the way (ingest quarantines them as "
     "malformed_json)",

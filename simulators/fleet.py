@@ -59,8 +59,12 @@ SCALE = {
 }
 #: Counters are not measurements: they get no stuck values, drift or spikes.
 COUNTERS = frozenset({"rain_tips"})
-#: Sent as they are, without any value fault (the battery has its own decay model).
-UNFAULTED = frozenset({"battery_v"})
+#: Sent as they are, without any value fault: the battery has its own decay model, and a rain
+#: gauge reads 0 most of the time (stuck or spiking below 0 would not show; above, it would
+#: invent rain, which a tipping bucket does not do).
+UNFAULTED = frozenset({"battery_v", "rain"})
+#: Formats whose messages carry a frame counter (SenML packs have none).
+COUNTED_FORMATS = frozenset({"plain", "chirpstack", "tts"})
 
 DUPLICATE_DELAY_S = (2, 30)
 BACKLOG_DELAY_S = (3600, 6 * 3600)
@@ -229,7 +233,8 @@ class Fleet:
             candidates = [self.devices[i] for i in np.flatnonzero(due & ~batched).tolist()]
         for device in candidates:
             out.extend(self.device_messages(device, start_ns, end_ns))
-        out.sort(key=lambda m: m.ts_ns)
+        # one order whichever way the messages were made (batched or device by device)
+        out.sort(key=lambda m: (m.ts_ns, m.topic, m.payload))
         return out
 
     def _batch_messages(
@@ -303,7 +308,7 @@ class Fleet:
         reach_ns = 0
         if f.duplicate > 0:
             reach_ns = DUPLICATE_DELAY_S[1] * NS_PER_S
-        if f.backlog > 0:
+        if f.backlog > 0 and run.fmt not in LORAWAN:
             reach_ns = max(
                 reach_ns,
                 BACKLOG_DELAY_S[1] * NS_PER_S + 2 * fl.MAX_LEN["backlog"] * step,
@@ -379,19 +384,15 @@ class Fleet:
         rssi, snr, sf = radio(run.ctx, t_need)
         names = list(values)
         columns = [values[n].tolist() for n in names]
-        lorawan = run.fmt in LORAWAN
+        skew = 0 if run.fmt in LORAWAN else run.skew_ns
         out: list[Message] = []
-        for j, pub, c, bad in zip(
-            at.tolist(),
-            plan.pub_ns.tolist(),
-            plan.copy.tolist(),
-            plan.malformed.tolist(),
-            strict=True,
+        for j, pub, bad in zip(
+            at.tolist(), plan.pub_ns.tolist(), plan.malformed.tolist(), strict=True
         ):
-            measured = int(t_need[j])
-            # a retransmission reaches the network server again, later; a device-timed
-            # message says the device's own (possibly skewed) time, however often it is sent
-            stated = pub if (lorawan and c == 1) else measured + (0 if lorawan else run.skew_ns)
+            # A second copy is the same message delivered again (an MQTT redelivery, a webhook
+            # or integration retry): the same bytes. A network server itself does not forward
+            # a frame again: it drops a repeated frame counter.
+            stated = int(t_need[j]) + skew
             payload = encode(
                 run.fmt,
                 run.device,
@@ -419,7 +420,9 @@ class Fleet:
         """
         rate = self.faults.backlog
         none = np.zeros(len(ks), dtype=bool), np.zeros(len(ks), dtype=np.int64)
-        if rate <= 0:
+        # A LoRaWAN network server refuses a frame whose counter is below the last one it
+        # took, so a gateway's late backlog never reaches ingest from one: device-timed only.
+        if rate <= 0 or run.fmt in LORAWAN:
             return none
         k_lo, k_hi = int(ks[0]), int(ks[-1]) + 1
         ahead = fl.MAX_LEN["backlog"]
@@ -547,23 +550,28 @@ class Fleet:
         late = due & plan.held
         truth.runs("backlog", d, ks[late], delivered_ns=plan.released_ns[late])
         at_due = ks[due]
-        if f.counter_reset > 0:
+        # a reboot shows in a frame counter, or in a counter sensor going back to 0
+        if f.counter_reset > 0 and (run.fmt in COUNTED_FORMATS or COUNTERS & set(d.sensors)):
             resets = at_due[fl.chance(run.key, fl.S_RESET, at_due, f.counter_reset)]
             truth.count(d, "counter_resets", len(resets))
             truth.event("counter_reset", d, run.at(resets))
 
         k_msg, copy, malformed = plan.k_msg, plan.copy, plan.malformed
-        first = copy != 1
+        # The second copy of a report due before the run began arrives without its first:
+        # for ingest it is the first.
+        assert truth.start_ns is not None
+        repeat = (copy == 1) & (run.at(k_msg) >= truth.start_ns)
+        first = ~repeat
         truth.count(d, "sent", int(first.sum()))
         truth.count(d, "late", int((copy == 2).sum()))
-        truth.count(d, "duplicates", int((copy == 1).sum()))
+        truth.count(d, "duplicates", int(repeat.sum()))
         truth.count(d, "malformed", int(malformed.sum()))
-        truth.event("duplicate", d, run.at(k_msg[copy == 1]))
+        truth.event("duplicate", d, run.at(k_msg[repeat]))
         truth.event("malformed", d, run.at(k_msg[malformed]))
         truth.quarantine["malformed_json"] += int(malformed.sum())
-        # a retransmitted LoRaWAN frame is recognised and dropped before its values are read;
-        # a device-timed copy is read again, and refused again for what was wrong in it
-        read = ~malformed & ((copy != 1) | (run.fmt not in LORAWAN))
+        # a repeated LoRaWAN frame is recognised (frame counter) and dropped before its values
+        # are read; a device-timed copy is read again, and refused again for what was wrong
+        read = ~malformed & (first | (run.fmt not in LORAWAN))
         for sensor, (spikes, out_of_range) in plan.events.items():
             bad = out_of_range[k_msg - ks[0]]
             truth.count(d, "due", len(at_due), sensor=sensor)

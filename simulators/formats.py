@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,8 +23,16 @@ FORMATS = ("plain", "senml", "chirpstack", "tts")
 LORAWAN = frozenset({"chirpstack", "tts"})
 DEFAULT_MIX = {"plain": 0.55, "senml": 0.15, "chirpstack": 0.2, "tts": 0.1}
 
-#: Where the network servers put the fleet: one application per pilot, one tenant.
+#: Where the network servers put the fleet: one application per pilot, one tenant. ChirpStack
+#: names tenants, applications and deduplicated events by UUID; these are fixed (uuid5) ones.
 TENANT = "utn"
+_NAMESPACE = uuid.UUID("6f1c2a8e-3b9d-4c57-9a0e-2d4b8f71c3a5")
+
+
+def _uuid(name: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, name))
+
+
 F_PORT = 2
 FREQUENCIES_HZ = (916_800_000, 917_000_000, 917_200_000, 917_400_000)
 
@@ -83,7 +92,7 @@ def topic(fmt: str, device: Device) -> str:
     if fmt == "senml":
         return f"pilots/{device.pilot}/{device.id}/senml"
     if fmt == "chirpstack":
-        return f"application/{device.pilot}/device/{device.dev_eui}/event/up"
+        return f"application/{_uuid(device.pilot)}/device/{device.dev_eui}/event/up"
     if fmt == "tts":
         return f"v3/{device.pilot}@{TENANT}/devices/{device.lns_id or device.id}/up"
     return f"pilots/{device.pilot}/{device.id}/up"
@@ -125,11 +134,13 @@ def encode(fmt: str, device: Device, up: Uplink) -> bytes:
     gateway = f"{device.pilot}-gw-{crc32(device.site.encode()) % 3 + 1}"
     if fmt == "chirpstack":
         event: dict[str, object] = {
-            "deduplicationId": f"{crc32(f'{device.id}/{up.ts_ns}'.encode()):08x}",
+            "deduplicationId": _uuid(f"{device.id}/{up.ts_ns}/{up.seq}"),
             "time": when,
             "deviceInfo": {
-                "tenantId": TENANT,
-                "applicationId": device.pilot,
+                "tenantId": _uuid(TENANT),
+                "tenantName": TENANT,
+                "applicationId": _uuid(device.pilot),
+                "applicationName": device.pilot,
                 "deviceName": device.lns_id or device.id,
                 "devEui": device.dev_eui,
             },

@@ -85,10 +85,16 @@ class Publisher:
 
     def publish(self, messages: list[Message], timeout_s: float = 120.0) -> int:
         """Publish at QoS 1 and wait until the broker has acknowledged every message."""
-        infos = [self._client.publish(m.topic, m.payload, qos=1) for m in messages]
+        try:
+            infos = [self._client.publish(m.topic, m.payload, qos=1) for m in messages]
+        except ValueError as exc:  # paho refuses a topic or payload outright
+            raise PublishError(f"cannot publish: {exc}") from exc
         deadline = time.monotonic() + timeout_s
         for info in infos:
-            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            # While the connection is down paho keeps QoS 1 messages and sends them once it has
+            # reconnected by itself; wait_for_publish would raise at once, so poll instead.
+            while not info.is_published() and time.monotonic() < deadline:
+                time.sleep(0.005 if info.rc == mqtt.MQTT_ERR_SUCCESS else 0.2)
             if not info.is_published():
                 raise PublishError(f"broker {self.target} did not acknowledge in {timeout_s} s")
         self.sent += len(messages)
@@ -158,7 +164,9 @@ def run_clock(
     sent = 0
     while not stop.wait(_TICK_S / max(1.0, min(speed, 10.0))):
         wall = time.time_ns()
-        now = min(sim0 + int((wall - wall0) * speed), wall)
+        # Real time is the wall clock itself: a start in the past (after a backfill, which
+        # took a while) is caught up at once rather than lagged behind for good.
+        now = wall if speed == 1.0 else min(sim0 + int((wall - wall0) * speed), wall)
         if end_ns is not None:
             now = min(now, end_ns)
         if now > last:
@@ -224,13 +232,15 @@ def run_load(
             else:
                 ahead = pool.submit(fleet.messages, cursor, min(cursor + tick_ns, until))
             wait_s = (cursor - time.time_ns()) / NS_PER_S
-            if wait_s > 0 and stop.wait(wait_s):
-                break
+            if wait_s > 0:
+                stop.wait(wait_s)  # a stop still publishes what was generated (and recorded)
             sent += publisher.publish(batch)
             now = time.time_ns()
             if now - last_report >= report_every_s * NS_PER_S:
                 rate = (sent - sent_at_report) * NS_PER_S / (now - last_report)
                 log.info("load: %.0f messages/s (target %.0f)", rate, target_per_s)
                 last_report, sent_at_report = now, sent
+        if ahead is not None:  # stopped early: the batch generated ahead goes out too
+            sent += publisher.publish(ahead.result())
     seconds = (time.time_ns() - begin) / NS_PER_S
     return LoadResult(len(fleet.devices), target_per_s, sent, seconds)

@@ -25,6 +25,7 @@ I64 = NDArray[np.int64]
 _HOUR_NS = 3600 * NS_PER_S
 _DAY_NS = 24 * _HOUR_NS
 _STORM_WIDTH_H = 1.2
+_SUNRISE_H, _SUNSET_H = 6.5, 19.5
 _RAIN_MEMORY_DAYS = 8
 #: Metres of river rise per millimetre of rain over the catchment, at the response's peak.
 _LEVEL_M_PER_MM = 0.006
@@ -93,6 +94,21 @@ def _daily(hour: F64, peak_hour: float) -> F64:
     return np.cos(2.0 * np.pi * (hour - peak_hour) / 24.0)
 
 
+def _diurnal(hour: F64, low_hour: float, high_hour: float) -> F64:
+    """A day that is not a plain cosine: -1 at `low_hour`, +1 at `high_hour`.
+
+    It rises and falls along half-cosines of their own lengths (a dawn minimum and a
+    mid-afternoon maximum, nine hours apart, as air temperature does).
+    """
+    rise = (high_hour - low_hour) % 24.0
+    since = (hour - low_hour) % 24.0
+    return np.where(
+        since < rise,
+        -np.cos(np.pi * since / rise),
+        np.cos(np.pi * (since - rise) / (24.0 - rise)),
+    )
+
+
 def _bump(hour: F64, centre: F64 | float, width_h: float) -> F64:
     return np.exp(-0.5 * ((hour - centre) / width_h) ** 2)
 
@@ -100,7 +116,7 @@ def _bump(hour: F64, centre: F64 | float, width_h: float) -> F64:
 def _storm_days(ctx: Context, day: I64) -> tuple[F64, F64, F64]:
     """Each local day's storm, shared by a pilot's devices: (peak mm/h or 0, centre hour, mm)."""
     pilot_key = crc32(f"{ctx.pilot.id}/{ctx.seed}".encode())
-    stormy = uniform(pilot_key, day, 1) < 0.3
+    stormy = uniform(pilot_key, day, 1) < 0.15
     centre = 15.0 + 6.0 * uniform(pilot_key, day, 2)
     peak_mm_h = np.where(stormy, 5.0 + 25.0 * uniform(pilot_key, day, 3), 0.0)
     # the day's rain: a Gaussian hour-bump integrates to peak * width * sqrt(2 pi)
@@ -140,19 +156,23 @@ def _after_rain(ctx: Context, ts_ns: I64, rise_h: float, fall_h: float) -> F64:
 def river_level(ctx: Context, ts_ns: I64) -> dict[str, F64]:
     """Slow river, centimetres per day; water temperature with a small daily swing.
 
-    After heavy rain the level rises tens of centimetres a day and falls back over days.
+    The river rises and falls over months (shared by a pilot's gauges) and weeks (per gauge);
+    after heavy rain it rises tens of centimetres a day and falls back over days. At the top of
+    a high season, a storm takes it past the flood alert level now and then.
     """
-    base = {"santa-fe": 3.6, "resistencia": 4.9}.get(ctx.pilot.id, 3.0)
+    base = {"santa-fe": 3.9, "resistencia": 4.75}.get(ctx.pilot.id, 3.0)
     days = ts_ns.astype(np.float64) / _DAY_NS
     phase = (ctx.key % 1000) / 1000.0 * 2.0 * np.pi
+    season = (crc32(f"{ctx.pilot.id}/{ctx.seed}/season".encode()) % 1000) / 1000.0 * 2.0 * np.pi
     level = (
         base
+        + 1.2 * np.sin(2.0 * np.pi * days / 120.0 + season)
         + 0.25 * np.sin(2.0 * np.pi * days / 40.0 + phase)
         + _LEVEL_M_PER_MM * _after_rain(ctx, ts_ns, rise_h=12.0, fall_h=72.0)
         + 0.004 * normal(ctx.key, ts_ns, 1)
     )
     hour = local_hour(ctx.pilot, ts_ns)
-    water = 25.0 + 1.2 * _daily(hour, 17.0) + 0.1 * normal(ctx.key, ts_ns, 2)
+    water = 25.0 + 1.2 * _diurnal(hour, 8.0, 17.0) + 0.1 * normal(ctx.key, ts_ns, 2)
     return {"level": level, "water_temp": water}
 
 
@@ -165,7 +185,7 @@ def rain_gauge(ctx: Context, ts_ns: I64) -> dict[str, F64]:
 
 def _air_temperature(hour: F64) -> F64:
     """The pilot's air temperature without a sensor's noise: lowest near 06:00, highest 15:00."""
-    return 24.0 + 6.5 * _daily(hour, 15.0)
+    return 24.0 + 6.5 * _diurnal(hour, 6.0, 15.0)
 
 
 def _humidity(temperature: F64) -> F64:
@@ -200,9 +220,9 @@ def water_quality(ctx: Context, ts_ns: I64) -> dict[str, F64]:
     Turbidity goes up for a day or two after rain.
     """
     hour = local_hour(ctx.pilot, ts_ns)
-    day_cycle = _daily(hour, 15.0)
+    day_cycle = _diurnal(hour, 6.0, 15.0)
     return {
-        "water_temp": 27.0 + 1.5 * _daily(hour, 16.0) + 0.1 * normal(ctx.key, ts_ns, 1),
+        "water_temp": 27.0 + 1.5 * _diurnal(hour, 7.0, 16.0) + 0.1 * normal(ctx.key, ts_ns, 1),
         "ph": 7.6 + 0.45 * day_cycle + 0.03 * normal(ctx.key, ts_ns, 2),
         "dissolved_oxygen": np.clip(7.0 + 3.0 * day_cycle + 0.2 * normal(ctx.key, ts_ns, 3), 2, 14),
         "conductivity": 420.0 + 15.0 * normal(ctx.key, ts_ns, 4),
@@ -236,7 +256,7 @@ def air_quality(ctx: Context, ts_ns: I64) -> dict[str, F64]:
 
 
 def battery(ctx: Context, ts_ns: I64) -> F64:
-    """Li-ion volts: charged by the sun around midday, drained overnight, fading slowly.
+    """Li-ion volts: charged by the sun from 06:30 to 19:30, drained overnight, fading slowly.
 
     The fade is 0 to 4 mV a day, per device, over a 180-day service life after which the cell
     is renewed.
@@ -245,7 +265,12 @@ def battery(ctx: Context, ts_ns: I64) -> F64:
     life = 180 * _DAY_NS
     age_days = ((ts_ns + (ctx.key % 180) * _DAY_NS) % life).astype(np.float64) / _DAY_NS
     fade = 0.004 * ((ctx.key >> 8) % 1000) / 1000.0 * age_days
-    charge = 3.9 - fade + 0.2 * _daily(hour, 14.0) + 0.01 * normal(ctx.key, ts_ns, 9)
+    # the panel charges from 06:30 to 19:30 (peak at midday); the night slowly drains
+    day = (hour >= _SUNRISE_H) & (hour < _SUNSET_H)
+    x = (hour - _SUNRISE_H) / (_SUNSET_H - _SUNRISE_H)
+    y = ((hour - _SUNSET_H) % 24.0) / (24.0 - (_SUNSET_H - _SUNRISE_H))
+    cycle = np.where(day, 3.74 + 0.06 * x + 0.3 * np.sin(np.pi * x), 3.80 - 0.06 * y)
+    charge = cycle - fade + 0.01 * normal(ctx.key, ts_ns, 9)
     return np.clip(charge, 3.3, 4.2)
 
 

@@ -19,8 +19,13 @@ The file is JSON:
 
 Times are RFC 3339 UTC. An episode's `start` and `end` are the first and last report instants
 it covers (device clock without skew); `reports` is how many it covers. Counts are by the
-instant a report was due (`due`, `dropped`) or by when its message was published (the rest),
-so a run cut into batches records the same as one run.
+instant a report was due (`due`, `dropped`, `counter_resets`, and the value faults `spikes`,
+`stuck`, `drifting`, with their episodes and events, whether or not the report then arrived)
+or by when its message was published (`sent`, `late`, `duplicates`, `malformed`,
+`expected_stored`, `out_of_range`, `expected_quarantine`), so a run cut into batches records
+the same as one run. A second copy of a report due before the run began counts as sent, not
+as a duplicate: ingest never saw the first. Episodes and events are sorted by time.
+The file describes what was published: a run stopped by a signal finishes the batch in hand.
 """
 
 from __future__ import annotations
@@ -144,7 +149,7 @@ class GroundTruth:
                 "sensors": sensors,
             }
         episodes = []
-        for run in self._runs:
+        for run in sorted(self._runs, key=lambda r: (instant_of(r.device, r.first), r.device.id)):
             entry: dict[str, Any] = {"fault": run.fault, "device": run.device.id}
             if run.sensor is not None:
                 entry["sensor"] = run.sensor
@@ -169,7 +174,9 @@ class GroundTruth:
             "expected_quarantine": dict(sorted(self.quarantine.items())),
             "devices": devices,
             "episodes": episodes,
-            "events": self.events,
+            "events": sorted(
+                self.events, key=lambda e: (e["at"], e["device"], e["fault"], e.get("sensor", ""))
+            ),
         }
 
     def write(self, path: Path, instant_of: Any) -> None:

@@ -41,6 +41,45 @@ def test_each_subcommand_has_help(args: list[str], mentions: str) -> None:
     assert mentions in result.output
 
 
+def test_simulate_help_documents_every_mode_and_fault() -> None:
+    from simulators.faults import FAULT_HELP
+
+    result = runner.invoke(app, ["simulate", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for mode in ("realtime", "fast-forward", "backfill", "load"):
+        assert f"{mode}" in text, mode
+    for fault, description in FAULT_HELP.items():
+        assert f"{fault} (realistic" in text, fault
+        assert " ".join(description.split()[:4]) in text, fault
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--mode", "backfill", "--end", "2999-01-01T00:00:00Z"], "--end is in the future"),
+        (["--mode", "fast-forward", "--start", "2999-01-01T00:00:00Z"], "--start is in the future"),
+        (["--backfill", "1", "--fault", "dropout=2"], "not in [0, 1)"),
+        (["--backfill", "1", "--formats", "morse=1"], "FORMAT one of"),
+    ],
+)
+def test_simulate_refuses_what_it_cannot_do(
+    args: list[str], problem: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PILOTS_MQTT_URL", f"mqtt://127.0.0.1:{_closed_port()}")
+    result = runner.invoke(app, ["simulate", *args], terminal_width=200)
+    assert result.exit_code == 2, result.output
+    assert problem in " ".join(result.output.split())
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_a_bad_setting_fails_at_start_naming_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: object
 ) -> None:

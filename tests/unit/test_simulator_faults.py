@@ -214,8 +214,8 @@ def test_every_format_is_published_on_its_topic_and_ingest_reads_it() -> None:
 def test_ground_truth_matches_what_ingest_makes_of_the_run() -> None:
     """Readings stored = sent - refused; quarantine reasons = the faults that cause them."""
     reg = shipped_registry()
-    truth = GroundTruth(seed=6, faults=Faults.realistic().as_dict())
     faults = Faults.realistic().with_specs(["malformed=0.01", "out_of_range=0.005"])
+    truth = GroundTruth(seed=6, faults=faults.as_dict())
     fleet = Fleet(reg, seed=6, faults=faults, formats=DEFAULT_MIX, truth=truth)
     messages: list[Message] = []
     for lo in range(START_NS, START_NS + 3 * 24 * HOUR_NS, 6 * HOUR_NS):
