@@ -272,3 +272,49 @@ def test_a_load_fleet_is_sized_for_its_rate_and_batched_like_single_devices(
         assert decoder is not None
         decoded = decoder(m.topic, m.payload)
         assert validator.check(decoded.frames, m.ts_ns).rejections == decoded.rejections == []
+
+
+def test_the_ground_truth_counts_what_the_messages_show() -> None:
+    """Dropped, duplicated, late and sent, per device, read off the messages.
+
+    (Malformed messages are left out here: a message cut in half no longer says its time.)
+    """
+    reg = shipped_registry()
+    faults = Faults(dropout=0.08, duplicate=0.04, backlog=0.04)
+    truth = GroundTruth(seed=12, faults=faults.as_dict())
+    fleet = Fleet(reg, seed=12, faults=faults, truth=truth)
+    messages: list[Message] = []
+    for lo in range(START_NS, END_NS, 6 * HOUR_NS):
+        messages += fleet.messages(lo, lo + 6 * HOUR_NS)
+    doc = orjson.loads(orjson.dumps(truth.as_dict(fleet.instant_of)))
+    seen: dict[tuple[str, bytes], int] = {}
+    observed: dict[str, Counter[str]] = {d: Counter() for d in reg.devices}
+    for m in messages:
+        device = m.topic.split("/")[2]
+        again = (device, m.payload) in seen
+        seen.setdefault((device, m.payload), m.ts_ns)
+        counts = observed[device]
+        counts["duplicates" if again else "sent"] += 1
+        stated = orjson.loads(m.payload)["ts"] * 1_000_000
+        if not again and m.ts_ns - stated >= 3600 * NS_PER_S - 600 * NS_PER_S:
+            counts["late"] += 1
+    assert all(sum(c[what] for c in observed.values()) > 0 for what in ("duplicates", "late"))
+    for device, about in doc["devices"].items():
+        truth_counts = about["messages"]
+        for what in ("sent", "duplicates", "late"):
+            assert observed[device][what] == truth_counts.get(what, 0), (device, what)
+        # every due report is sent, dropped, or still held by a gateway at the end
+        held = sum(
+            e["reports"]
+            for e in doc["episodes"]
+            if e["device"] == device and e["fault"] == "backlog" and e["delivered"] >= doc["end"]
+        )
+        late_from_before = sum(  # backlogs of reports due before the run, delivered in it
+            1
+            for m in messages
+            if m.topic.split("/")[2] == device
+            and orjson.loads(m.payload)["ts"] * 1_000_000 < START_NS
+        )
+        assert truth_counts["due"] == (
+            truth_counts["sent"] - late_from_before + truth_counts.get("dropped", 0) + held
+        ), device
