@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
 
+#: In PILOTS_MQTT_URL's user name, replaced by ingest's client id (PILOTS_MQTT_CLIENT_ID).
+CLIENT_ID_LOGIN = "{client_id}"
+
 #: Secrets that ship in examples; refused outside development.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "password", "secret", "admin", "pilots"})
 
@@ -185,6 +188,11 @@ class Settings(BaseSettings):
     def mqtt(self) -> MqttTarget:
         """The broker to use; `mqtt://127.0.0.1:1883` when `PILOTS_MQTT_URL` is unset."""
         target = MqttTarget.parse(self.mqtt_url or f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}")
+        if target.username is not None and CLIENT_ID_LOGIN in target.username:
+            # one broker login per ingest worker, named like its client id (a broker that
+            # takes the login as the client id then keeps each worker's session its own)
+            username = target.username.replace(CLIENT_ID_LOGIN, self.mqtt_client_name())
+            target = replace(target, username=username)
         if self.mqtt_ca_file is not None:
             target = replace(target, ca_file=str(self.mqtt_ca_file))
         return target

@@ -13,7 +13,7 @@ import typer
 
 from core.errors import PilotsError
 from core.registry import load_registry
-from core.settings import load_settings
+from core.settings import CLIENT_ID_LOGIN, MqttTarget, load_settings
 from pilots.provision import (
     CREDENTIALS_FILE,
     DEFAULT_INGEST_LOGIN,
@@ -54,6 +54,18 @@ def provision_command(  # noqa: PLR0917 (typer options)
             "a run without this flag removes it)"
         ),
     ] = False,
+    ingest_workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="when PILOTS_MQTT_URL's user is {client_id}: one login per worker, "
+            "pilots-ingest-1 .. pilots-ingest-N (the workers' client ids)",
+        ),
+    ] = 3,
+    ingest_login: Annotated[
+        list[str] | None,
+        typer.Option(help="ingest's broker logins by name instead (repeatable)", metavar="NAME"),
+    ] = None,
     network_server: Annotated[
         list[str] | None,
         typer.Option(
@@ -70,19 +82,29 @@ def provision_command(  # noqa: PLR0917 (typer options)
     """Write the broker's password file and ACL: each device publishes only on its own topics.
 
     Ingest's login and password are those of PILOTS_MQTT_URL when it has them (else
-    `pilots-ingest` with a new password). Existing passwords are kept unless rotated; new ones
+    `pilots-ingest` with a new password); with several workers each has a login of its own
+    (--ingest-login), all with that password. Existing passwords are kept unless rotated; new ones
     are appended to the credentials file, never printed. Then reload the broker (SIGHUP).
     """
     try:
         settings = load_settings()
         registry = load_registry(settings.registry)
-        target = settings.mqtt() if settings.mqtt_url else None
-        ingest_login = (target.username if target else None) or DEFAULT_INGEST_LOGIN
-        given = {ingest_login: target.password} if target and target.password else {}
+        target = MqttTarget.parse(settings.mqtt_url) if settings.mqtt_url else None
+        named = (target.username if target else None) or DEFAULT_INGEST_LOGIN
+        if ingest_login:
+            ingest_logins = ingest_login
+        elif CLIENT_ID_LOGIN in named:
+            # each worker logs in as its client id: pilots-{hostname} in the compose stack
+            # (ingest-1, ...), pilots-ingest-<instance> in the Debian units
+            ingest_logins = [f"{DEFAULT_INGEST_LOGIN}-{i}" for i in range(1, ingest_workers + 1)]
+        else:
+            ingest_logins = [named]
+        password = target.password if target else None
+        given = dict.fromkeys(ingest_logins, password) if password else {}
         logins = plan_logins(
             registry,
             settings.ingest_routes,
-            ingest_login=ingest_login,
+            ingest_login=ingest_logins,
             simulator=simulator,
             network_servers=network_server or (),
         )
@@ -100,10 +122,10 @@ def provision_command(  # noqa: PLR0917 (typer options)
     devices = sum(login.role == "device" for login in logins)
     typer.echo(
         f"{done.password_file} and {done.acl_file}: {devices} devices, ingest as "
-        f"{ingest_login!r}" + (", simulator" if simulator else "")
+        f"{', '.join(ingest_logins)}" + (", simulator" if simulator else "")
     )
     if given:
-        typer.echo(f"{ingest_login}: password from PILOTS_MQTT_URL")
+        typer.echo(f"{', '.join(ingest_logins)}: password from PILOTS_MQTT_URL")
     handed = sorted(name for name in done.new_passwords if name != HEALTHCHECK_LOGIN)
     if handed:
         typer.echo(

@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,7 +127,7 @@ def plan_logins(
     registry: Registry,
     routes: Mapping[str, str],
     *,
-    ingest_login: str = DEFAULT_INGEST_LOGIN,
+    ingest_login: str | Sequence[str] = DEFAULT_INGEST_LOGIN,
     simulator: bool = False,
     network_servers: Iterable[str] = (),
 ) -> list[Login]:
@@ -154,7 +154,8 @@ def plan_logins(
     # Mosquitto checks a shared subscription against the filter with its `$share/<group>/`
     # prefix, and each delivered message against its topic: both forms are granted.
     reads = tuple(routes) + tuple(f"$share/+/{f}" for f in routes)
-    logins.append(Login(ingest_login, "ingest", read=reads, note="pilots ingest"))
+    workers = (ingest_login,) if isinstance(ingest_login, str) else tuple(ingest_login)
+    logins.extend(Login(name, "ingest", read=reads, note="pilots ingest") for name in workers)
     logins.append(
         Login(HEALTHCHECK_LOGIN, "healthcheck", read=(HEALTHCHECK_TOPIC,), note="health check")
     )

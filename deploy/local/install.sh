@@ -62,7 +62,7 @@ install -m 0755 "$here/pilots.sh" /usr/local/bin/pilots
 
 say "settings"
 if [ ! -f /etc/pilots/pilots.env ]; then
-    sed -e "s|mqtt://pilots-ingest:CHANGE-ME@|mqtt://pilots-ingest:$(secret)@|" \
+    sed -e "s|mqtt://{client_id}:CHANGE-ME@|mqtt://{client_id}:$(secret)@|" \
         -e "s|^PILOTS_INFLUX_PASSWORD=CHANGE-ME|PILOTS_INFLUX_PASSWORD=$(secret)|" \
         -e "s|^PILOTS_MQTT_SHARED_GROUP=ingest-CHANGE-ME|PILOTS_MQTT_SHARED_GROUP=ingest-$(openssl rand -hex 8)|" \
         "$here/pilots.env.example" >/etc/pilots/pilots.env
@@ -111,7 +111,7 @@ if [ ! -f /etc/mosquitto/certs/server.crt ]; then
     install -o root -g mosquitto -m 0640 /etc/pilots/tls/certs/server.key /etc/mosquitto/certs/
 fi
 install -d -o pilots -g mosquitto -m 0750 /etc/mosquitto/pilots
-/usr/local/bin/pilots devices provision --dir /etc/mosquitto/pilots
+/usr/local/bin/pilots devices provision --dir /etc/mosquitto/pilots --ingest-workers "$workers"
 install -m 0644 "$here/mosquitto-pilots.conf" /etc/mosquitto/conf.d/pilots.conf
 systemctl enable -q mosquitto
 systemctl restart mosquitto

@@ -45,6 +45,7 @@ pytestmark = pytest.mark.integration
 MS = 1_000_000
 INGEST_LOGIN = "pilots-ingest"
 INGEST_PASSWORD = "ingest-" + uuid.uuid4().hex  # what an operator puts in PILOTS_MQTT_URL
+TOPIC_01 = "pilots/santa-fe/sf-rlv-01/up"
 ROUTES = Settings.model_fields["ingest_routes"].get_default(call_default_factory=True)
 
 
@@ -63,7 +64,9 @@ def secured_broker(workdir: Path, auth: Path, extra: str = "") -> Mosquitto:
         free_port(),
         workdir,
         allow_anonymous=False,
-        extra_conf=f"password_file {auth / PASSWORD_FILE}\nacl_file {auth / ACL_FILE}\n" + extra,
+        # as deploy/mosquitto/mosquitto.conf: a connection's client id is its login
+        extra_conf=f"password_file {auth / PASSWORD_FILE}\nacl_file {auth / ACL_FILE}\n"
+        "use_username_as_clientid true\n" + extra,
     )
     broker.workdir.mkdir(parents=True)
     return broker
@@ -266,6 +269,46 @@ def test_a_network_server_login_publishes_lorawan_uplinks_and_devices_cannot(
     assert received == [(uplink, b"genuine")]
 
 
+def test_a_device_cannot_take_over_ingest_s_session(
+    broker: Mosquitto, provisioned: Provisioned
+) -> None:
+    passwords = credentials(provisioned.credentials or Path())
+    received: list[bytes] = []
+    dropped: list[object] = []
+    subscribed: list[object] = []
+    ingest = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="pilots-ingest", clean_session=False
+    )
+    ingest.username_pw_set(INGEST_LOGIN, INGEST_PASSWORD)
+    ingest.on_connect = lambda c, u, f, code, props: c.subscribe("pilots/+/+/up", qos=1)
+    ingest.on_subscribe = lambda c, u, mid, codes, props: subscribed.append(codes)
+    ingest.on_message = lambda c, u, msg: received.append(msg.payload)
+    ingest.on_disconnect = lambda c, u, flags, code, props: dropped.append(code)
+    ingest.connect("127.0.0.1", broker.port)
+    ingest.loop_start()
+    try:
+        wait_for(lambda: subscribed, 10, "ingest's SUBACK")
+        # a device logs in with its own password but ingest's client id
+        intruder = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="pilots-ingest", clean_session=False
+        )
+        intruder.username_pw_set("sf-rlv-02", passwords["sf-rlv-02"])
+        answers: list[ReasonCode] = []
+        intruder.on_connect = lambda c, u, f, code, props: answers.append(code)
+        intruder.connect("127.0.0.1", broker.port)
+        intruder.loop_start()
+        wait_for(lambda: answers, 10, "the intruder's CONNACK")
+        publish_as(broker.port, "sf-rlv-01", passwords["sf-rlv-01"], [(TOPIC_01, b"after")])
+        wait_for(lambda: received, 10, "ingest to go on receiving")
+        assert dropped == [], "a device using ingest's client id disconnected ingest"
+        intruder.disconnect()
+        intruder.loop_stop()
+    finally:
+        ingest.disconnect()
+        ingest.loop_stop()
+    assert received == [b"after"]
+
+
 def test_a_rerun_keeps_passwords_and_a_rotation_replaces_one(
     broker: Mosquitto, provisioned: Provisioned, registry: Registry
 ) -> None:
@@ -333,3 +376,27 @@ def test_the_command_writes_the_files_and_never_prints_a_password(
     assert again.exit_code == 0, again.output
     assert "no new passwords" in again.output
     assert "simulator" not in (auth / PASSWORD_FILE).read_text()
+
+
+def test_workers_logging_in_as_their_client_ids_get_a_login_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in [k for k in os.environ if k.startswith("PILOTS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PILOTS_MQTT_URL", f"mqtt://{{client_id}}:{INGEST_PASSWORD}@broker:1883")
+    auth = tmp_path / "auth"
+    result = CliRunner().invoke(
+        app, ["devices", "provision", "--dir", str(auth), "--ingest-workers", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    logins = {line.split(":")[0] for line in (auth / PASSWORD_FILE).read_text().splitlines()}
+    assert {"pilots-ingest-1", "pilots-ingest-2"} <= logins
+    assert "pilots-ingest-3" not in logins and "{client_id}" not in logins
+    broker = secured_broker(tmp_path / "mosquitto", auth)
+    broker.start()
+    try:
+        for worker in ("pilots-ingest-1", "pilots-ingest-2"):
+            assert not connack(broker.port, worker, INGEST_PASSWORD).is_failure, worker
+    finally:
+        broker.stop()

@@ -200,3 +200,14 @@ def test_production_refuses_a_guessable_shared_group(
         load_settings()
     monkeypatch.setenv("PILOTS_MQTT_SHARED_GROUP", "ingest-9f2c61d0a4b7e853")
     assert load_settings().mqtt_shared_group == "ingest-9f2c61d0a4b7e853"
+
+
+def test_each_ingest_worker_logs_in_as_its_client_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PILOTS_MQTT_URL", "mqtt://{client_id}:a0b1c2d3@mosquitto:1883")
+    monkeypatch.setenv("PILOTS_MQTT_CLIENT_ID", "pilots-ingest-2")
+    target = load_settings().mqtt()
+    assert (target.username, target.password, target.host) == (
+        "pilots-ingest-2",
+        "a0b1c2d3",
+        "mosquitto",
+    )
