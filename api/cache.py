@@ -199,18 +199,23 @@ class HotCache:
         fresh = self.store.scan_rollups(pilot, sensors, RESOLUTION, since, now + HOUR_NS)
         old = held.rollups
         keep_old = old.start_ns < since  # everything from `since` on is replaced
-        rollups = _by_sensor(
-            Rollups.concat([old.take(keep_old & (old.start_ns >= rollups_from)), fresh])
-        )
         fresh_raw = self._scan_raw(pilot, max(since, raw_from), now + HOUR_NS)
         old_raw = held.raw
         keep_raw = (old_raw.ts_ns >= raw_from) & (old_raw.ts_ns < since)
-        raw = Readings.concat([old_raw.take(keep_raw), fresh_raw])
         changed = not (
             _same_rollups(old.take(~keep_old), fresh)
             and _same_readings(old_raw.take(old_raw.ts_ns >= since), fresh_raw)
             and bool(keep_raw[old_raw.ts_ns < since].all())
         )
+        if changed or (len(old) and int(old.start_ns.min()) < rollups_from):
+            rollups = _by_sensor(
+                Rollups.concat([old.take(keep_old & (old.start_ns >= rollups_from)), fresh])
+            )
+            raw = Readings.concat([old_raw.take(keep_raw), fresh_raw])
+        else:
+            # Nothing new: keep the arrays held (rebuilding them would hold the interpreter
+            # for tens of milliseconds per pilot, a pause every request behind it waits out).
+            rollups, raw = old, old_raw
         with self._lock:
             self._held[pilot] = _Held(
                 rollups,

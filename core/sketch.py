@@ -250,12 +250,25 @@ class Sketches:
             [np.zeros(1, dtype=np.int64)]
             + [p.offsets[1:] + s for p, s in zip(parts, shift, strict=True)]
         )
-        return cls(
+        return cls._joined(
             alpha,
             offsets.astype(np.int64),
             np.concatenate([p.key for p in parts]),
             np.concatenate([p.count for p in parts]),
         )
+
+    @classmethod
+    def _joined(cls, alpha: float, offsets: I64, key: I32, count: I64) -> Sketches:
+        """Sketches made of whole valid sketches (a concatenation, a selection).
+
+        Those are valid already, so `__post_init__`'s O(n) checks are skipped, as `slice` does.
+        """
+        made = object.__new__(cls)
+        object.__setattr__(made, "alpha", alpha)
+        object.__setattr__(made, "offsets", offsets)
+        object.__setattr__(made, "key", key)
+        object.__setattr__(made, "count", count)
+        return made
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -282,7 +295,7 @@ class Sketches:
         """The sketches selected by an index array or boolean mask, in that order."""
         picked = np.arange(len(self))[index]
         positions, offsets = _ranges(self.offsets, picked)
-        return Sketches(self.alpha, offsets, self.key[positions], self.count[positions])
+        return Sketches._joined(self.alpha, offsets, self.key[positions], self.count[positions])
 
     def merge(self, into: NDArray[np.integer], n_cells: int) -> Sketches:
         """`n_cells` sketches where sketch `c` is the union of every sketch `j` with `into[j] == c`.
