@@ -363,7 +363,7 @@ def _simulated_fleet(
         registry, copies = load_registry(registry, devices, rate, path)
         only = set(copies)
         typer.echo(f"load fleet: {devices} devices; start ingest with PILOTS_REGISTRY={path}")
-    return Fleet(
+    fleet = Fleet(
         registry,
         pilots=pilots,
         seed=seed,
@@ -372,6 +372,9 @@ def _simulated_fleet(
         truth=GroundTruth(seed, rates.as_dict()) if truth else None,
         devices=only,
     )
+    if not fleet.devices:
+        raise ValueError("no device to simulate (check --pilot and the registry)")
+    return fleet
 
 
 @app.command()
