@@ -263,7 +263,16 @@ def ingest_variant(
     workers: int,
     workdir: Path,
     protocol: str = "3.1.1",
+    *,
+    all_connected: bool = False,
 ) -> Result:
+    """`pilots ingest` x `workers` (one shared subscription when more than one) on a preloaded
+    queue, timed until InfluxDB holds every reading.
+
+    The clock starts when the first worker is connected, or with `all_connected` when every
+    one is (the broker holds a starting worker's share of the queue for it); readings stored
+    before the clock starts are not counted.
+    """
     database = f"ingest_{uuid.uuid4().hex[:6]}"
     group = f"bench{uuid.uuid4().hex[:4]}" if workers > 1 else None
     ids = [f"bench-ingest-{uuid.uuid4().hex[:6]}" for _ in range(workers)]
@@ -298,10 +307,13 @@ def ingest_variant(
                 )
             )
     _influx_query(influx_url, f'CREATE DATABASE "{database}"')
-    # The clock starts when the first worker is connected: Python's start-up is not ingest.
-    while not any("connected to" in log.read_text(errors="replace") for log in logs):
+    # The clock starts when the first (or every) worker is connected: Python's start-up is not
+    # ingest.
+    connected = all if all_connected else any
+    while not connected("connected to" in log.read_text(errors="replace") for log in logs):
         time.sleep(0.005)
     began = time.perf_counter()
+    before = _influx_count(influx_url, database, field)
     peak = 0.0
     while _influx_count(influx_url, database, field) < readings:
         peak = max(peak, *(_rss_mb(p.pid) for p in procs))
@@ -313,7 +325,8 @@ def ingest_variant(
         p.send_signal(signal.SIGTERM)
     for p in procs:
         p.wait(60)
-    return Result(name, len(messages), readings, elapsed, peak)
+    share = (readings - before) / readings
+    return Result(name, round(len(messages) * share), readings - before, elapsed, peak)
 
 
 def outage_run(workdir: Path, minutes: float, readings_per_s: int) -> None:

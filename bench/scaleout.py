@@ -18,89 +18,13 @@ Run: `.venv/bin/python -m bench.scaleout` (defaults below).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from bench.ingest import (
-    ROUTES,
-    Result,
-    _influx_count,
-    _influx_query,
-    _rss_mb,
-    make_session,
-    pack_stream,
-    publish_all,
-    single_stream,
-)
+from bench.ingest import Result, ingest_variant, pack_stream, publish_all, single_stream
 from tests.services import Influxd, Mosquitto, free_port
-
-
-def scaleout_variant(
-    name: str,
-    port: int,
-    influx_url: str,
-    messages: list[tuple[str, bytes]],
-    readings: int,
-    field: str,
-    workers: int,
-    workdir: Path,
-) -> Result:
-    """`pilots ingest` x `workers` on one shared subscription, timed once all are connected."""
-    database = f"scale_{uuid.uuid4().hex[:6]}"
-    group = f"bench{uuid.uuid4().hex[:4]}"
-    ids = [f"bench-scale-{uuid.uuid4().hex[:6]}" for _ in range(workers)]
-    for client_id in ids:
-        make_session(port, client_id, [f"$share/{group}/{f}" for f in ROUTES], v5=False)
-    publish_all(port, messages)
-    _influx_query(influx_url, f'CREATE DATABASE "{database}"')
-    procs, logs = [], []
-    for i, client_id in enumerate(ids):
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PILOTS_")},
-            "PILOTS_MQTT_URL": f"mqtt://127.0.0.1:{port}",
-            "PILOTS_MQTT_CLIENT_ID": client_id,
-            "PILOTS_MQTT_SHARED_GROUP": group,
-            "PILOTS_INFLUX_URL": influx_url,
-            "PILOTS_INFLUX_DATABASE": database,
-            "PILOTS_DATA_DIR": str(workdir / f"{database}-{i}"),
-            "PILOTS_INGEST_HTTP_PORT": str(free_port()),
-        }
-        log = workdir / f"{database}-{i}.log"
-        logs.append(log)
-        with log.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "pilots", "ingest"],
-                    env=env,
-                    cwd=workdir,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    while not all("connected to" in log.read_text(errors="replace") for log in logs):
-        time.sleep(0.005)
-    began = time.perf_counter()
-    before = _influx_count(influx_url, database, field)
-    peak = 0.0
-    while _influx_count(influx_url, database, field) < readings:
-        peak = max(peak, *(_rss_mb(p.pid) for p in procs))
-        if time.perf_counter() - began > 900:
-            raise RuntimeError(f"{name}: not every reading arrived")
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - began
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        p.wait(60)
-    share = (readings - before) / readings
-    return Result(name, round(len(messages) * share), readings - before, elapsed, peak)
 
 
 def main() -> None:
@@ -128,7 +52,7 @@ def main() -> None:
         for label, stream, per, field in streams:
             for workers in counts:
                 name = f"ingest-{workers}w {label}"
-                result = scaleout_variant(
+                result = ingest_variant(
                     name,
                     broker.port,
                     influxd.url,
@@ -137,6 +61,7 @@ def main() -> None:
                     field,
                     workers,
                     workdir,
+                    all_connected=True,
                 )
                 print(f"  {name}: {result.readings_per_s:,.0f} readings/s", flush=True)
                 results.append((workers, label, result))
