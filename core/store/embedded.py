@@ -26,6 +26,21 @@ from core.sketch import Sketches
 from core.store import check_watermark_name, check_watermark_value
 from core.uplinks import Uplinks
 
+#: Transmissions (`uplinks`) and the repeats ingest dropped (`repeats`): the same columns.
+_UPLINK_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    pilot       TEXT    NOT NULL,
+    device      TEXT    NOT NULL,
+    ts_ns       INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    fcnt        INTEGER NOT NULL,
+    rssi        REAL,
+    snr         REAL,
+    sf          INTEGER NOT NULL,
+    gateway     TEXT    NOT NULL,
+    PRIMARY KEY (pilot, device, ts_ns)
+) WITHOUT ROWID;"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     pilot  TEXT    NOT NULL,
@@ -35,30 +50,7 @@ CREATE TABLE IF NOT EXISTS readings (
     value  REAL    NOT NULL,
     PRIMARY KEY (pilot, device, sensor, ts_ns)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS uplinks (
-    pilot       TEXT    NOT NULL,
-    device      TEXT    NOT NULL,
-    ts_ns       INTEGER NOT NULL,
-    received_ns INTEGER NOT NULL,
-    fcnt        INTEGER NOT NULL,
-    rssi        REAL,
-    snr         REAL,
-    sf          INTEGER NOT NULL,
-    gateway     TEXT    NOT NULL,
-    PRIMARY KEY (pilot, device, ts_ns)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS repeats (
-    pilot       TEXT    NOT NULL,
-    device      TEXT    NOT NULL,
-    ts_ns       INTEGER NOT NULL,
-    received_ns INTEGER NOT NULL,
-    fcnt        INTEGER NOT NULL,
-    rssi        REAL,
-    snr         REAL,
-    sf          INTEGER NOT NULL,
-    gateway     TEXT    NOT NULL,
-    PRIMARY KEY (pilot, device, ts_ns)
-) WITHOUT ROWID;
+{uplinks}
 CREATE TABLE IF NOT EXISTS rollups (
     resolution TEXT    NOT NULL,
     pilot      TEXT    NOT NULL,
@@ -81,7 +73,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
     name     TEXT    NOT NULL PRIMARY KEY,
     value_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
-"""
+""".replace("{uplinks}", "".join(_UPLINK_TABLE.format(name=n) for n in ("uplinks", "repeats")))
 
 _ROLLUP_COLUMNS = '"count", "sum", m2, "min", "max", "first", first_ts, "last", last_ts, sketch'
 
