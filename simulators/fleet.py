@@ -91,6 +91,45 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class _Reports:
+    """What reports say besides their time, as Python lists: one entry per report."""
+
+    seq: list[int]
+    names: list[str]
+    columns: list[list[float]]
+    volts: list[float]
+    rssi: list[float]
+    snr: list[float]
+    sf: list[int]
+
+    @classmethod
+    def of(cls, ctx: Context, t: I64, seq: I64, names: list[str], columns: list[F64]) -> _Reports:
+        """Battery and radio of each report at `t`, with its counter and rounded values."""
+        rssi, snr, sf = radio(ctx, t)
+        return cls(
+            seq.tolist(),
+            names,
+            [c.tolist() for c in columns],
+            np.round(battery(ctx, t), 3).tolist(),
+            rssi.tolist(),
+            snr.tolist(),
+            sf.tolist(),
+        )
+
+    def uplink(self, j: int, ts_ns: int) -> Uplink:
+        """Report `j`, stating the time `ts_ns`."""
+        return Uplink(
+            ts_ns=ts_ns,
+            seq=self.seq[j],
+            values={n: c[j] for n, c in zip(self.names, self.columns, strict=True)},
+            battery_v=self.volts[j],
+            rssi=self.rssi[j],
+            snr=self.snr[j],
+            sf=self.sf[j],
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Plan:
     """One device's batch, planned before any value is computed.
 
@@ -260,30 +299,15 @@ class Fleet:
         for sensor in names:
             spec = self.registry.sensors[sensor]
             value = np.clip(clean[sensor], spec.min, spec.max)
-            columns.append(np.round(value, DECIMALS.get(sensor, _DEFAULT_DECIMALS)).tolist())
-        volts = np.round(battery(ctx, t), 3).tolist()
-        rssi, snr, sf = radio(ctx, t)
-        seqs = (ks % (1 << 32)).tolist()
+            columns.append(np.round(value, DECIMALS.get(sensor, _DEFAULT_DECIMALS)))
+        reports = _Reports.of(ctx, t, ks % (1 << 32), names, columns)
         fmt = str(group[-1])
         devices = [self.devices[int(i)] for i in members.tolist()]
         topics = [self._runs[d.id].topic for d in devices]
-        out = []
-        for j, (row, ts) in enumerate(zip(rows.tolist(), t.tolist(), strict=True)):
-            payload = encode(
-                fmt,
-                devices[row],
-                Uplink(
-                    ts_ns=ts,
-                    seq=seqs[j],
-                    values={n: col[j] for n, col in zip(names, columns, strict=True)},
-                    battery_v=volts[j],
-                    rssi=float(rssi[j]),
-                    snr=float(snr[j]),
-                    sf=int(sf[j]),
-                ),
-            )
-            out.append(Message(ts, topics[row], payload))
-        return out
+        return [
+            Message(ts, topics[row], encode(fmt, devices[row], reports.uplink(j, ts)))
+            for j, (row, ts) in enumerate(zip(rows.tolist(), t.tolist(), strict=True))
+        ]
 
     # -- one device ------------------------------------------------------------------------
 
@@ -380,11 +404,9 @@ class Fleet:
         seq_of = self._counters(run, needed)
         at = np.searchsorted(needed, plan.k_msg)
         t_need = run.at(needed)
-        volts = np.round(battery(run.ctx, t_need), 3).tolist()
-        rssi, snr, sf = radio(run.ctx, t_need)
         names = list(values)
-        columns = [values[n].tolist() for n in names]
-        skew = 0 if run.fmt in LORAWAN else run.skew_ns
+        reports = _Reports.of(run.ctx, t_need, seq_of, names, [values[n] for n in names])
+        stated = (t_need + (0 if run.fmt in LORAWAN else run.skew_ns)).tolist()
         out: list[Message] = []
         for j, pub, bad in zip(
             at.tolist(), plan.pub_ns.tolist(), plan.malformed.tolist(), strict=True
@@ -392,20 +414,7 @@ class Fleet:
             # A second copy is the same message delivered again (an MQTT redelivery, a webhook
             # or integration retry): the same bytes. A network server itself does not forward
             # a frame again: it drops a repeated frame counter.
-            stated = int(t_need[j]) + skew
-            payload = encode(
-                run.fmt,
-                run.device,
-                Uplink(
-                    ts_ns=stated,
-                    seq=int(seq_of[j]),
-                    values={n: col[j] for n, col in zip(names, columns, strict=True)},
-                    battery_v=volts[j],
-                    rssi=float(rssi[j]),
-                    snr=float(snr[j]),
-                    sf=int(sf[j]),
-                ),
-            )
+            payload = encode(run.fmt, run.device, reports.uplink(j, stated[j]))
             if bad:
                 payload = payload[: len(payload) // 2]
             out.append(Message(pub, run.topic, payload))
