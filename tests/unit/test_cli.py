@@ -14,6 +14,7 @@ from core.registry import Registry
 from core.store.embedded import EmbeddedStore
 from core.timeutil import NS_PER_S, datetime_to_ns
 from pilots.cli import app
+from tests.services import free_port
 
 runner = CliRunner()
 
@@ -66,18 +67,10 @@ def test_simulate_help_documents_every_mode_and_fault() -> None:
 def test_simulate_refuses_what_it_cannot_do(
     args: list[str], problem: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("PILOTS_MQTT_URL", f"mqtt://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("PILOTS_MQTT_URL", f"mqtt://127.0.0.1:{free_port()}")
     result = runner.invoke(app, ["simulate", *args], terminal_width=200)
     assert result.exit_code == 2, result.output
     assert problem in " ".join(result.output.split())
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_bad_setting_fails_at_start_naming_it(

@@ -20,7 +20,8 @@ from core.settings import Settings
 from core.timeutil import NS_PER_S, parse_instant_ns
 from ingest.decoders import Router
 from ingest.dedupe import FrameCache
-from ingest.validate import Validator
+from ingest.process import process
+from ingest.validate import Checked, Validator
 from simulators.faults import Faults
 from simulators.fleet import SCALE, Fleet, Message
 from simulators.formats import DEFAULT_MIX, FORMATS, topic
@@ -55,6 +56,19 @@ def _by_report(messages: list[Message] | tuple[Message, ...]) -> dict[tuple[str,
 
 def _readings(docs: dict[tuple[str, int], dict]) -> dict[tuple[str, int, str], float]:
     return {(d, ts, s): v for (d, ts), doc in docs.items() for s, v in doc["readings"].items()}
+
+
+def _ingest(
+    messages: list[Message], registry: Registry, frames: FrameCache | None = None
+) -> list[Checked]:
+    """What ingest's own decoding and validation (`ingest.process`) make of each message."""
+    router = Router(Settings().ingest_routes)
+    validator = Validator(registry, max_future_s=600, max_age_days=3650, frames=frames)
+    limit = Settings().ingest_max_payload_bytes
+    return [
+        process(router, validator, m.topic, m.payload, m.ts_ns, max_payload_bytes=limit)
+        for m in messages
+    ]
 
 
 def _near(observed: float, rate: float, rel: float) -> bool:
@@ -197,16 +211,11 @@ def test_every_format_is_published_on_its_topic_and_ingest_reads_it() -> None:
     reg = shipped_registry()
     fleet = Fleet(reg, seed=1, formats={f: 1.0 for f in FORMATS})
     assert set(map(fleet.format_of, fleet.devices)) == set(FORMATS)
-    router = Router(Settings().ingest_routes)
-    validator = Validator(reg, max_future_s=600, max_age_days=3650)
     format_of_topic = {topic(fleet.format_of(d), d): fleet.format_of(d) for d in fleet.devices}
     stored: Counter[str] = Counter()
-    for m in fleet.messages(START_NS, START_NS + 6 * HOUR_NS):
-        decoder = router.decoder_for(m.topic)
-        assert decoder is not None, m.topic
-        decoded = decoder(m.topic, m.payload)
-        checked = validator.check(decoded.frames, m.ts_ns)
-        assert decoded.rejections == checked.rejections == [], m
+    messages = fleet.messages(START_NS, START_NS + 6 * HOUR_NS)
+    for m, checked in zip(messages, _ingest(messages, reg), strict=True):
+        assert checked.rejections == [], m
         stored[format_of_topic[m.topic]] += checked.readings
     assert all(stored[f] > 0 for f in FORMATS), stored
 
@@ -220,18 +229,10 @@ def test_ground_truth_matches_what_ingest_makes_of_the_run() -> None:
     messages: list[Message] = []
     for lo in range(START_NS, START_NS + 3 * 24 * HOUR_NS, 6 * HOUR_NS):
         messages += fleet.messages(lo, lo + 6 * HOUR_NS)
-    router = Router(Settings().ingest_routes)
-    validator = Validator(
-        reg, max_future_s=600, max_age_days=3650, frames=FrameCache(3600 * NS_PER_S)
-    )
     points: set[tuple[int, int, int]] = set()
     reasons: Counter[str] = Counter()
-    for m in messages:
-        decoder = router.decoder_for(m.topic)
-        assert decoder is not None
-        decoded = decoder(m.topic, m.payload)
-        checked = validator.check(decoded.frames, m.ts_ns)
-        reasons.update(r.reason.value for r in decoded.rejections + checked.rejections)
+    for checked in _ingest(messages, reg, frames=FrameCache(3600 * NS_PER_S)):
+        reasons.update(r.reason.value for r in checked.rejections)
         points.update(zip(checked.device, checked.sensor, checked.ts_ns, strict=True))
     doc = orjson.loads(orjson.dumps(truth.as_dict(fleet.instant_of)))
     assert dict(reasons) == doc["expected_quarantine"]
@@ -265,13 +266,7 @@ def test_a_load_fleet_is_sized_for_its_rate_and_batched_like_single_devices(
     ]
     assert sorted(m.payload for m in batched) == sorted(m.payload for m in one_by_one)
     # and ingest, given the load registry, takes every reading of them
-    router = Router(Settings().ingest_routes)
-    validator = Validator(reg, max_future_s=600, max_age_days=3650)
-    for m in batched[:500]:
-        decoder = router.decoder_for(m.topic)
-        assert decoder is not None
-        decoded = decoder(m.topic, m.payload)
-        assert validator.check(decoded.frames, m.ts_ns).rejections == decoded.rejections == []
+    assert all(checked.rejections == [] for checked in _ingest(batched[:500], reg))
 
 
 def test_the_ground_truth_counts_what_the_messages_show() -> None:
