@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     ingest_stop_timeout_s: float = Field(default=30.0, ge=0)
     ingest_rollup_every_s: float = Field(default=30.0, gt=0)
 
+    quarantine_keep_bytes: int = Field(default=1024, ge=0, le=1 << 20)
+    quarantine_max_entries: int = Field(default=100_000, ge=1)
+    quarantine_max_per_device: int = Field(default=2_000, ge=1)
+    quarantine_max_bytes: int = Field(default=64 << 20, ge=1 << 16)
+    quarantine_max_age_days: float = Field(default=30.0, gt=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)

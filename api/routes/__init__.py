@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from api.routes import data, health, pilots, report, series
+from api.routes import data, health, pilots, quarantine, report, series
 
 router = APIRouter()
 router.include_router(health.router)
@@ -10,3 +10,4 @@ router.include_router(pilots.router)
 router.include_router(series.router)
 router.include_router(report.router)
 router.include_router(data.router)
+router.include_router(quarantine.router)

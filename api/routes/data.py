@@ -1,11 +1,11 @@
-"""`GET /export` (CSV or Parquet) and `GET /quarantine` (admin)."""
+"""`GET /export`: raw readings or windowed statistics as CSV or Parquet."""
 
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.auth import AdminAccess, ReadAccess
+from api.auth import ReadAccess
 from api.deps import (
     RegistryDep,
     SeriesDep,
@@ -15,10 +15,8 @@ from api.deps import (
     parse_every,
 )
 from api.problems import Problem, responses
-from api.schemas import QuarantineOut
 from api.services import QueryError
 from api.services import export as exporting
-from api.services import quarantine as quarantining
 from api.services.series import SeriesQuery, label
 from core.timeutil import utc_offset_ns
 
@@ -99,14 +97,3 @@ def export(
         media_type=MEDIA[format],
         headers={"Content-Disposition": f'attachment; filename="{table.filename}.{format}"'},
     )
-
-
-@router.get("/quarantine", responses=responses(401, 403, 422))
-def quarantine(
-    _: AdminAccess,
-    settings: SettingsDep,
-    reason: Annotated[str | None, Query(description="only this reason", max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="newest entries to list")] = 100,
-) -> QuarantineOut:
-    """What ingest refused and why (needs the admin scope)."""
-    return quarantining.listing(settings.data_dir, reason=reason, limit=limit)
