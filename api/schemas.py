@@ -316,26 +316,47 @@ class ReportOut(_Out):
 
 
 class QuarantineEntryOut(_Out):
-    """One refusal kept by ingest."""
+    """One refusal (or, with `refusals` above 1, several of one message) kept by ingest."""
 
-    id: int
+    id: int = Field(description="the entry's id, for `pilots quarantine replay --id`")
     received: datetime
+    worker: str = Field(description="the ingest worker that refused it")
+    source: str = Field(description="the device or network-server device id in the topic")
     topic: str
     reason: str
     detail: str
     sensor: str | None
-    payload: str = Field(description="the payload as received (decoded as UTF-8, replaced)")
+    refusals: int = Field(description="refusals of the message this entry stands for")
+    length: int = Field(description="the payload's length in bytes")
+    sha256: str = Field(description="the payload's SHA-256, hex")
+    truncated: bool = Field(description="only the payload's first bytes are kept")
+    payload: str = Field(description="the payload as kept (decoded as UTF-8, replaced)")
+
+
+class DroppedOut(_Out):
+    """Refusals the quarantine no longer holds, and why (`cap`, `age`, `store_refused`)."""
+
+    why: str
+    reason: str
+    refusals: int
 
 
 class QuarantineOut(_Out):
-    """What ingest refused and why."""
+    """What ingest refused and why, over every ingest worker."""
 
-    counts: dict[str, int]
+    counts: dict[str, int] = Field(description="refusals kept, per reason")
+    dropped: list[DroppedOut] = Field(description="refusals counted but not kept")
     entries: list[QuarantineEntryOut]
 
 
 class HealthOut(_Out):
-    """Liveness and the store in use."""
+    """Whether the API can serve: `ok`, or `unavailable` when the store does not answer."""
+
+    status: str
+
+
+class HealthDetailsOut(_Out):
+    """The health status with the store in use (no credentials) and the store's reason."""
 
     status: str
     store: str

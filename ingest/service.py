@@ -38,6 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from core.quarantine import KEY_SPACING_NS
 from core.registry import Registry
 from core.settings import Settings
 from core.store import open_store
@@ -73,6 +74,7 @@ class IngestService:
         # (mid, qos, received_ns, topic, payload) of messages read but not yet committed
         self._pending: list[tuple[int, int, int, str, bytes]] = []
         self._pending_since = 0.0
+        self._last_received_ns = 0
         self._received = 0
         self._counted = 0
         self._connected = False
@@ -390,5 +392,9 @@ class IngestService:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append((msg.mid, msg.qos, time.time_ns(), msg.topic, bytes(msg.payload)))
+        # Receive times of one worker are spaced so that quarantine keys never meet
+        # (`core.quarantine.KEY_SPACING_NS`); the shift is nanoseconds, even in bursts.
+        received_ns = max(time.time_ns(), self._last_received_ns + KEY_SPACING_NS)
+        self._last_received_ns = received_ns
+        self._pending.append((msg.mid, msg.qos, received_ns, msg.topic, bytes(msg.payload)))
         self._received += 1  # counted into the metric at the next commit, not per message

@@ -5,15 +5,16 @@ one SQLite transaction, before acknowledging them to the broker. The writer then
 oldest messages, decodes and validates them, writes what is valid to the store, and in one
 transaction removes them from the spool and records their quarantine entries and
 retransmission keys. So a message is durable before it is acknowledged, and it leaves the spool
-only once every reading it carries is in the store or in the quarantine.
+only once every reading it carries is in the store or in the quarantine (which the store keeps
+too, `ingest.quarantine`).
 
 Spooling raw messages keeps the path to the acknowledgement short (no decoding before the
 commit: a bad payload can never hold up an acknowledgement), and lets decoding and the store
 writes run in another process, on another core.
 
 SQLite runs in WAL mode with `synchronous=FULL`: a committed batch survives a crash of the
-process and of the machine. One file, `PILOTS_DATA_DIR/ingest.sqlite`, holds the spool, the
-quarantine and the retransmission keys.
+process and of the machine. One file, `PILOTS_DATA_DIR/ingest.sqlite`, holds the spool and the
+retransmission keys.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import PilotsError
-from ingest.reasons import Rejection
+from ingest.reasons import Reason, Rejection
 
 DATABASE = "ingest.sqlite"
 
@@ -36,16 +37,6 @@ CREATE TABLE IF NOT EXISTS messages (
     topic       TEXT    NOT NULL,
     payload     BLOB    NOT NULL
 );
-CREATE TABLE IF NOT EXISTS quarantine (
-    id          INTEGER PRIMARY KEY,
-    received_ns INTEGER NOT NULL,
-    topic       TEXT    NOT NULL,
-    payload     BLOB    NOT NULL,
-    reason      TEXT    NOT NULL,
-    detail      TEXT    NOT NULL,
-    sensor      TEXT
-);
-CREATE INDEX IF NOT EXISTS quarantine_reason ON quarantine (reason);
 CREATE TABLE IF NOT EXISTS frame_keys (
     device  TEXT    NOT NULL,
     fcnt    INTEGER NOT NULL,
@@ -56,6 +47,13 @@ CREATE TABLE IF NOT EXISTS frame_keys (
 """
 
 FrameKey = tuple[str, int, int]
+
+
+def _reason(code: str) -> Reason:
+    try:
+        return Reason(code)
+    except ValueError:
+        return Reason.INTERNAL_ERROR
 
 
 class SpoolError(PilotsError):
@@ -102,27 +100,6 @@ def connect(path: Path) -> sqlite3.Connection:
     except (OSError, sqlite3.Error) as exc:
         raise SpoolError(f"cannot open the ingest database {path}: {exc}") from exc
     return db
-
-
-def quarantine_rows(refused: Iterable[Refused]) -> list[tuple[object, ...]]:
-    """Rows of the quarantine table for these refusals."""
-    return [
-        (
-            r.received_ns,
-            r.topic,
-            r.payload,
-            r.rejection.reason.value,
-            r.rejection.detail,
-            r.rejection.sensor,
-        )
-        for r in refused
-    ]
-
-
-INSERT_QUARANTINE = (
-    "INSERT INTO quarantine (received_ns, topic, payload, reason, detail, sensor) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
 
 
 class Spool:
@@ -175,13 +152,8 @@ class Spool:
                 raise self._fail("read", exc) from exc
         return out
 
-    def finish(
-        self,
-        ids: Sequence[int],
-        refused: Iterable[Refused] = (),
-        frame_keys: Iterable[tuple[FrameKey, int]] = (),
-    ) -> bool:
-        """Remove processed messages, keeping their refusals and retransmission keys.
+    def finish(self, ids: Sequence[int], frame_keys: Iterable[tuple[FrameKey, int]] = ()) -> bool:
+        """Remove processed messages, keeping their retransmission keys.
 
         All in one transaction, and only if every message is still there: False (and nothing
         changed) when another writer got to them first.
@@ -198,7 +170,6 @@ class Spool:
                 if removed != len(ids):
                     self._db.execute("ROLLBACK")
                     return False
-                self._db.executemany(INSERT_QUARANTINE, quarantine_rows(refused))
                 self._db.executemany(
                     "INSERT OR REPLACE INTO frame_keys VALUES (?, ?, ?, ?)",
                     [(*key, seen_ns) for key, seen_ns in frame_keys],
@@ -231,6 +202,37 @@ class Spool:
                 "SELECT device, fcnt, digest, seen_ns FROM frame_keys"
             ).fetchall()
         return {(device, fcnt, digest): seen for device, fcnt, digest, seen in rows}
+
+    def legacy_quarantine(self, limit: int) -> list[tuple[int, Refused]]:
+        """Refusals an older ingest kept in this database (`ingest.quarantine.Keeper.migrate`)."""
+        with self._lock:
+            try:
+                if not self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'quarantine'"
+                ).fetchone():
+                    return []
+                rows = self._db.execute(
+                    "SELECT id, received_ns, topic, payload, reason, detail, sensor "
+                    "FROM quarantine ORDER BY id LIMIT ?",
+                    (limit,),
+                ).fetchall()
+                if not rows:
+                    self._db.execute("DROP TABLE quarantine")
+            except sqlite3.Error as exc:
+                raise self._fail("read the old quarantine of", exc) from exc
+        return [
+            (i, Refused(ns, topic, payload, Rejection(_reason(reason), detail, sensor)))
+            for i, ns, topic, payload, reason, detail, sensor in rows
+        ]
+
+    def drop_legacy_quarantine(self, ids: Sequence[int]) -> None:
+        """Remove old refusals once they are in the store."""
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            try:
+                self._db.execute(f"DELETE FROM quarantine WHERE id IN ({marks})", list(ids))  # noqa: S608
+            except sqlite3.Error as exc:
+                raise self._fail("clear the old quarantine of", exc) from exc
 
     def close(self) -> None:
         """Close the database."""

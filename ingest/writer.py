@@ -49,6 +49,7 @@ from core.uplinks import Uplinks
 from ingest.decoders import Router
 from ingest.dedupe import FrameCache
 from ingest.process import columns, process
+from ingest.quarantine import Keeper
 from ingest.reasons import Reason, Rejection
 from ingest.spool import FrameKey, Refused, Spool, Spooled
 from ingest.validate import Checked, Validator
@@ -201,6 +202,7 @@ class SpoolWriter:
             frames=FrameCache(window_ns, spool.frame_keys(time.time_ns() - window_ns)),
         )
         self._store_refused: list[Refused] = []
+        self.keeper = Keeper(store, settings, worker=settings.mqtt_client_name())
 
     def run(self, draining: Callable[[], bool]) -> bool:
         """Process until the spool is empty and `draining()` says to stop, or until aborted.
@@ -211,6 +213,10 @@ class SpoolWriter:
         """
         inflight: _Prepared | None = None
         after_id = 0
+        try:
+            self.keeper.migrate(self.spool)
+        except StoreError as exc:
+            log.warning("old quarantine entries stay in the spool database for now: %s", exc)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store") as pool:
             while not self.abort.is_set():
                 batch = self.spool.take(
@@ -225,6 +231,7 @@ class SpoolWriter:
                         inflight = None
                         continue
                     self.roll_up(idle=True)
+                    self._prune()
                     if draining():
                         return True
                     self.abort.wait(IDLE_WAIT_S)
@@ -256,6 +263,13 @@ class SpoolWriter:
         except Exception:  # a rollup fault must not stop the writing of readings
             log.exception("rollups not updated, will retry")
         self._rolled_up = time.monotonic()
+
+    def _prune(self) -> None:
+        """Prune the quarantine by age when due (a failure waits for the next turn)."""
+        try:
+            self.keeper.prune_if_due()
+        except StoreError as exc:
+            log.warning("quarantine not pruned, will retry: %s", exc)
 
     def process_batch(self, batch: list[Spooled]) -> bool:
         """Decode, validate, write and finish one batch; False if aborted before the end."""
@@ -310,7 +324,9 @@ class SpoolWriter:
         refused = prepared.refused + self._store_refused
         if len(prepared.readings):
             self.rollups.note(prepared.readings)
-        if not self.spool.finish(prepared.ids, refused, prepared.keys):
+        if not self._quarantine(refused):
+            return False
+        if not self.spool.finish(prepared.ids, prepared.keys):
             log.warning("another writer processed these messages; skipping them")
             return True
         self.events.accepted(len(prepared.readings))
@@ -319,6 +335,27 @@ class SpoolWriter:
             self.events.refused(r.rejection.reason.value)
         self.events.latency(max(0.0, (time.time_ns() - prepared.oldest_ns) / 1e9))
         return True
+
+    def _quarantine(self, refused: list[Refused]) -> bool:
+        """Keep the refusals' entries in the store, retrying while it is away; False if aborted.
+
+        Entries the store itself refuses are counted as dropped and logged, so a quarantine
+        that cannot be written never holds up the spool.
+        """
+        delay = BACKOFF_MIN_S
+        while True:
+            try:
+                self.keeper.keep(refused)
+                return True
+            except StoreRejectedError as exc:
+                self.keeper.count_lost(refused, exc)
+                return True
+            except StoreError as exc:
+                self.events.store(False)
+                log.warning("quarantine not written, retrying in %.1f s: %s", delay, exc)
+            if self.abort.wait(delay * random.uniform(0.5, 1.0)):  # noqa: S311
+                return False
+            delay = min(delay * 2, BACKOFF_MAX_S)
 
     def _deliver(
         self,

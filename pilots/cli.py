@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,7 +16,7 @@ import typer
 from core.errors import PilotsError
 from core.registry import Registry, load_registry
 from core.settings import Settings, load_settings
-from core.timeutil import NS_PER_S, ns_to_datetime
+from core.timeutil import NS_PER_S
 from pilots.devices import devices_app
 from pilots.tokens import tokens_app
 
@@ -430,24 +429,39 @@ def report(
 def quarantine_list(
     limit: Annotated[int, typer.Option(help="show at most this many entries")] = 20,
     reason: Annotated[str | None, typer.Option(help="only entries of this reason")] = None,
+    source: Annotated[str | None, typer.Option(help="only entries of this device id")] = None,
 ) -> None:
-    """Counts by reason, then the newest entries with their payloads."""
-    from ingest.quarantine import Quarantine
+    """Refusals per reason over every ingest worker, those no longer kept, the newest entries."""
+    from api.services.quarantine import listing
+    from core.store import open_store
 
-    settings, _ = _setup()
-    quarantine = Quarantine.in_data_dir(settings.data_dir)
-    counts = quarantine.counts()
-    if not counts:
+    settings, registry = _setup()
+    try:
+        store = open_store(settings, registry)
+        try:
+            found = listing(store, reason=reason, source=source, limit=limit)
+        finally:
+            store.close()
+    except PilotsError as exc:
+        raise _fail(exc) from exc
+    if not found.counts and not found.dropped:
         typer.echo("quarantine is empty")
         return
-    for name, count in counts.items():
+    for name, count in found.counts.items():
         typer.echo(f"{name:>20}  {count}")
+    for dropped in found.dropped:
+        typer.echo(f"{dropped.reason:>20}  {dropped.refusals} not kept ({dropped.why})")
     typer.echo("")
-    for entry in quarantine.entries(limit=limit, reason=reason):
-        when = ns_to_datetime(entry.received_ns, UTC).isoformat(timespec="seconds")
-        typer.echo(f"#{entry.id} {when} {entry.topic} [{entry.reason}] {entry.detail}")
-        typer.echo(f"    {entry.payload[:200]!r}")
-    quarantine.close()
+    for entry in found.entries:
+        when = entry.received.isoformat(timespec="seconds")
+        more = f" x{entry.refusals}" if entry.refusals > 1 else ""
+        typer.echo(
+            f"#{entry.id} {when} {entry.worker} {entry.topic} [{entry.reason}{more}] {entry.detail}"
+        )
+        cut = " (truncated)" if entry.truncated else ""
+        typer.echo(
+            f"    {entry.length} bytes sha256={entry.sha256[:16]}{cut} {entry.payload[:200]!r}"
+        )
 
 
 @quarantine_app.command("replay")
@@ -467,29 +481,34 @@ def quarantine_replay(
     What passes now is written to the store; what is still refused stays in the quarantine.
     """
     from core.store import open_store
-    from ingest.quarantine import Quarantine
-    from ingest.replay import replay
+    from ingest.replay import REPLAY_MAX_ENTRIES, replay
 
     settings, registry = _setup()
-    quarantine = Quarantine.in_data_dir(settings.data_dir)
     try:
         store = open_store(settings, registry)
-        store.start()
-        result = replay(
-            settings, registry, store, quarantine, reason=reason, ids=entry, dry_run=dry_run
-        )
-        store.close()
+        try:
+            store.start()
+            result = replay(settings, registry, store, reason=reason, ids=entry, dry_run=dry_run)
+        finally:
+            store.close()
     except PilotsError as exc:
         raise _fail(exc) from exc
-    finally:
-        quarantine.close()
     verb = "would store" if dry_run else "stored"
+    notes = []
+    if result.skipped:
+        notes.append(f"{result.skipped} entries refused by the store itself left alone")
+    if result.truncated:
+        notes.append(
+            f"{result.truncated} entries kept only in part "
+            "(PILOTS_QUARANTINE_KEEP_BYTES) left alone"
+        )
     typer.echo(
         f"{result.messages} messages replayed: {verb} {result.readings_stored} readings, "
         f"{result.still_refused} refusals remain"
+        + "".join(f"; {n}" for n in notes)
         + (
-            f"; {result.skipped} entries refused by the store itself left alone"
-            if result.skipped
+            f" (at most {REPLAY_MAX_ENTRIES} entries a run: run it again for more)"
+            if result.messages and not dry_run
             else ""
         )
     )

@@ -1,38 +1,45 @@
-"""What ingest refused and why, read from ingest's own database (admin only)."""
+"""What ingest refused and why, read from the store: the fleet's one quarantine (admin only)."""
 
 from __future__ import annotations
 
 from datetime import UTC
-from pathlib import Path
 
-from api.schemas import QuarantineEntryOut, QuarantineOut
+from api.schemas import DroppedOut, QuarantineEntryOut, QuarantineOut
+from core.quarantine import QuarantineEntry
+from core.store import QuarantineStore
 from core.timeutil import ns_to_datetime
-from ingest.quarantine import Quarantine
-from ingest.spool import DATABASE
 
 
-def listing(data_dir: Path, *, reason: str | None, limit: int) -> QuarantineOut:
-    """Counts by reason and the newest entries; empty when ingest has no database here."""
-    if not (data_dir / DATABASE).exists():
-        return QuarantineOut(counts={}, entries=[])
-    quarantine = Quarantine.in_data_dir(data_dir)
-    try:
-        counts = quarantine.counts()
-        entries = quarantine.entries(limit=limit, reason=reason)
-    finally:
-        quarantine.close()
+def entry_out(e: QuarantineEntry) -> QuarantineEntryOut:
+    """One entry as the API shows it."""
+    return QuarantineEntryOut(
+        id=e.id,
+        received=ns_to_datetime(e.received_ns, UTC),
+        worker=e.worker,
+        source=e.source,
+        topic=e.topic,
+        reason=e.reason,
+        detail=e.detail,
+        sensor=e.sensor,
+        refusals=e.refusals,
+        length=e.length,
+        sha256=e.sha256,
+        truncated=not e.complete,
+        payload=e.head.decode("utf-8", errors="replace"),
+    )
+
+
+def listing(
+    store: QuarantineStore, *, reason: str | None, source: str | None, limit: int
+) -> QuarantineOut:
+    """Refusals kept per reason, those no longer kept, and the newest entries."""
+    summary = store.quarantine_summary()
+    entries = store.quarantine_entries(reason=reason, source=source, limit=limit)
     return QuarantineOut(
-        counts=counts,
-        entries=[
-            QuarantineEntryOut(
-                id=e.id,
-                received=ns_to_datetime(e.received_ns, UTC),
-                topic=e.topic,
-                reason=e.reason,
-                detail=e.detail,
-                sensor=e.sensor,
-                payload=e.payload.decode("utf-8", errors="replace"),
-            )
-            for e in entries
+        counts=summary.kept,
+        dropped=[
+            DroppedOut(why=why, reason=r, refusals=n)
+            for (why, r), n in sorted(summary.dropped.items())
         ],
+        entries=[entry_out(e) for e in entries],
     )

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Protocol
 
+from core.quarantine import QuarantineEntry, QuarantineSummary, Usage
 from core.readings import Readings
 from core.registry import Registry
 from core.rollups import Rollups
@@ -22,7 +23,51 @@ from core.settings import Settings
 from core.uplinks import Uplinks
 
 
-class Store(Protocol):
+class QuarantineStore(Protocol):
+    """The fleet's one quarantine (`core.quarantine`), kept in the store of record.
+
+    Entries are keyed by (worker, source, reason, `ts_ns`): adding an entry twice leaves one.
+    Removals are counted per (why, source, reason) in refusals, so that the quarantine can say
+    how much it no longer holds.
+    """
+
+    def add_quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
+        """Keep these entries durably (a second add of a key replaces the first)."""
+
+    def record_dropped(
+        self, worker: str, ts_ns: int, dropped: dict[tuple[str, str, str], int]
+    ) -> None:
+        """Count refusals removed or never kept, per (why, source, reason), as of `ts_ns`."""
+
+    def quarantine_entries(
+        self,
+        *,
+        reason: str | None = None,
+        source: str | None = None,
+        ids: Sequence[int] | None = None,
+        limit: int | None = 100,
+    ) -> list[QuarantineEntry]:
+        """Entries newest first, optionally of one reason, one source, or these ids."""
+
+    def quarantine_summary(self) -> QuarantineSummary:
+        """Refusals kept per reason, and removed per (why, reason), over every worker."""
+
+    def quarantine_usage(self, worker: str) -> dict[str, Usage]:
+        """Entries and bytes one worker's entries hold, per source."""
+
+    def delete_quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
+        """Remove these entries (after a replay handled their messages)."""
+
+    def prune_quarantine(
+        self, worker: str, before_ns: int, now_ns: int
+    ) -> dict[tuple[str, str], int]:
+        """Remove one worker's entries older than `before_ns`, counted first as dropped by age.
+
+        The count is recorded as of `now_ns`; returns the refusals removed per (source, reason).
+        """
+
+
+class Store(QuarantineStore, Protocol):
     """What ingest writes to and what the API and core read from.
 
     Times are int64 nanoseconds since the epoch; ranges are half-open `[start_ns, end_ns)`.

@@ -5,7 +5,8 @@ write of a key replaces the first. SQLite is chosen over an analytical engine be
 processes (ingest, api) may open the same file, which SQLite's WAL mode allows and DuckDB's
 single-writer file lock does not. It is not the store of record for a deployment.
 Rollups live in table `rollups` keyed by (resolution, pilot, device, sensor, start_ns), the
-watermarks in table `watermarks` (docs/SCHEMA.md).
+watermarks in table `watermarks`, the quarantine in `quarantine` and `quarantine_dropped`
+(`core.store.embedded_quarantine`; docs/SCHEMA.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from core.registry import Registry
 from core.rollups import Rollups, resolution_ns
 from core.sketch import Sketches
 from core.store import check_watermark_name, check_watermark_value
+from core.store.embedded_quarantine import SCHEMA as QUARANTINE_SCHEMA
+from core.store.embedded_quarantine import EmbeddedQuarantine
 from core.uplinks import Uplinks
 
 #: Transmissions (`uplinks`) and the repeats ingest dropped (`repeats`): the same columns.
@@ -78,7 +81,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
 _ROLLUP_COLUMNS = '"count", "sum", m2, "min", "max", "first", first_ts, "last", last_ts, sketch'
 
 
-class EmbeddedStore:
+class EmbeddedStore(EmbeddedQuarantine):
     """`core.store.Store` over one SQLite file; safe to share between threads."""
 
     def __init__(self, path: Path, registry: Registry) -> None:
@@ -91,7 +94,7 @@ class EmbeddedStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._connection() as db:
-                db.executescript(_SCHEMA)
+                db.executescript(_SCHEMA + QUARANTINE_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open embedded store {path}: {exc}") from exc
 

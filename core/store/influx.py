@@ -8,7 +8,8 @@ send gzip-compressed line protocol either through `influxdb-client`'s v2 write A
 `auto`, by the version `/ping` reports.
 
 Rollups live in `rollups_1m`, `rollups_1h`, `rollups_1d` and watermarks in `watermarks`
-(schema in `core.store.lineprotocol` and docs/SCHEMA.md).
+(schema in `core.store.lineprotocol` and docs/SCHEMA.md), the quarantine in `quarantine` and
+`quarantine_dropped` (`core.store.influx_quarantine`).
 
 Queries are built only from identifiers that the registry has validated (they match
 `[a-z0-9_-]`); every value a caller supplies travels as a bound parameter.
@@ -46,6 +47,7 @@ from core.rollups import Rollups
 from core.settings import Settings
 from core.sketch import Sketches
 from core.store import check_watermark_name, check_watermark_value
+from core.store.influx_quarantine import InfluxQuarantine
 from core.store.lineprotocol import (
     MEASUREMENT,
     REPEATS,
@@ -118,7 +120,7 @@ def write_api_for_version(version: str | None) -> WriteApi:
     return "v2" if (major, minor) >= (1, 8) else "v1"
 
 
-class InfluxStore:
+class InfluxStore(InfluxQuarantine):
     """`core.store.Store` over InfluxDB's HTTP API."""
 
     def __init__(

@@ -135,7 +135,13 @@ def test_known_readings_come_out_of_the_api_exactly(
 
     listing = subprocess.run(
         [sys.executable, "-m", "pilots", "quarantine", "list"],
-        env={"PATH": "/usr/bin:/bin", "PILOTS_DATA_DIR": env["PILOTS_DATA_DIR"]},
+        # The quarantine is the store's: the command needs the store, not ingest's files.
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PILOTS_INFLUX_URL": env["PILOTS_INFLUX_URL"],
+            "PILOTS_INFLUX_DATABASE": env["PILOTS_INFLUX_DATABASE"],
+            "PILOTS_DATA_DIR": str(tmp_path / "elsewhere"),
+        },
         cwd=tmp_path,
         capture_output=True,
         text=True,

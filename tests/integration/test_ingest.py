@@ -16,7 +16,6 @@ from core.readings import Readings
 from core.registry import Registry
 from core.settings import Settings
 from core.store.influx import InfluxStore
-from ingest.quarantine import Quarantine
 from ingest.service import IngestService
 from tests.helpers import plain, publish, wait_for
 from tests.services import Influxd, Mosquitto, free_port
@@ -125,8 +124,12 @@ def test_readings_are_stored_once_and_refusals_quarantined(
     assert by_sensor == [("battery_v", 3.9), ("level", 3.2), ("level", 3.3), ("water_temp", 24.0)]
     uplinks = ingest.store.scan_uplinks("santa-fe", t[0] * MS, t[3] * MS)
     assert sorted(uplinks.fcnt.tolist()) == [-1, 7]  # the second frame carried no counter
-    counts = Quarantine.in_data_dir(settings.data_dir).counts()
-    assert counts == {"malformed_json": 1, "out_of_range": 1, "unknown_device": 1}
+    expected = {"malformed_json": 1, "out_of_range": 1, "unknown_device": 1}
+    wait_for(
+        lambda: ingest.store.quarantine_summary().kept == expected,
+        10,
+        f"{expected} in the quarantine, in InfluxDB",
+    )
     # The writer reports its counts to ingest after each batch: wait for the report.
     wait_for(
         lambda: ingest.metric("pilots_ingest_refused_total", reason="out_of_range") == 1,
@@ -313,14 +316,14 @@ def test_a_field_type_conflict_quarantines_only_the_refused_lines(
         ],
     )
     wait_for(
-        lambda: Quarantine.in_data_dir(ingest.settings.data_dir).counts().get("store_rejected"),
+        lambda: store.quarantine_summary().kept.get("store_rejected"),
         20,
         "the refused line in the quarantine",
     )
     stored = store.scan("santa-fe", ["water_temp"], (now_ms - 60_000) * MS, now_ms * MS)
     assert stored.value.tolist() == [25.0], "the lines InfluxDB accepted are stored"
-    entry = Quarantine.in_data_dir(ingest.settings.data_dir).entries(reason="store_rejected")[0]
-    assert b"sensor=level" in entry.payload and "conflict" in entry.detail
+    entry = store.quarantine_entries(reason="store_rejected")[0]
+    assert b"sensor=level" in entry.head and "conflict" in entry.detail
     wait_for(lambda: ingest.service.spool.depth().messages == 0, 10, "an empty spool")
 
 

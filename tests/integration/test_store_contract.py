@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.quarantine import QuarantineEntry
 from core.readings import Readings
 from core.registry import Registry
 from core.rollups import Rollups, compute_rollups
@@ -327,3 +328,62 @@ def test_watermarks_are_set_read_and_overwritten(store: Store) -> None:
     for bad in ("", "Rollups", "a b", "x,y=1"):
         with pytest.raises(ValueError, match="watermark name"):
             store.set_watermark(bad, 1)
+
+
+# -- the quarantine ---------------------------------------------------------------------------
+
+
+def entry(ts_ns: int, **fields: object) -> QuarantineEntry:
+    base: dict[str, object] = {
+        "ts_ns": ts_ns,
+        "worker": "pilots-ingest-1",
+        "source": "sf-rlv-01",
+        "reason": "malformed_json",
+        "received_ns": ts_ns,
+        "topic": "pilots/santa-fe/sf-rlv-01/up",
+        "detail": 'expected value at line 1 "column" 2\nand a \\ backslash',
+        "sensor": None,
+        "length": 4,
+        "sha256": "ab" * 32,
+        "head": b'{"\n\\',
+    }
+    base.update(fields)
+    return QuarantineEntry(**base)  # type: ignore[arg-type]
+
+
+def test_quarantine_entries_come_back_as_written_newest_first(store: Store) -> None:
+    a = entry(T0)
+    b = entry(T0 + S, reason="out_of_range", sensor="level", source="sf-rlv-02", refusals=3)
+    c = entry(T0 + 2 * S, worker="pilots-ingest-2", head=bytes(range(256)), length=9000)
+    store.add_quarantine([a, b, c])
+    store.add_quarantine([a])  # the same key again: still one entry
+    assert store.quarantine_entries() == [c, b, a]
+    assert store.quarantine_entries(reason="out_of_range") == [b]
+    assert store.quarantine_entries(source="sf-rlv-01") == [c, a]
+    assert store.quarantine_entries(ids=[a.id, c.id]) == [c, a]
+    assert store.quarantine_entries(limit=1) == [c]
+    assert not c.complete and a.complete
+    assert store.quarantine_summary().kept == {"malformed_json": 2, "out_of_range": 3}
+
+
+def test_quarantine_usage_delete_prune_and_dropped_counts(store: Store) -> None:
+    old = [entry(T0 + i * S) for i in range(3)]
+    new = entry(T0 + 10 * S, source="sf-rlv-02")
+    other = entry(T0, worker="pilots-ingest-2")
+    store.add_quarantine([*old, new, other])
+    usage = store.quarantine_usage("pilots-ingest-1")
+    assert {s: u.entries for s, u in usage.items()} == {"sf-rlv-01": 3, "sf-rlv-02": 1}
+    assert usage["sf-rlv-01"].bytes == 3 * old[0].cost_bytes
+
+    store.delete_quarantine([old[0]])
+    assert store.quarantine_entries(source="sf-rlv-01") == [old[2], old[1], other]
+
+    pruned = store.prune_quarantine("pilots-ingest-1", T0 + 5 * S, T0 + 20 * S)
+    assert pruned == {("sf-rlv-01", "malformed_json"): 2}
+    assert store.quarantine_entries() == [new, other], "only this worker's old entries go"
+    store.record_dropped("pilots-ingest-1", T0 + 21 * S, {("cap", "sf-rlv-03", "oversized"): 7})
+    store.record_dropped("pilots-ingest-2", T0 + 21 * S, {("cap", "sf-rlv-03", "oversized"): 1})
+    assert store.quarantine_summary().dropped == {
+        ("age", "malformed_json"): 2,
+        ("cap", "oversized"): 8,
+    }

@@ -28,6 +28,7 @@ from api.auth import TokenStore
 from api.routes import data as data_routes
 from api.routes import health as health_routes
 from api.routes import pilots as pilot_routes
+from api.routes import quarantine as quarantine_routes
 from api.routes import report as report_routes
 from api.routes import series as series_routes
 from core import flood, quality
@@ -40,7 +41,7 @@ from core.store.embedded import EmbeddedStore
 from core.timeutil import datetime_to_ns
 from core.uplinks import Uplinks
 from core.windows import calendar_edges, fixed_edges
-from ingest.quarantine import Quarantine
+from ingest.quarantine import Keeper
 from ingest.reasons import Reason, Rejection
 from ingest.spool import Refused
 
@@ -98,12 +99,11 @@ def world(tmp_path: Path, registry: Registry) -> Iterator[tuple[TestClient, dict
     maintainer = RollupMaintainer(tmp_path / "rollups.sqlite", registry)
     maintainer.note(readings)
     maintainer.run(store)
-    quarantine = Quarantine.in_data_dir(tmp_path)
-    quarantine.add(
-        [Refused(MIDNIGHT_NS, "pilots/santa-fe/x/up", b"{}", Rejection(Reason.UNKNOWN_DEVICE, "x"))]
-    )
     settings = Settings(  # type: ignore[call-arg]
         data_dir=tmp_path, api_max_points=2000, api_raw_max_hours=48, _env_file=None
+    )
+    Keeper(store, settings, worker="pilots-ingest-2").keep(
+        [Refused(MIDNIGHT_NS, "pilots/santa-fe/x/up", b"{}", Rejection(Reason.UNKNOWN_DEVICE, "x"))]
     )
     tokens = TokenStore.in_data_dir(tmp_path)
     headers = {
@@ -154,7 +154,15 @@ def test_quarantine_needs_the_admin_scope(world: tuple[TestClient, dict[str, str
     assert denied.status_code == 403 and "admin" in denied.json()["detail"]
     allowed = client.get("/quarantine", headers=admin)
     assert allowed.status_code == 200
-    assert allowed.json()["counts"] == {"unknown_device": 1}
+    body = allowed.json()
+    assert body["counts"] == {"unknown_device": 1}
+    (entry,) = body["entries"]
+    assert (entry["worker"], entry["source"], entry["payload"], entry["truncated"]) == (
+        "pilots-ingest-2",
+        "x",
+        "{}",
+        False,
+    )
 
 
 def test_pilots_show_the_fleet(world: tuple[TestClient, dict[str, str]]) -> None:
@@ -477,7 +485,14 @@ def test_openapi_documents_every_route(world: tuple[TestClient, dict[str, str]])
 #: Every documented operation, as (method, path).
 OPERATIONS = sorted(
     (method, route.path)
-    for module in (data_routes, health_routes, pilot_routes, report_routes, series_routes)
+    for module in (
+        data_routes,
+        health_routes,
+        pilot_routes,
+        quarantine_routes,
+        report_routes,
+        series_routes,
+    )
     for route in module.router.routes
     if isinstance(route, APIRoute) and route.include_in_schema
     for method in route.methods

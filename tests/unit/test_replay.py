@@ -12,7 +12,8 @@ from core.settings import Settings
 from core.store.embedded import EmbeddedStore
 from ingest.decoders import Router
 from ingest.process import process
-from ingest.quarantine import Quarantine
+from core.quarantine import KEY_SPACING_NS
+from ingest.quarantine import Keeper
 from ingest.replay import replay
 from ingest.spool import Refused
 from ingest.validate import Validator
@@ -25,18 +26,18 @@ site = "Puerto de Santa Fe, dique 2"
 """
 
 
-def ingest(settings: Settings, registry: Registry, messages: list[tuple[str, bytes]]) -> int:
+def ingest(
+    settings: Settings, registry: Registry, store: EmbeddedStore, messages: list[tuple[str, bytes]]
+) -> int:
     """What ingest does with these messages: quarantine the refusals (readings discarded)."""
     router = Router(settings.ingest_routes)
     validator = Validator(registry, max_future_s=600, max_age_days=3650)
-    quarantine = Quarantine.in_data_dir(settings.data_dir)
-    now = time.time_ns()
     refused = []
-    for topic, payload in messages:
-        checked = process(router, validator, topic, payload, now, max_payload_bytes=10_000)
-        refused.extend(Refused(now, topic, payload, r) for r in checked.rejections)
-    quarantine.add(refused)
-    quarantine.close()
+    for i, (topic, payload) in enumerate(messages):
+        received_ns = time.time_ns() + i * KEY_SPACING_NS
+        checked = process(router, validator, topic, payload, received_ns, max_payload_bytes=10_000)
+        refused.extend(Refused(received_ns, topic, payload, r) for r in checked.rejections)
+    Keeper(store, settings, worker="pilots-ingest-1").keep(refused)
     return len(refused)
 
 
@@ -47,9 +48,14 @@ def test_replay_stores_what_the_fixed_registry_accepts(tmp_path: Path) -> None:
     good = orjson.dumps({"ts": now_ms - 60_000, "readings": {"level": 4.25, "water_temp": 23.5}})
     half = orjson.dumps({"ts": now_ms - 30_000, "readings": {"level": 4.5, "pm25": 9.0}})
     other = orjson.dumps({"ts": now_ms, "readings": {"level": 1.0}})
+    fixed_path = tmp_path / "registry.toml"
+    fixed_path.write_text(DEFAULT_REGISTRY_PATH.read_text() + NEW_DEVICE)
+    fixed = load_registry(fixed_path)
+    store = EmbeddedStore(tmp_path / "store.sqlite", fixed)
     refused = ingest(
         settings,
         before,
+        store,
         [
             ("pilots/santa-fe/sf-rlv-03/up", good),
             ("pilots/santa-fe/sf-rlv-03/up", half),
@@ -57,30 +63,26 @@ def test_replay_stores_what_the_fixed_registry_accepts(tmp_path: Path) -> None:
         ],
     )
     assert refused == 3
-    quarantine = Quarantine.in_data_dir(settings.data_dir)
-    assert quarantine.counts() == {"unknown_device": 3}
+    assert store.quarantine_summary().kept == {"unknown_device": 3}
 
-    fixed_path = tmp_path / "registry.toml"
-    fixed_path.write_text(DEFAULT_REGISTRY_PATH.read_text() + NEW_DEVICE)
-    fixed = load_registry(fixed_path)
-    store = EmbeddedStore(tmp_path / "store.sqlite", fixed)
-    result = replay(settings, fixed, store, quarantine, reason="unknown_device")
+    result = replay(settings, fixed, store, reason="unknown_device")
 
     assert (result.messages, result.readings_stored, result.still_refused) == (3, 3, 2)
     got = store.scan("santa-fe", ["level", "water_temp"], 0, (now_ms + 1) * 1_000_000)
     assert sorted(got.value.tolist()) == [4.25, 4.5, 23.5]
     assert len(store.scan_uplinks("santa-fe", 0, (now_ms + 1) * 1_000_000)) == 2
     # Still refused: pm25 on a river gauge, and the device that is still unknown.
-    assert quarantine.counts() == {"unknown_device": 1, "unknown_sensor": 1}
+    assert store.quarantine_summary().kept == {"unknown_device": 1, "unknown_sensor": 1}
+    (still,) = store.quarantine_entries(reason="unknown_sensor")
+    assert (still.source, still.sensor, still.worker) == ("sf-rlv-03", "pm25", "pilots-ingest-1")
 
 
 def test_a_dry_run_changes_nothing(tmp_path: Path, registry: Registry) -> None:
     settings = Settings(data_dir=tmp_path / "var", _env_file=None)  # type: ignore[call-arg]
     now_ms = time.time_ns() // 1_000_000
-    ingest(settings, registry, [("pilots/santa-fe/sf-rlv-01/up", b"{oops")])
-    quarantine = Quarantine.in_data_dir(settings.data_dir)
     store = EmbeddedStore(tmp_path / "store.sqlite", registry)
-    result = replay(settings, registry, store, quarantine, dry_run=True)
+    ingest(settings, registry, store, [("pilots/santa-fe/sf-rlv-01/up", b"{oops")])
+    result = replay(settings, registry, store, dry_run=True)
     assert (result.messages, result.still_refused) == (1, 1)
-    assert quarantine.counts() == {"malformed_json": 1}
+    assert store.quarantine_summary().kept == {"malformed_json": 1}
     assert len(store.scan_uplinks("santa-fe", 0, now_ms * 1_000_000)) == 0

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.quarantine import Quarantine
-from ingest.reasons import Reason, Rejection
-from ingest.spool import Refused, Spool
+from ingest.spool import Spool
 
 
 @pytest.fixture
@@ -28,33 +26,23 @@ def test_messages_come_back_intact_and_oldest_first(spool: Spool) -> None:
     assert spool.depth().messages == 5, "taking does not remove"
 
 
-def test_finish_removes_and_keeps_refusals_and_keys_atomically(
-    spool: Spool, tmp_path: Path
-) -> None:
+def test_finish_removes_messages_and_keeps_keys(spool: Spool) -> None:
     spool.append(messages(3))
     taken = spool.take(2)
-    refused = [Refused(5, "pilots/a/b/up", b"{}", Rejection(Reason.NON_NUMERIC, "x", "ph"))]
     keys = [(("rs-wq-01", 9, 1234), 100), (("rs-wq-01", 10, 99), 50)]
-    assert spool.finish([m.id for m in taken], refused, keys)
+    assert spool.finish([m.id for m in taken], keys)
     depth = spool.depth()
     assert (depth.messages, depth.oldest_ns) == (1, 1002)
-    (entry,) = Quarantine(tmp_path / "ingest.sqlite").entries()
-    assert (entry.topic, entry.payload, entry.reason, entry.sensor) == (
-        "pilots/a/b/up",
-        b"{}",
-        "non_numeric",
-        "ph",
-    )
     assert spool.frame_keys(since_ns=60) == {("rs-wq-01", 9, 1234): 100}, "older keys pruned"
 
 
-def test_a_second_finish_of_the_same_messages_changes_nothing(spool: Spool, tmp_path: Path) -> None:
+def test_a_second_finish_of_the_same_messages_changes_nothing(spool: Spool) -> None:
     spool.append(messages(2))
     ids = [m.id for m in spool.take(2)]
     assert spool.finish(ids)
-    refused = [Refused(5, "t", b"p", Rejection(Reason.MALFORMED_JSON, "x"))]
-    assert not spool.finish(ids, refused), "another writer got there first"
-    assert Quarantine(tmp_path / "ingest.sqlite").counts() == {}
+    keys = [(("rs-wq-01", 9, 1234), 100)]
+    assert not spool.finish(ids, keys), "another writer got there first"
+    assert spool.frame_keys(since_ns=0) == {}
 
 
 def test_the_spool_survives_reopening(tmp_path: Path) -> None:

@@ -24,7 +24,6 @@ from core.store.embedded import EmbeddedStore
 from core.uplinks import Uplinks
 from ingest import writer as writer_module
 from ingest.metrics import Health, IngestMetrics, MetricEvents
-from ingest.quarantine import Quarantine
 from ingest.spool import Spool
 from ingest.writer import SpoolWriter, Tally
 from tests.helpers import wait_for
@@ -72,7 +71,6 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 class Running:
     def __init__(self, tmp_path: Path, registry: Registry) -> None:
         self.spool = Spool(tmp_path / "ingest.sqlite")
-        self.quarantine = Quarantine(tmp_path / "ingest.sqlite")
         self.store = ScriptedStore(EmbeddedStore(tmp_path / "store.sqlite", registry))
         self.metrics = IngestMetrics()
         self.health = Health(unhealthy_after_s=0.05)
@@ -122,7 +120,7 @@ def test_spooled_messages_are_decoded_written_and_removed(run: Running) -> None:
     run.wait_empty()
     assert sorted(run.store.stored) == [1.0, 2.0, 3.0]
     assert run.store.uplinks == 3
-    assert run.quarantine.counts() == {"malformed_json": 1}
+    assert run.store.quarantine_summary().kept == {"malformed_json": 1}
     assert run.metric("pilots_ingest_readings_written_total") == 3
     assert run.metric("pilots_ingest_refused_total", reason="malformed_json") == 1
 
@@ -161,9 +159,9 @@ def test_refused_lines_are_isolated_and_quarantined_the_rest_written(run: Runnin
     run.thread.start()
     run.wait_empty()
     assert sorted(run.store.stored) == [float(i) for i in range(16) if i != 6]
-    (entry,) = run.quarantine.entries()
+    (entry,) = run.store.quarantine_entries()
     assert entry.reason == "store_rejected" and entry.sensor == "level"
-    assert b"value=6.0" in entry.payload
+    assert b"value=6.0" in entry.head
 
 
 def test_other_refusals_keep_the_data_and_report_the_store_down(run: Running) -> None:
