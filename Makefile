@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit check services bench bench-ingest bench-aggregate bench-api clean
+.PHONY: demo test test-unit check services bench bench-ingest bench-aggregate bench-api bench-abuse clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -48,6 +48,10 @@ bench-api: $(STAMP) services
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.api
+
+## bench-abuse: the costliest requests a read token can make: time and RSS; refusal times
+bench-abuse: $(STAMP) services
+	$(BIN)/python -m bench.abuse
 
 ## bench-ingest: ingest against its ceilings and the naive bridge; then the outage memory run
 bench-ingest: $(STAMP) services

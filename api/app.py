@@ -8,7 +8,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from api import problems
+from api import docs, problems
 from api.auth import TokenStore
 from api.cache import HotCache
 from api.metrics import ApiMetrics
@@ -28,7 +28,8 @@ DESCRIPTION = """
 Results of the UTN IoT pilots in Santa Fe, San Nicolás and Resistencia: pilots, devices,
 windowed statistics of every sensor in each pilot's local time, reports, comparisons and
 exports. Send `Authorization: Bearer <token>` (create one with `pilots tokens create`);
-`/health` and `/ready` are open. Errors are `application/problem+json`.
+`/health` and `/ready` are open (status only; details at `/health/details`, admin scope).
+Errors are `application/problem+json`.
 """
 
 
@@ -65,7 +66,15 @@ def create_app(
     With `cache`, hourly rollups of the last `PILOTS_API_CACHE_DAYS` are kept in memory and
     refreshed in the background while the app runs.
     """
-    app = FastAPI(title="Pilot Telemetry", version="0.1.0", description=DESCRIPTION)
+    # FastAPI's own pages load Swagger UI and ReDoc from a CDN, unpinned, on the dashboard's
+    # origin (where the token is kept): ours serve pinned copies from a package (api.docs).
+    app = FastAPI(
+        title="Pilot Telemetry",
+        version="0.1.0",
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
     # Raw readings for the longest range served from them, plus the flags' context around it.
     raw_hours = settings.api_raw_max_hours + FLAG_CONTEXT_INTERVALS * max_interval_h(registry)
     hot = (
@@ -86,11 +95,16 @@ def create_app(
             max_points=settings.api_max_points,
             raw_max_ns=int(settings.api_raw_max_hours * 3600 * 1_000_000_000),
             answers_kept=settings.api_answers_kept,
+            answers_max_bytes=settings.api_answers_max_bytes,
+            max_scan_readings=settings.api_max_scan_readings,
         ),
     )
-    app.state.reports = ReportCache(registry, store, hot)
+    app.state.reports = ReportCache(
+        registry, store, hot, max_scan_readings=settings.api_max_scan_readings
+    )
     app.state.metrics = ApiMetrics()
     problems.install(app)
+    docs.install(app)
     install_metrics(app, app.state.metrics)
     app.include_router(router)
 

@@ -19,10 +19,19 @@ from core.registry import Pilot, Registry
 from core.settings import Settings
 from core.store import Store
 from core.timeutil import NS_PER_S, parse_instant_ns, parse_local_instant_ns
-from core.windows import WindowSpec, parse_window
+from core.windows import Fixed, WindowSpec, parse_window
 
+#: Most values of a repeated query parameter (repeats are dropped first, then counted).
+MAX_SENSORS = 20
+MAX_DEVICES = 64
 DEFAULT_RANGE_S = 24 * 3600
 MINUTE_NS = 60 * NS_PER_S
+#: Instants a request may name: far enough from int64's ends (1677-2262) that widening to
+#: whole windows and adding the flags' context never overflows, and wide enough for any data.
+EARLIEST_NS = -2_208_988_800 * NS_PER_S  # 1900-01-01T00:00:00Z
+LATEST_NS = 7_258_118_400 * NS_PER_S  # 2200-01-01T00:00:00Z
+#: The longest window `every` may name, in seconds (a year and a day).
+MAX_EVERY_S = 366 * 86_400
 
 
 def _registry(request: Request) -> Registry:
@@ -82,9 +91,12 @@ def _local_zone(request: Request, registry: Registry) -> tzinfo | None:
 
 def _instant(name: str, text: str, zone: tzinfo | None) -> int:
     try:
-        return parse_instant_ns(text) if zone is None else parse_local_instant_ns(text, zone)
-    except ValueError as exc:
+        ts_ns = parse_instant_ns(text) if zone is None else parse_local_instant_ns(text, zone)
+    except (ValueError, OverflowError) as exc:
         raise Problem(422, f"{name}: {exc}") from exc
+    if not EARLIEST_NS <= ts_ns < LATEST_NS:
+        raise Problem(422, f"{name}: must be from 1900-01-01 to before 2200-01-01")
+    return ts_ns
 
 
 INSTANT_HELP = (
@@ -134,9 +146,12 @@ TimeRangeDep = Annotated[TimeRange, Depends(_time_range)]
 def parse_every(text: str, tz: tzinfo, origin_ns: int) -> WindowSpec:
     """A window spec from `every` (a duration, or day / week / month), or a 422 naming it."""
     try:
-        return parse_window(text, tz, origin_ns)
+        spec = parse_window(text, tz, origin_ns)
     except ValueError as exc:
         raise Problem(422, f"every: {exc}; or day, week, month for local calendar windows") from exc
+    if isinstance(spec, Fixed) and spec.every_ns > MAX_EVERY_S * NS_PER_S:
+        raise Problem(422, f"every: {text!r} is longer than 366 days")
+    return spec
 
 
 EveryQuery = Annotated[
@@ -148,3 +163,17 @@ EveryQuery = Annotated[
         pattern=r"^[A-Za-z0-9]+$",
     ),
 ]
+
+
+DevicesQuery = Annotated[
+    list[str] | None,
+    Query(
+        description=f"only these devices; repeat for several (at most {MAX_DEVICES})",
+        max_length=MAX_DEVICES,
+    ),
+]
+
+
+def unique(values: list[str]) -> list[str]:
+    """The values without repeats, in first-seen order (a repeat would read the data again)."""
+    return list(dict.fromkeys(values))

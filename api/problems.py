@@ -6,6 +6,7 @@ Every error the API returns, including FastAPI's own validation errors, has the 
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -14,7 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.services import QueryError
 from core.errors import StoreError
+
+log = logging.getLogger("pilots.api")
+
+#: What a client is told when the store fails: the store's own words go to the log only, since
+#: they can carry its address, its query language or parts of the request.
+STORE_UNAVAILABLE = "the store is unavailable; try again later (the API's log has the reason)"
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -105,8 +113,13 @@ def install(app: FastAPI) -> None:
         return problem_response(422, detail, errors=errors)
 
     async def store_error(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(503, f"the store is unavailable: {exc}")
+        log.warning("store error on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(503, STORE_UNAVAILABLE)
+
+    async def query_error(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(400, str(exc))
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StoreError, store_error)
+    app.add_exception_handler(QueryError, query_error)

@@ -122,10 +122,10 @@ class Settings(BaseSettings):
     ingest_stop_timeout_s: float = Field(default=30.0, ge=0)
     ingest_rollup_every_s: float = Field(default=30.0, gt=0)
 
-    quarantine_keep_bytes: int = Field(default=1024, ge=0, le=1 << 20)
+    quarantine_keep_bytes: int = Field(default=16_384, ge=0, le=32_768)
     quarantine_max_entries: int = Field(default=100_000, ge=1)
     quarantine_max_per_device: int = Field(default=2_000, ge=1)
-    quarantine_max_bytes: int = Field(default=64 << 20, ge=1 << 16)
+    quarantine_max_bytes: int = Field(default=128 << 20, ge=1 << 16)
     quarantine_max_age_days: float = Field(default=30.0, gt=0)
 
     api_host: str = "127.0.0.1"
@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     api_cache_days: int = Field(default=35, ge=1)
     api_answers_kept: int = Field(default=256, ge=0)
     api_export_max_rows: int = Field(default=5_000_000, ge=1)
+    api_max_scan_readings: int = Field(default=160_000, ge=1)
+    api_answers_max_bytes: int = Field(default=32 << 20, ge=0)
 
     demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
     demo_backfill_hours: float = Field(default=1.0, ge=0)

@@ -7,12 +7,15 @@ from fastapi.responses import StreamingResponse
 
 from api.auth import ReadAccess
 from api.deps import (
+    MAX_SENSORS,
+    DevicesQuery,
     RegistryDep,
     SeriesDep,
     SettingsDep,
     StoreDep,
     TimeRangeDep,
     parse_every,
+    unique,
 )
 from api.problems import Problem, responses
 from api.services import QueryError
@@ -36,7 +39,13 @@ def export(
     *,
     _: ReadAccess,
     pilot: Annotated[str, Query(description="pilot id", max_length=64)],
-    sensor: Annotated[list[str], Query(description="sensor id; repeat for several")],
+    sensor: Annotated[
+        list[str],
+        Query(
+            description=f"sensor id; repeat for several (at most {MAX_SENSORS})",
+            max_length=MAX_SENSORS,
+        ),
+    ],
     window: TimeRangeDep,
     registry: RegistryDep,
     store: StoreDep,
@@ -44,11 +53,17 @@ def export(
     series: SeriesDep,
     format: Annotated[Literal["csv", "parquet"], Query(description="csv or parquet")] = "csv",
     every: Annotated[
-        str | None, Query(description="omit for raw readings; else a window as in /series")
+        str | None,
+        Query(
+            description="omit for raw readings; else a window as in /series",
+            max_length=16,
+            pattern=r"^[A-Za-z0-9]+$",
+        ),
     ] = None,
-    device: Annotated[list[str] | None, Query(description="only these devices")] = None,
+    device: DevicesQuery = None,
 ) -> StreamingResponse:
     """Raw readings, or windowed statistics, of a pilot's sensors, streamed as CSV or Parquet."""
+    sensor, device = unique(sensor), None if device is None else unique(device)
     found = registry.pilots.get(pilot)
     if found is None:
         raise Problem(404, f"unknown pilot {pilot!r}; known pilots: {', '.join(registry.pilots)}")
@@ -69,6 +84,7 @@ def export(
                 end_ns=window.end_ns,
                 devices=device,
                 max_rows=settings.api_export_max_rows,
+                max_scan_readings=settings.api_max_scan_readings,
             )
         else:
             spec = parse_every(every, found.tz, -utc_offset_ns(found.tz, window.start_ns))

@@ -5,7 +5,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.auth import ReadAccess
-from api.deps import EveryQuery, PilotDep, RegistryDep, SeriesDep, TimeRangeDep, parse_every
+from api.deps import (
+    MAX_SENSORS,
+    DevicesQuery,
+    EveryQuery,
+    PilotDep,
+    RegistryDep,
+    SeriesDep,
+    TimeRangeDep,
+    parse_every,
+    unique,
+)
 from api.problems import Problem, responses
 from api.responses import json_response
 from api.schemas import CompareOut, SeriesOut
@@ -20,7 +30,10 @@ ERRORS = responses(400, 401, 404, 422, 503)
 
 SensorsQuery = Annotated[
     list[str],
-    Query(description="sensor id, e.g. level or pm25; repeat for several", max_length=20),
+    Query(
+        description=f"sensor id, e.g. level or pm25; repeat for several (at most {MAX_SENSORS})",
+        max_length=MAX_SENSORS,
+    ),
 ]
 
 
@@ -48,9 +61,7 @@ def get_series(
     window: TimeRangeDep,
     series: SeriesDep,
     every: EveryQuery = "10m",
-    device: Annotated[
-        list[str] | None, Query(description="only these devices; repeat for several")
-    ] = None,
+    device: DevicesQuery = None,
     stats: Annotated[
         str,
         Query(
@@ -70,6 +81,7 @@ def get_series(
     `week` and `month` are local calendar windows. Every window of the range is present for
     every device, with count 0 and null statistics when it sent nothing.
     """
+    sensor, device = unique(sensor), None if device is None else unique(device)
     for name in sensor:
         if name not in pilot.sensors:
             raise Problem(
@@ -82,7 +94,7 @@ def get_series(
             raise Problem(404, f"unknown device {name!r} in pilot {pilot.id!r}")
     query = SeriesQuery(
         pilot=pilot,
-        sensors=list(dict.fromkeys(sensor)),
+        sensors=sensor,
         devices=device,
         window=(spec := parse_every(every, pilot.tz, _origin(pilot, window.start_ns))),
         window_label=label(spec),

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from api.services import QueryError
+from api.services import QueryError, cost
 from api.services.series import SeriesQuery, SeriesService
 from core.registry import Pilot, Registry
 from core.store import Store
@@ -44,8 +44,21 @@ def raw(
     end_ns: int,
     devices: Sequence[str] | None,
     max_rows: int,
+    max_scan_readings: int,
 ) -> Export:
-    """Every reading of the sensors in the range: time (UTC and local), device, sensor, value."""
+    """Every reading of the sensors in the range: time (UTC and local), device, sensor, value.
+
+    Refused before the scan when the registry says it would read more than `max_scan_readings`
+    (or `max_rows`), and after it when the store holds more than `max_rows` all the same.
+    """
+    chosen = [d for d in pilot.devices if devices is None or d.id in devices]
+    estimate = cost.readings(chosen, sensors, end_ns - start_ns)
+    cost.check(estimate, max_scan_readings, "this export")
+    if estimate > max_rows:
+        raise QueryError(
+            f"about {estimate} readings exceed the export limit of {max_rows} rows "
+            "(PILOTS_API_EXPORT_MAX_ROWS); export a shorter range or windowed statistics"
+        )
     readings = store.scan(pilot.id, list(sensors), start_ns, end_ns, devices=devices)
     if len(readings) > max_rows:
         raise QueryError(

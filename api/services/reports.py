@@ -12,7 +12,8 @@ import time
 from collections import OrderedDict
 
 from api.cache import HotCache
-from api.services.common import CachedScanner
+from api.services import cost
+from api.services.common import FLAG_CONTEXT_INTERVALS, NS_PER_S, CachedScanner
 from api.services.report import Report, build_report
 from core.registry import Pilot, Registry
 from core.store import Store
@@ -31,18 +32,30 @@ class ReportCache:
         cache: HotCache | None,
         *,
         max_age_s: float = 600.0,
+        max_scan_readings: int = 160_000,
     ) -> None:
         self.registry = registry
         self.store = store
         self.cache = cache
         self.max_age_s = max_age_s
+        self.max_scan_readings = max_scan_readings
         self.readings = CachedScanner(registry, store, cache)
         self._kept: OrderedDict[tuple[str, int, int, int], tuple[float, Report]] = OrderedDict()
         self._lock = threading.Lock()
         self._building: dict[tuple[str, int, int, int], threading.Lock] = {}
 
+    def scan_cost(self, pilot: Pilot, start_ns: int, end_ns: int) -> int:
+        """Readings and uplinks a report of the period reads, estimated from the registry."""
+        longest = max((d.interval_s for d in pilot.devices), default=0)
+        margin = FLAG_CONTEXT_INTERVALS * longest * NS_PER_S
+        span = end_ns - start_ns
+        return cost.readings(pilot.devices, None, span + 2 * margin) + cost.uplinks(
+            pilot.devices, span
+        )
+
     def get(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
-        """The report, built now or reused."""
+        """The report, built now or reused; `QueryError` when it would read too much."""
+        cost.check(self.scan_cost(pilot, start_ns, end_ns), self.max_scan_readings, "this report")
         if self.cache is None:  # nothing says when the data changed: build every time
             return self._build(pilot, start_ns, end_ns)
         version = self.cache.version_of(pilot.id)

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from api.cache import HotCache
-from api.services import QueryError
+from api.services import QueryError, cost
 from api.services.common import (
     FLAG_CONTEXT_INTERVALS,
     NS_PER_S,
@@ -33,13 +33,14 @@ from api.services.common import (
 )
 from core.aggregate import window_stats
 from core.registry import Device, Pilot, Registry
-from core.rollups import RESOLUTIONS, Rollups, to_table
+from core.rollups import RESOLUTIONS, Rollups, day_origin_ns, to_table
 from core.stats import Table
 from core.store import Store
 from core.timeutil import format_duration
 from core.windows import Calendar, Fixed, WindowSpec, count_windows, edges
 
 HOUR_NS = RESOLUTIONS["1h"]
+DAY_NS = RESOLUTIONS["1d"]
 #: Statistics a series can ask for; pNN are exact quantiles (sketch estimates from rollups).
 QUANTILE_STATS = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 SERIES_STATS = ("count", "sum", "mean", "min", "max", "std", "first", "last", *QUANTILE_STATS)
@@ -68,6 +69,8 @@ class Limits:
     max_points: int
     raw_max_ns: int
     answers_kept: int = 0
+    answers_max_bytes: int = 32 << 20
+    max_scan_readings: int = 160_000
 
 
 def _hour_aligned(window_edges: np.ndarray) -> bool:
@@ -108,6 +111,7 @@ class SeriesService:
         self.limits = limits
         self.readings = CachedScanner(registry, store, cache)
         self._answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._answers_bytes = 0
         self._answers_lock = threading.Lock()
 
     def _plan(self, query: SeriesQuery) -> tuple[np.ndarray, bool]:
@@ -135,6 +139,7 @@ class SeriesService:
 
     def series_json(self, query: SeriesQuery) -> bytes:
         """`series` serialised; kept, when it comes from the hot cache, until that changes."""
+        self.check(query)
         if self.cache is None or self.limits.answers_kept == 0 or not self._held(query):
             return orjson.dumps(self.series(query))
         key = (
@@ -155,11 +160,23 @@ class SeriesService:
                 self._answers.move_to_end(key)
                 return found
         body = orjson.dumps(self.series(query))
+        if len(body) > self.limits.answers_max_bytes:
+            return body
         with self._answers_lock:
-            self._answers[key] = body
-            while len(self._answers) > self.limits.answers_kept:
-                self._answers.popitem(last=False)
+            if key not in self._answers:
+                self._answers[key] = body
+                self._answers_bytes += len(body)
+            while (
+                len(self._answers) > self.limits.answers_kept
+                or self._answers_bytes > self.limits.answers_max_bytes
+            ):
+                self._answers_bytes -= len(self._answers.popitem(last=False)[1])
         return body
+
+    def answers_kept(self) -> tuple[int, int]:
+        """How many answers are kept, and their size in bytes."""
+        with self._answers_lock:
+            return len(self._answers), self._answers_bytes
 
     def _check_size(self, query: SeriesQuery, lines: int) -> None:
         windows = count_windows(query.window, query.start_ns, query.end_ns)
@@ -172,6 +189,35 @@ class SeriesService:
                 "or pooled=true"
             )
 
+    def _lines(self, query: SeriesQuery) -> int:
+        widest = max((len(self._devices(query, s)) for s in query.sensors), default=0)
+        return 1 if query.pooled else max(widest, 1)
+
+    def check(self, query: SeriesQuery) -> None:
+        """Refuse a query over a limit before anything is built or read (`QueryError`).
+
+        Points first: they bound the windows, so the plan's edges are then cheap to build.
+        """
+        self._check_size(query, self._lines(query))
+        self.check_scan(self.scan_cost(query), "this series")
+
+    def check_scan(self, estimate: int, what: str) -> None:
+        """Refuse `estimate` readings read if over `PILOTS_API_MAX_SCAN_READINGS`."""
+        cost.check(estimate, self.limits.max_scan_readings, what)
+
+    def scan_cost(self, query: SeriesQuery) -> int:
+        """Readings (or weighted rollup rows) the query reads, estimated from the registry."""
+        window_edges, use_rollups = self._plan(query)
+        span = int(window_edges[-1]) - int(window_edges[0]) if len(window_edges) else 0
+        devices = [d for d in query.pilot.devices if query.devices is None or d.id in query.devices]
+        if use_rollups:
+            resolution = DAY_NS if self._daily(query.pilot, window_edges) else HOUR_NS
+            return cost.rollup_rows(devices, query.sensors, span, resolution)
+        if query.exclude_flagged:
+            longest = max((d.interval_s for d in devices), default=0)
+            span += 2 * FLAG_CONTEXT_INTERVALS * longest * NS_PER_S
+        return cost.readings(devices, query.sensors, span)
+
     def _devices(self, query: SeriesQuery, sensor: str) -> list[Device]:
         devices = devices_with(query.pilot, sensor)
         if query.devices is not None:
@@ -180,8 +226,7 @@ class SeriesService:
 
     def series(self, query: SeriesQuery) -> dict[str, Any]:
         """The windows of each sensor asked for, shaped as `SeriesOut`, ready for JSON."""
-        widest = max((len(self._devices(query, s)) for s in query.sensors), default=0)
-        self._check_size(query, 1 if query.pooled else max(widest, 1))
+        self.check(query)
         window_edges, use_rollups = self._plan(query)
         start, end = int(window_edges[0]), int(window_edges[-1])
         quantiles = [QUANTILE_STATS[s] for s in query.statistics if s in QUANTILE_STATS]
@@ -257,8 +302,7 @@ class SeriesService:
     def _from_rollups(
         self, query: SeriesQuery, window_edges: np.ndarray, quantiles: list[float]
     ) -> list[tuple[list[Device], Table]]:
-        start, end = int(window_edges[0]), int(window_edges[-1])
-        rollups = self._rollups(query.pilot, list(query.sensors), start, end)
+        resolution, rollups = self._rollups(query.pilot, list(query.sensors), window_edges)
         out = []
         for sensor in query.sensors:
             devices = self._devices(query, sensor)
@@ -269,7 +313,7 @@ class SeriesService:
             chosen = rollups.take(mine)
             table = to_table(
                 chosen,
-                "1h",
+                resolution,
                 group=rows[chosen.device],
                 n_groups=1 if query.pooled else len(devices),
                 edges_ns=window_edges,
@@ -278,11 +322,25 @@ class SeriesService:
             out.append((devices, table))
         return out
 
-    def _rollups(self, pilot: Pilot, sensors: list[str], start: int, end: int) -> Rollups:
+    def _daily(self, pilot: Pilot, window_edges: np.ndarray) -> bool:
+        """Whether the store's daily rollups tile the windows (read 24 times fewer rows)."""
+        if self.cache is not None and self.cache.covers(int(window_edges[0]), now_ns()):
+            return False  # the cache holds hourly rollups, already in memory
+        try:
+            origin = day_origin_ns(pilot.tz)
+        except ValueError:  # a zone with daylight saving: its days come from hours
+            return False
+        return bool(np.all((window_edges - origin) % DAY_NS == 0))
+
+    def _rollups(
+        self, pilot: Pilot, sensors: list[str], window_edges: np.ndarray
+    ) -> tuple[str, Rollups]:
+        start, end = int(window_edges[0]), int(window_edges[-1])
         if self.cache is not None and self.cache.covers(start, now_ns()):
             codes = self.registry.sensor_codes(sensors).tolist()
-            return self.cache.rollups(pilot.id, codes, start, end)
-        return self.store.scan_rollups(pilot.id, sensors, "1h", start, end)
+            return "1h", self.cache.rollups(pilot.id, codes, start, end)
+        resolution = "1d" if self._daily(pilot, window_edges) else "1h"
+        return resolution, self.store.scan_rollups(pilot.id, sensors, resolution, start, end)
 
     def compare(
         self,
@@ -295,8 +353,7 @@ class SeriesService:
         end_ns: int,
     ) -> dict[str, Any]:
         """One sensor, every pilot that measures it, devices pooled; shaped as `CompareOut`."""
-        lines = []
-        bounds: tuple[str, str] | None = None
+        queries = []
         for pilot in pilots:
             query = SeriesQuery(
                 pilot=pilot,
@@ -310,6 +367,13 @@ class SeriesService:
                 pooled=True,
                 exclude_flagged=False,
             )
+            self._check_size(query, 1)
+            queries.append(query)
+        self.check_scan(sum(self.scan_cost(q) for q in queries), "this comparison")
+        lines = []
+        bounds: tuple[str, str] | None = None
+        for query in queries:
+            pilot = query.pilot
             answer = self.series(query)
             bounds = bounds or (answer["start"], answer["end"])  # widened to whole windows
             lines.append(

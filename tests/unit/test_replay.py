@@ -7,12 +7,12 @@ from pathlib import Path
 
 import orjson
 
+from core.quarantine import KEY_SPACING_NS
 from core.registry import DEFAULT_REGISTRY_PATH, Registry, load_registry
 from core.settings import Settings
 from core.store.embedded import EmbeddedStore
 from ingest.decoders import Router
 from ingest.process import process
-from core.quarantine import KEY_SPACING_NS
 from ingest.quarantine import Keeper
 from ingest.replay import replay
 from ingest.spool import Refused
