@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import publish, wait_for
 from tests.processes import PilotsProcess, wait_for_http
 from tests.services import free_port
 
@@ -21,10 +21,11 @@ SENSOR_OF = {"santa-fe": "level", "san-nicolas": "pm25", "resistencia": "ph"}
 
 def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
+    mqtt_port = free_port()  # the test must not clash with a broker, and publishes there too
     env = {
         "PILOTS_API_PORT": str(port),
         "PILOTS_INGEST_HTTP_PORT": str(free_port()),
-        "PILOTS_DEMO_MQTT_PORT": "0",  # any free port: the test must not clash with a broker
+        "PILOTS_DEMO_MQTT_PORT": str(mqtt_port),
         "PILOTS_DATA_DIR": str(tmp_path / "var"),
     }
     demo = PilotsProcess(["demo"], env, tmp_path, "demo")
@@ -51,6 +52,16 @@ def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -
 
         for pilot in SENSOR_OF:
             wait_for(lambda p=pilot: counted(p) > 0, 60, f"{pilot} windows with readings")
+
+        # A refused message shows in the API's quarantine (the demo's token is an admin's).
+        publish(mqtt_port, [("pilots/santa-fe/sf-rlv-01/up", b"{demo junk")])
+
+        def junk() -> list[dict[str, object]]:
+            body = httpx.get(f"{base}/quarantine", headers=auth, timeout=10).json()
+            return [e for e in body["entries"] if e["payload"] == "{demo junk"]
+
+        (entry,) = wait_for(junk, 30, "the refused message in GET /quarantine")
+        assert (entry["reason"], entry["source"]) == ("malformed_json", "sf-rlv-01")
     finally:
         code = demo.stop(signal.SIGINT)
     assert code == 0, demo.output()

@@ -18,7 +18,7 @@ import pytest
 
 from core.registry import Registry
 from core.store.influx import InfluxStore
-from tests.helpers import StreamPublisher, wait_for
+from tests.helpers import StreamPublisher, publish, wait_for
 from tests.processes import PilotsProcess
 from tests.services import Influxd, Mosquitto, free_port
 
@@ -98,6 +98,18 @@ def test_three_workers_one_killed_mid_stream_store_every_reading_once(
     expected = [(start_ms + i) * MS for i in range(per_device)]
     for device, times in stored().items():
         assert sorted(times) == expected, f"{device}: {len(times)} stored, {per_device} sent"
+
+    # One quarantine for the fleet: what each worker refuses is in the store, seen in one list.
+    publish(
+        mosquitto.port, [(f"pilots/san-nicolas/{DEVICES[0]}/up", b"{%d" % i) for i in range(30)]
+    )
+    wait_for(
+        lambda: store.quarantine_summary().kept == {"malformed_json": 30},
+        30,
+        "30 refusals in the one quarantine",
+    )
+    refusers = {e.worker for e in store.quarantine_entries(limit=None)}
+    assert refusers == {env["PILOTS_MQTT_CLIENT_ID"] for env in envs}
     for worker in workers:
         assert worker.stop(signal.SIGTERM) == 0, worker.output()
     # Each worker took a share: the shared subscription spread the stream over all three.
