@@ -41,6 +41,13 @@ class IngestMetrics:
             ["reason"],
             registry=r,
         )
+        self.unkept = Counter(
+            "pilots_ingest_quarantine_unkept",
+            "Refusals counted but no longer kept in the quarantine, by why (cap, age, "
+            "store_refused)",
+            ["why"],
+            registry=r,
+        )
         self.duplicates = Counter(
             "pilots_ingest_duplicates", "Retransmitted frames recognised and dropped", registry=r
         )
@@ -99,6 +106,10 @@ class MetricEvents:
     def refused(self, reason: str) -> None:
         """A message or reading was quarantined."""
         self.metrics.refused.labels(reason).inc()
+
+    def unkept(self, why: str, refusals: int) -> None:
+        """Refusals were counted but not kept (or pruned) in the quarantine."""
+        self.metrics.unkept.labels(why).inc(refusals)
 
     def duplicates(self, frames: int) -> None:
         """Retransmitted frames were dropped."""

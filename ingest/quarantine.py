@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from core.errors import StoreError
 from core.quarantine import (
+    DROPPED_AGE,
     DROPPED_CAP,
     NO_SOURCE,
     QuarantineEntry,
@@ -94,10 +95,17 @@ def message_entries(
 class Keeper:
     """One worker's writer of quarantine entries, with its caps (see the module docstring)."""
 
-    def __init__(self, store: QuarantineStore, settings: Settings, worker: str) -> None:
+    def __init__(
+        self,
+        store: QuarantineStore,
+        settings: Settings,
+        worker: str,
+        on_unkept: Callable[[str, int], None] = lambda why, refusals: None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.worker = tag_safe(worker)
+        self.on_unkept = on_unkept
         self._usage: dict[str, Usage] | None = None
         self._pruned_at = float("-inf")
 
@@ -157,6 +165,14 @@ class Keeper:
             )
             self.store.record_dropped(self.worker, time.time_ns(), dropped)
         self._usage = usage
+        self._report(dropped)
+
+    def _report(self, dropped: dict[tuple[str, str, str], int]) -> None:
+        by_why: dict[str, int] = {}
+        for (why, _, _), n in dropped.items():
+            by_why[why] = by_why.get(why, 0) + n
+        for why, n in by_why.items():
+            self.on_unkept(why, n)
 
     def count_lost(self, refused: Sequence[Refused], exc: StoreError) -> None:
         """Count refusals whose entries the store itself refused (logged; never raises)."""
@@ -165,6 +181,7 @@ class Keeper:
             key = (DROPPED_STORE, source_of(r.topic), r.rejection.reason.value)
             dropped[key] = dropped.get(key, 0) + 1
         log.error("store refused %d quarantine entries, counted only: %s", len(refused), exc)
+        self._report(dropped)
         try:
             self.store.record_dropped(self.worker, time.time_ns(), dropped)
         except StoreError as again:
@@ -181,6 +198,7 @@ class Keeper:
             log.info(
                 "quarantine: %d refusals older than the age limit pruned", sum(pruned.values())
             )
+            self._report({(DROPPED_AGE, *key): n for key, n in pruned.items()})
         self._usage = self.store.quarantine_usage(self.worker)
         self._pruned_at = time.monotonic()
 
@@ -198,6 +216,7 @@ class Keeper:
             self.store.add_quarantine(kept)
             self.store.record_dropped(self.worker, time.time_ns(), dropped)
             self._usage = usage
+            self._report(dropped)
             spool.drop_legacy_quarantine(ids)
             moved += len(ids)
         if moved:

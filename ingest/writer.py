@@ -74,6 +74,9 @@ class Events(Protocol):
     def refused(self, reason: str) -> None:
         """A message or reading was quarantined."""
 
+    def unkept(self, why: str, refusals: int) -> None:
+        """Refusals were counted but not kept (or pruned) in the quarantine."""
+
     def duplicates(self, frames: int) -> None:
         """Retransmitted frames were dropped."""
 
@@ -106,6 +109,10 @@ class Tally:
         """Count a refusal."""
         self.counts["refused", reason] += 1
 
+    def unkept(self, why: str, refusals: int) -> None:
+        """Count refusals not kept in the quarantine."""
+        self.counts["unkept", why] += refusals
+
     def duplicates(self, frames: int) -> None:
         """Count dropped retransmissions."""
         self.counts["duplicates", ""] += frames
@@ -136,6 +143,8 @@ class Tally:
         for (kind, label), n in self.counts.items():
             if kind in amounts:
                 amounts[kind](n)
+            elif kind == "unkept":
+                events.unkept(label, n)
             else:
                 each = events.refused if kind == "refused" else events.write_error
                 for _ in range(n):
@@ -202,7 +211,9 @@ class SpoolWriter:
             frames=FrameCache(window_ns, spool.frame_keys(time.time_ns() - window_ns)),
         )
         self._store_refused: list[Refused] = []
-        self.keeper = Keeper(store, settings, worker=settings.mqtt_client_name())
+        self.keeper = Keeper(
+            store, settings, worker=settings.mqtt_client_name(), on_unkept=events.unkept
+        )
 
     def run(self, draining: Callable[[], bool]) -> bool:
         """Process until the spool is empty and `draining()` says to stop, or until aborted.

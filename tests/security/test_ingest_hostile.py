@@ -92,6 +92,14 @@ def test_a_flooding_device_stops_nobody_and_every_refusal_has_a_number(
         health = httpx.get(f"http://127.0.0.1:{service.http_port}/health", timeout=5)
         assert health.status_code == 200, health.text
         assert service.metrics.value("pilots_ingest_spool_full") == 0
+        wait_for(
+            lambda: (
+                service.metrics.value("pilots_ingest_quarantine_unkept_total", why="cap")
+                == sum(summary.dropped.values())
+            ),
+            10,
+            "the refusals not kept counted in /metrics",
+        )
     finally:
         service.stop()
         store.close()

@@ -80,7 +80,13 @@ def test_a_flooding_device_fills_its_own_cap_and_the_others_are_still_kept(
     tmp_path: Path, registry: Registry
 ) -> None:
     store = EmbeddedStore(tmp_path / "store.sqlite", registry)
-    keeper = Keeper(store, settings(tmp_path, quarantine_max_per_device=10), worker="w1")
+    unkept: list[tuple[str, int]] = []
+    keeper = Keeper(
+        store,
+        settings(tmp_path, quarantine_max_per_device=10),
+        worker="w1",
+        on_unkept=lambda why, n: unkept.append((why, n)),
+    )
     flood = [
         r
         for i in range(50)
@@ -91,6 +97,7 @@ def test_a_flooding_device_fills_its_own_cap_and_the_others_are_still_kept(
     summary = store.quarantine_summary()
     assert summary.kept == {"out_of_range": 12}
     assert summary.dropped == {("cap", "out_of_range"): 40}
+    assert unkept == [("cap", 40)], "the metric hears of every refusal not kept"
     assert len(store.quarantine_entries(source="sf-rlv-02")) == 2
 
 
