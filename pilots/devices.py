@@ -1,4 +1,4 @@
-"""`pilots devices provision`: the broker's logins and ACL, written from the registry.
+"""`pilots devices provision`: the broker's logins and access rules, written from the registry.
 
 The logic lives in `pilots.provision`; this module reads the settings and the registry, calls
 it and tells the operator what changed and what to do next. It never prints a password.
@@ -18,6 +18,7 @@ from pilots.provision import (
     CREDENTIALS_FILE,
     DEFAULT_INGEST_LOGIN,
     HEALTHCHECK_LOGIN,
+    network_server_applications,
     plan_logins,
     provision,
 )
@@ -26,7 +27,7 @@ from pilots.provision import (
 DEFAULT_DIR = Path("deploy/mosquitto/auth")
 
 devices_app = typer.Typer(
-    help="Devices' broker logins: Mosquitto's password file and ACL from the registry.",
+    help="Devices' broker logins: Mosquitto's dynamic-security file from the registry.",
     no_args_is_help=True,
 )
 
@@ -37,7 +38,8 @@ def provision_command(  # noqa: PLR0917 (typer options)
         Path,
         typer.Option(
             "--dir",
-            help="where to write passwd, acl and healthcheck.password (the broker reads them)",
+            help="where to write dynamic-security.json and healthcheck.password "
+            "(the broker reads them)",
         ),
     ] = DEFAULT_DIR,
     rotate: Annotated[
@@ -69,9 +71,11 @@ def provision_command(  # noqa: PLR0917 (typer options)
     network_server: Annotated[
         list[str] | None,
         typer.Option(
-            help="a login (this name) for a LoRaWAN network server or its MQTT bridge, which "
-            "may publish ChirpStack and The Things Stack uplinks (repeatable)",
-            metavar="NAME",
+            help="a login NAME for a LoRaWAN network server or its MQTT bridge, which may "
+            "publish the uplinks of this application only: chirpstack=<application id>, "
+            "NAME=chirpstack:<application id> or NAME=tts:<app>@<tenant> (repeatable: one "
+            "per application)",
+            metavar="NAME=[FORMAT:]APPLICATION",
         ),
     ] = None,
     credentials: Annotated[
@@ -79,12 +83,13 @@ def provision_command(  # noqa: PLR0917 (typer options)
         typer.Option(help="file new passwords are appended to, mode 0600 [DIR/credentials.txt]"),
     ] = None,
 ) -> None:
-    """Write the broker's password file and ACL: each device publishes only on its own topics.
+    """Write the broker's logins and access rules: each device publishes only on its topics.
 
     Ingest's login and password are those of PILOTS_MQTT_URL when it has them (else
     `pilots-ingest` with a new password); with several workers each has a login of its own
     (--ingest-login), all with that password. Existing passwords are kept unless rotated; new ones
-    are appended to the credentials file, never printed. Then reload the broker (SIGHUP).
+    are appended to the credentials file, never printed. Then restart the broker: its
+    dynamic-security plugin reads the file only at start (SIGHUP does not reload it).
     """
     try:
         settings = load_settings()
@@ -106,7 +111,7 @@ def provision_command(  # noqa: PLR0917 (typer options)
             settings.ingest_routes,
             ingest_login=ingest_logins,
             simulator=simulator,
-            network_servers=network_server or (),
+            network_servers=network_server_applications(network_server or ()),
         )
         done = provision(
             directory,
@@ -121,7 +126,7 @@ def provision_command(  # noqa: PLR0917 (typer options)
         raise typer.Exit(2) from exc
     devices = sum(login.role == "device" for login in logins)
     typer.echo(
-        f"{done.password_file} and {done.acl_file}: {devices} devices, ingest as "
+        f"{done.dynsec_file}: {devices} devices, ingest as "
         f"{', '.join(ingest_logins)}" + (", simulator" if simulator else "")
     )
     if given:
@@ -137,7 +142,13 @@ def provision_command(  # noqa: PLR0917 (typer options)
         typer.echo("no new passwords: every login keeps its own")
     if done.removed:
         typer.echo(f"removed (no longer in the registry): {', '.join(done.removed)}")
+    if done.legacy_removed:
+        typer.echo(
+            f"removed {' and '.join(path.name for path in done.legacy_removed)} of an earlier "
+            "version (its passwords are kept): the broker's configuration must load the "
+            "dynamic-security plugin instead (see deploy/mosquitto/mosquitto.conf)"
+        )
     typer.echo(
-        "reload the broker to apply: systemctl reload mosquitto, or "
-        "docker compose kill -s HUP mosquitto"
+        "restart the broker to apply (a reload does not re-read the file): "
+        "systemctl restart mosquitto, or docker compose restart mosquitto"
     )

@@ -20,9 +20,21 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
+from pilots.provision import DYNSEC_FILE
+
 INSTALL_HINT = (
     "install Debian's mosquitto and influxdb packages (apt-get install -y mosquitto influxdb), "
     "or run `make test` as root, which installs them"
+)
+
+
+#: Added to ingest's payload limit for `max_packet_size` in every shipped broker configuration:
+#: the packet's fixed header, its topic and MQTT 5 properties.
+PACKET_HEADROOM_BYTES = 4096
+#: The test broker's `max_packet_size`, as deploy/ sets it for the default payload limit.
+MAX_PACKET_SIZE = (
+    int(Settings.model_fields["ingest_max_payload_bytes"].default) + PACKET_HEADROOM_BYTES
 )
 
 
@@ -39,6 +51,28 @@ def find_binary(name: str) -> str:
         if candidate and Path(candidate).exists():
             return candidate
     pytest.fail(f"`{name}` not found: {INSTALL_HINT}", pytrace=False)
+
+
+def find_dynsec_plugin() -> str:
+    """The path of Mosquitto's dynamic-security plugin, or fail the run saying what to install."""
+    name = "mosquitto_dynamic_security.so"
+    candidates = [*sorted(Path("/usr/lib").glob(f"*/{name}")), Path("/usr/lib", name)]
+    for candidate in [*candidates, Path("/usr/local/lib", name)]:
+        if candidate.exists():
+            return str(candidate)
+    pytest.fail(
+        "mosquitto_dynamic_security.so not found: install Debian's mosquitto 2.0 or later "
+        "(apt-get install -y mosquitto), which ships the plugin",
+        pytrace=False,
+    )
+
+
+def dynsec_conf(auth: Path) -> str:
+    """Broker configuration lines that load the logins `pilots devices provision` wrote in `auth`.
+
+    As deploy/mosquitto/mosquitto.conf: the dynamic-security plugin reads them.
+    """
+    return f"plugin {find_dynsec_plugin()}\nplugin_opt_config_file {auth / DYNSEC_FILE}\n"
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -82,9 +116,9 @@ class Mosquitto:
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
     max_queued_messages: int = 200_000
-    #: False for a broker that needs logins (with a password_file in `extra_conf`).
+    #: False for a broker that needs logins (with `dynsec_conf(...)` in `extra_conf`).
     allow_anonymous: bool = True
-    #: Configuration lines appended as they are: password and ACL files, a TLS listener.
+    #: Configuration lines appended as they are: the logins' plugin, a TLS listener.
     extra_conf: str = ""
 
     @property
@@ -111,6 +145,8 @@ class Mosquitto:
             "max_inflight_messages 1000\n"
             f"max_queued_messages {self.max_queued_messages}\n"
             "max_queued_bytes 0\n"
+            # as every shipped configuration: ingest's payload limit plus room for the topic
+            f"max_packet_size {MAX_PACKET_SIZE}\n"
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\n" + self.extra_conf
         )

@@ -17,7 +17,8 @@
 #   /var/lib/pilots/api               the API's token database
 #   /var/lib/pilots/ingest-N          worker N's spool and quarantine
 #   /etc/mosquitto/conf.d/pilots.conf listeners, TLS, auth, queue sizes
-#   /etc/mosquitto/pilots/            passwd, acl (from `pilots devices provision`), credentials
+#   /etc/mosquitto/pilots/            dynamic-security.json (from `pilots devices provision`),
+#                                     credentials.txt
 #   /etc/mosquitto/certs/             the broker's TLS certificate and key
 #   /etc/pilots/tls/ca/               the development CA (its key signs server certificates)
 #   /usr/local/bin/pilots             the `pilots` command with these settings
@@ -112,8 +113,17 @@ if [ ! -f /etc/mosquitto/certs/server.crt ]; then
 fi
 install -d -o pilots -g mosquitto -m 0750 /etc/mosquitto/pilots
 /usr/local/bin/pilots devices provision --dir /etc/mosquitto/pilots --ingest-workers "$workers"
-install -m 0644 "$here/mosquitto-pilots.conf" /etc/mosquitto/conf.d/pilots.conf
+# The dynamic-security plugin checks subscriptions too (the ACL file does not); its path
+# depends on the architecture.
+plugin=$(dpkg -L mosquitto | grep '/mosquitto_dynamic_security\.so$' | head -n 1)
+if [ -z "$plugin" ]; then
+    echo "this mosquitto package has no dynamic-security plugin: install Mosquitto 2.0 or later" >&2
+    exit 1
+fi
+sed "s|^plugin .*|plugin $plugin|" "$here/mosquitto-pilots.conf" >/etc/mosquitto/conf.d/pilots.conf
+chmod 0644 /etc/mosquitto/conf.d/pilots.conf
 systemctl enable -q mosquitto
+# a restart, not a reload: the plugin reads its file only when the broker starts
 systemctl restart mosquitto
 
 say "pilots services"

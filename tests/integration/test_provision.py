@@ -1,12 +1,15 @@
-"""Device logins and ACL written by `pilots devices provision`, enforced by a real Mosquitto.
+"""Device logins and topics written by `pilots devices provision`, enforced by a real Mosquitto.
 
-A broker started with the provisioned password file and ACL (and anonymous access off) must
+A broker started with the provisioned dynamic-security file (and anonymous access off) must
 let each device publish only on its own topics, refuse wrong passwords and anonymous clients,
-and let ingest, logged in as itself on a shared subscription, store what devices send.
+and let ingest, logged in as itself on a shared subscription, store what devices send. What a
+device may not subscribe to, what a network server may publish and the packet size limit are
+in test_broker_acl.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -27,18 +30,20 @@ from core.settings import Settings
 from core.store.influx import InfluxStore
 from pilots.cli import app
 from pilots.provision import (
-    ACL_FILE,
     CREDENTIALS_FILE,
+    DYNSEC_FILE,
     HEALTHCHECK_LOGIN,
     HEALTHCHECK_PASSWORD_FILE,
-    PASSWORD_FILE,
+    LEGACY_ACL_FILE,
+    LEGACY_PASSWORD_FILE,
     Provisioned,
+    hash_password,
     plan_logins,
     provision,
 )
 from tests.helpers import wait_for
 from tests.processes import PilotsProcess
-from tests.services import Influxd, Mosquitto, free_port
+from tests.services import Influxd, Mosquitto, dynsec_conf, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +70,7 @@ def secured_broker(workdir: Path, auth: Path, extra: str = "") -> Mosquitto:
         workdir,
         allow_anonymous=False,
         # as deploy/mosquitto/mosquitto.conf: a connection's client id is its login
-        extra_conf=f"password_file {auth / PASSWORD_FILE}\nacl_file {auth / ACL_FILE}\n"
-        "use_username_as_clientid true\n" + extra,
+        extra_conf=dynsec_conf(auth) + "use_username_as_clientid true\n" + extra,
     )
     broker.workdir.mkdir(parents=True)
     return broker
@@ -107,6 +111,26 @@ def publish_as(port: int, login: str, password: str, messages: list[tuple[str, b
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def dynsec(directory: Path) -> dict[str, dict[str, list[str]]]:
+    """login -> ACL type -> topics, from the plugin file a run wrote."""
+    tree = json.loads((directory / DYNSEC_FILE).read_text())
+    assert tree["defaultACLAccess"] == {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
+    roles = {role["rolename"]: role["acls"] for role in tree["roles"]}
+    found: dict[str, dict[str, list[str]]] = {}
+    for client in tree["clients"]:
+        acls = found.setdefault(client["username"], {})
+        for role in client["roles"]:
+            for acl in roles[role["rolename"]]:
+                assert acl["allow"] is True
+                acls.setdefault(acl["acltype"], []).append(acl["topic"])
+    return found
 
 
 def level(ts_ms: int, value: float) -> bytes:
@@ -225,48 +249,45 @@ def test_a_device_cannot_read_what_others_send(broker: Mosquitto, provisioned: P
         for client in clients:
             client.disconnect()
             client.loop_stop()
-    # Mosquitto 2.0 grants the spy's SUBACK and checks read access per delivered message.
+    # the plugin refuses the spy's subscription outright (SUBACK 0x80)
+    assert suback["spy"][0].is_failure
     assert not suback["ingest"][0].is_failure
     assert received == [f"ingest:{own}", f"ingest:{own}"]
 
 
-def test_a_network_server_login_publishes_lorawan_uplinks_and_devices_cannot(
-    tmp_path: Path, registry: Registry
+def test_a_network_server_login_is_given_its_applications_and_the_old_form_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    logins = plan_logins(
-        registry, ROUTES, ingest_login=INGEST_LOGIN, network_servers=["chirpstack"]
+    for key in [k for k in os.environ if k.startswith("PILOTS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    auth = tmp_path / "auth"
+    command = ["devices", "provision", "--dir", str(auth)]
+    # before, `--network-server chirpstack` could publish for every application
+    old = CliRunner().invoke(app, [*command, "--network-server", "chirpstack"])
+    assert old.exit_code == 2
+    assert "chirpstack=<ChirpStack application id>" in old.output
+    assert not auth.exists(), "a refused run wrote files"
+    result = CliRunner().invoke(
+        app,
+        [
+            *command,
+            *("--network-server", "chirpstack=6f1c2b1e-0d9a-4c55-8a5e-2b1f3c4d5e6f"),
+            *("--network-server", "chirpstack=chirpstack:santa-fe"),
+            *("--network-server", "tts-bridge=tts:river-levels@pilots"),
+        ],
     )
-    done = provision(
-        tmp_path / "lns-auth",
-        logins,
-        given={INGEST_LOGIN: INGEST_PASSWORD},
-        credentials=tmp_path / "lns-auth" / CREDENTIALS_FILE,
-    )
-    passwords = credentials(done.credentials or Path())
-    broker = secured_broker(tmp_path / "lns-mosquitto", done.directory)
-    broker.start()
-    received: list[tuple[str, bytes]] = []
-    subscribed: list[object] = []
-    ingest = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"in-{uuid.uuid4().hex[:6]}")
-    ingest.username_pw_set(INGEST_LOGIN, INGEST_PASSWORD)
-    ingest.on_connect = lambda c, u, f, code, props: c.subscribe("application/#", qos=1)
-    ingest.on_subscribe = lambda c, u, mid, codes, props: subscribed.append(codes)
-    ingest.on_message = lambda c, u, msg: received.append((msg.topic, msg.payload))
-    ingest.connect("127.0.0.1", broker.port)
-    ingest.loop_start()
-    uplink = "application/santa-fe/device/a840410001010101/event/up"
-    try:
-        wait_for(lambda: subscribed, 10, "ingest's SUBACK")
-        # a device may not pose as the network server; then the network server publishes
-        publish_as(broker.port, "sf-rlv-01", passwords["sf-rlv-01"], [(uplink, b"forged")])
-        publish_as(broker.port, "chirpstack", passwords["chirpstack"], [(uplink, b"genuine")])
-        wait_for(lambda: received, 10, "the network server's uplink")
-        time.sleep(0.5)  # anything else would have arrived by now
-    finally:
-        ingest.disconnect()
-        ingest.loop_stop()
-        broker.stop()
-    assert received == [(uplink, b"genuine")]
+    assert result.exit_code == 0, result.output
+    rules = dynsec(auth)
+    assert rules["chirpstack"] == {
+        "publishClientSend": [
+            "application/6f1c2b1e-0d9a-4c55-8a5e-2b1f3c4d5e6f/device/+/event/up",
+            "application/santa-fe/device/+/event/up",
+        ]
+    }
+    assert rules["tts-bridge"] == {"publishClientSend": ["v3/river-levels@pilots/devices/+/up"]}
+    handed = (auth / CREDENTIALS_FILE).read_text()
+    assert "tts-bridge " in handed and "v3/river-levels@pilots/devices/+/up" in handed
 
 
 def test_a_device_cannot_take_over_ingest_s_session(
@@ -322,14 +343,10 @@ def test_a_rerun_keeps_passwords_and_a_rotation_replaces_one(
         credentials=provisioned.credentials,
     )
     assert set(again.new_passwords) == {"sf-rlv-02"}
-    assert broker.proc is not None
-    broker.proc.send_signal(signal.SIGHUP)  # what `systemctl reload mosquitto` does
+    # the plugin reads its file only at start (a SIGHUP does not apply a run): restart
+    broker.restart()
     rotated = again.new_passwords["sf-rlv-02"]
-    wait_for(
-        lambda: not connack(broker.port, "sf-rlv-02", rotated).is_failure,
-        10,
-        "the rotated password to work after the reload",
-    )
+    assert not connack(broker.port, "sf-rlv-02", rotated).is_failure
     assert connack(broker.port, "sf-rlv-02", before["sf-rlv-02"]).is_failure
     assert not connack(broker.port, "sf-rlv-01", before["sf-rlv-01"]).is_failure
     assert not connack(broker.port, INGEST_LOGIN, INGEST_PASSWORD).is_failure
@@ -368,14 +385,19 @@ def test_the_command_writes_the_files_and_never_prints_a_password(
     assert set(handed) == {d.id for d in registry.device_list} | {"simulator"}
     assert not any(password in result.output for password in handed.values())
     assert stat.S_IMODE((auth / CREDENTIALS_FILE).stat().st_mode) == 0o600
-    acl = (auth / ACL_FILE).read_text()
-    assert "user sf-rlv-01\ntopic write pilots/santa-fe/sf-rlv-01/up\n" in acl
-    assert "topic read $share/+/pilots/+/+/up" in acl
+    rules = dynsec(auth)
+    assert set(rules) == set(handed) | {"pilots-ingest", HEALTHCHECK_LOGIN}
+    assert rules["sf-rlv-01"] == {
+        "publishClientSend": ["pilots/santa-fe/sf-rlv-01/up", "pilots/santa-fe/sf-rlv-01/senml"]
+    }
+    assert "$share/+/pilots/+/+/up" in rules["pilots-ingest"]["subscribePattern"]
+    assert "pilots/+/+/up" in rules["pilots-ingest"]["publishClientReceive"]
+    assert stat.S_IMODE((auth / DYNSEC_FILE).stat().st_mode) == 0o644
     # A second run hands out nothing new.
     again = CliRunner().invoke(app, ["devices", "provision", "--dir", str(auth)])
     assert again.exit_code == 0, again.output
     assert "no new passwords" in again.output
-    assert "simulator" not in (auth / PASSWORD_FILE).read_text()
+    assert "simulator" not in dynsec(auth)
 
 
 def test_workers_logging_in_as_their_client_ids_get_a_login_each(
@@ -390,7 +412,7 @@ def test_workers_logging_in_as_their_client_ids_get_a_login_each(
         app, ["devices", "provision", "--dir", str(auth), "--ingest-workers", "2"]
     )
     assert result.exit_code == 0, result.output
-    logins = {line.split(":")[0] for line in (auth / PASSWORD_FILE).read_text().splitlines()}
+    logins = set(dynsec(auth))
     assert {"pilots-ingest-1", "pilots-ingest-2"} <= logins
     assert "pilots-ingest-3" not in logins and "{client_id}" not in logins
     broker = secured_broker(tmp_path / "mosquitto", auth)
@@ -398,5 +420,30 @@ def test_workers_logging_in_as_their_client_ids_get_a_login_each(
     try:
         for worker in ("pilots-ingest-1", "pilots-ingest-2"):
             assert not connack(broker.port, worker, INGEST_PASSWORD).is_failure, worker
+    finally:
+        broker.stop()
+
+
+def test_passwords_of_an_earlier_password_file_are_kept_and_its_files_removed(
+    tmp_path: Path, registry: Registry
+) -> None:
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    # what an earlier version wrote: Mosquitto's password file and ACL
+    (auth / LEGACY_PASSWORD_FILE).write_text(
+        f"sf-rlv-01:{hash_password('from-before')}\n{INGEST_LOGIN}:{hash_password('old')}\n"
+    )
+    (auth / LEGACY_ACL_FILE).write_text("user sf-rlv-01\ntopic write pilots/#\n")
+    logins = plan_logins(registry, ROUTES, ingest_login=INGEST_LOGIN)
+    done = provision(auth, logins, given={INGEST_LOGIN: INGEST_PASSWORD})
+    assert "sf-rlv-01" in done.kept and "sf-rlv-01" not in done.new_passwords
+    assert not (auth / LEGACY_PASSWORD_FILE).exists()
+    assert not (auth / LEGACY_ACL_FILE).exists()
+    broker = secured_broker(tmp_path / "mosquitto", auth)
+    broker.start()
+    try:
+        assert not connack(broker.port, "sf-rlv-01", "from-before").is_failure
+        assert not connack(broker.port, INGEST_LOGIN, INGEST_PASSWORD).is_failure
+        assert connack(broker.port, INGEST_LOGIN, "old").is_failure
     finally:
         broker.stop()

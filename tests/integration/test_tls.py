@@ -24,10 +24,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from core.registry import Registry
 from core.settings import Settings
 from core.store.influx import InfluxStore
-from pilots.provision import ACL_FILE, PASSWORD_FILE, plan_logins, provision
+from pilots.provision import plan_logins, provision
 from tests.helpers import wait_for
 from tests.processes import PilotsProcess
-from tests.services import Influxd, Mosquitto, free_port, wait_for_port
+from tests.services import Influxd, Mosquitto, dynsec_conf, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +71,7 @@ def tls_broker(
         tmp_path_factory.mktemp("mosquitto-tls"),
         allow_anonymous=False,
         extra_conf=(
-            f"password_file {auth / PASSWORD_FILE}\nacl_file {auth / ACL_FILE}\n"
-            f"listener {tls_port} 127.0.0.1\n"
+            dynsec_conf(auth) + f"listener {tls_port} 127.0.0.1\n"
             f"cafile {certs / 'ca.crt'}\ncertfile {certs / 'server.crt'}\n"
             f"keyfile {certs / 'server.key'}\ntls_version tlsv1.2\n"
         ),

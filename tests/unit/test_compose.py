@@ -32,13 +32,13 @@ from core.settings import (
 from pilots.cli import app
 from pilots.devices import DEFAULT_DIR as PROVISIONED_DIR
 from pilots.provision import (
-    ACL_FILE,
+    DYNSEC_FILE,
     HEALTHCHECK_LOGIN,
     HEALTHCHECK_PASSWORD_FILE,
     HEALTHCHECK_TOPIC,
-    PASSWORD_FILE,
     SIMULATOR_LOGIN,
 )
+from tests.services import MAX_PACKET_SIZE, PACKET_HEADROOM_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -385,6 +385,15 @@ def test_mosquitto_keeps_what_ingest_has_not_acknowledged(
     assert options["log_dest"] == "stdout"
 
 
+def test_mosquitto_refuses_packets_larger_than_ingest_accepts() -> None:
+    # A bigger packet disconnects its sender before the broker queues it for ingest, which
+    # would refuse its payload anyway; the headroom is for the header and the topic.
+    payload_limit = Settings(_env_file=None).ingest_max_payload_bytes  # type: ignore[call-arg]
+    max_packet_size = int(_mosquitto_options()["max_packet_size"])
+    assert max_packet_size == payload_limit + PACKET_HEADROOM_BYTES
+    assert max_packet_size == MAX_PACKET_SIZE, "the integration tests' broker has another limit"
+
+
 def test_health_checks_ask_the_ports_the_services_listen_on(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -425,10 +434,12 @@ def test_the_broker_refuses_anonymous_clients_and_reads_the_provisioned_files(
     assert options["allow_anonymous"] == "false"
     mosquitto = services["mosquitto"]
     provisioned = ROOT / PROVISIONED_DIR
-    password_file = _container_path_source(mosquitto, options["password_file"])
-    acl_file = _container_path_source(mosquitto, options["acl_file"])
-    assert password_file == provisioned / PASSWORD_FILE
-    assert acl_file == provisioned / ACL_FILE
+    # The dynamic-security plugin (in the eclipse-mosquitto image) checks subscriptions too;
+    # an acl_file or password_file next to it would be a second, weaker set of rules.
+    assert options["plugin"] == "/usr/lib/mosquitto_dynamic_security.so"
+    assert not {"password_file", "acl_file"} & set(options)
+    config_file = _container_path_source(mosquitto, options["plugin_opt_config_file"])
+    assert config_file == provisioned / DYNSEC_FILE
     assert provisioned.is_dir()
     # A directory mount: provisioning replaces the files by renaming them.
     assert any(

@@ -19,7 +19,8 @@ import typer.core
 
 from core.settings import MqttTarget, Settings
 from pilots.cli import app
-from pilots.provision import ACL_FILE, PASSWORD_FILE
+from pilots.provision import DYNSEC_FILE
+from tests.services import PACKET_HEADROOM_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / "deploy" / "local"
@@ -153,13 +154,17 @@ def test_the_env_example_is_valid_production_settings_once_installed(
 def test_the_broker_snippet_matches_the_installer_and_the_ingest_url(install: str) -> None:
     options = snippet_options()
     assert options["allow_anonymous"] == ["false"]
-    auth_dirs = {Path(options[k][0]).parent for k in ("password_file", "acl_file")}
-    assert [Path(options["password_file"][0]).name, Path(options["acl_file"][0]).name] == [
-        PASSWORD_FILE,
-        ACL_FILE,
-    ]
-    assert len(auth_dirs) == 1
-    assert f"pilots devices provision --dir {auth_dirs.pop()}" in install
+    assert not {"password_file", "acl_file"} & set(options), "a second, weaker set of rules"
+    config_file = Path(options["plugin_opt_config_file"][0])
+    assert config_file.name == DYNSEC_FILE
+    assert f"pilots devices provision --dir {config_file.parent}" in install
+    # install.sh writes the plugin's path for the machine's architecture over this line
+    [plugin] = options["plugin"]
+    assert Path(plugin).name == "mosquitto_dynamic_security.so"
+    assert 's|^plugin .*|plugin $plugin|" "$here/mosquitto-pilots.conf"' in install
+    assert "dpkg -L mosquitto | grep '/mosquitto_dynamic_security" in install
+    payload_limit = Settings(_env_file=None).ingest_max_payload_bytes  # type: ignore[call-arg]
+    assert options["max_packet_size"] == [str(payload_limit + PACKET_HEADROOM_BYTES)]
     script = (ROOT / "deploy" / "tls" / "make-dev-ca.sh").read_text()
     for key in ("cafile", "certfile", "keyfile"):
         path = Path(options[key][0])
