@@ -180,9 +180,9 @@ class Settings(BaseSettings):
             raise ValueError("PILOTS_MQTT_URL has a placeholder password; set a real one")
         group = (self.mqtt_shared_group or "").lower()
         if group in {"ingest", "pilots"} or "change-me" in group or group in PLACEHOLDER_SECRETS:
-            # Mosquitto does not check subscriptions against the ACL: a device that knows the
-            # group could join it and take a share of ingest's messages, which the ACL then
-            # drops at delivery. A name nobody can guess keeps devices out of the group.
+            # The shipped broker refuses any subscription but ingest's (dynamic-security
+            # plugin); a name nobody can guess keeps devices out of the group even on a broker
+            # that only checks deliveries, where a member's share would be dropped by the ACL.
             raise ValueError(
                 "PILOTS_MQTT_SHARED_GROUP is guessable; in production use a random name "
                 "(e.g. ingest-$(openssl rand -hex 8))"

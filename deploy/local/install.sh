@@ -15,7 +15,7 @@
 #   /etc/pilots/pilots.env            settings and secrets (root:pilots 0640)
 #   /etc/pilots/influx-admin.password InfluxDB's administrator (root 0600)
 #   /var/lib/pilots/api               the API's token database
-#   /var/lib/pilots/ingest-N          worker N's spool and quarantine
+#   /var/lib/pilots/ingest-N          worker N's spool (the quarantine is in InfluxDB)
 #   /etc/mosquitto/conf.d/pilots.conf listeners, TLS, auth, queue sizes
 #   /etc/mosquitto/pilots/            dynamic-security.json (from `pilots devices provision`),
 #                                     credentials.txt

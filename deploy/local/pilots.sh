@@ -3,12 +3,12 @@
 # /usr/local/bin/pilots by deploy/local/install.sh. Run it with sudo:
 #   sudo pilots tokens create --name ana
 #   sudo pilots devices provision --dir /etc/mosquitto/pilots
-#   sudo PILOTS_DATA_DIR=/var/lib/pilots/ingest-2 pilots quarantine list
+#   sudo pilots quarantine list      (every worker's refusals, kept in InfluxDB)
 set -eu
 set -a
 . /etc/pilots/pilots.env
 set +a
-# The api's directory (its tokens) unless the caller names another (a worker's quarantine).
+# The api's directory (its tokens) unless the caller names another (a worker's spool).
 export PILOTS_DATA_DIR="${PILOTS_DATA_DIR:-/var/lib/pilots/api}"
 # The pilots user may not enter the caller's directory (settings look for a .env there).
 cd /var/lib/pilots
