@@ -3,15 +3,21 @@
 A frame from an unknown device, addressed to the wrong pilot, naming another device, or stamped
 too far in the future or past is refused whole. Within a good frame each reading stands alone:
 an unknown sensor, a unit other than the registry's, or a non-numeric, non-finite or
-out-of-range value refuses that reading and keeps the rest. What passes becomes plain columns
-(built into `Readings` and `Uplinks` once per batch, not per message) that the core can trust
-without re-checking.
+out-of-range value refuses that reading and keeps the rest, and so does a second reading of a
+sensor at an instant the message already gave it (`duplicate_record`: stored, it would
+overwrite the first point without a trace). What passes becomes plain columns (built into
+`Readings` and `Uplinks` once per batch, not per message) that the core can trust without
+re-checking.
+
+Devices: a frame a LoRaWAN network server forwarded is matched by its EUI and nothing else; its
+name at the network server may only confirm the match. Other frames name the device in their
+topic (its registry id).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from zlib import crc32
 
 import orjson
@@ -103,6 +109,8 @@ class Validator:
         out = out if out is not None else Checked()
         uncounted: dict[int, int] = {}  # device code -> its uplink row without a counter
         resolved: dict[tuple[object, ...], Device | Rejection] = {}
+        # (device code, ts_ns) -> the spans of `out`'s readings accepted for that point
+        instants: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for frame in frames:
             # The frames of one message mostly name the same device: resolve it once.
             key = (frame.device, frame.dev_eui, frame.claimed_device, frame.pilot)
@@ -111,15 +119,18 @@ class Validator:
                 refusals: list[Rejection] = []
                 found = resolved[key] = self._resolve(frame, refusals) or refusals[0]
             if isinstance(found, Rejection):
-                out.rejections.append(found)
+                out.rejections.append(replace(found, records=len(frame.values)))
                 continue
             device = found
             ts_ns = frame.ts_ns if frame.ts_ns is not None else received_ns + frame.relative_ns
-            if not self._time_ok(ts_ns, received_ns, out.rejections):
+            if not self._time_ok(ts_ns, received_ns, len(frame.values), out.rejections):
                 continue
             if self._is_retransmission(frame, device, (ts_ns, received_ns), out):
                 continue
-            self._readings(frame, device, ts_ns, out)
+            spans = instants.setdefault((device.code, ts_ns), [])
+            start = len(out.value)
+            self._readings(frame, device, ts_ns, out, _taken(out, spans) if spans else None)
+            spans.append((start, len(out.value)))
             if frame.seq is None:
                 row = uncounted.get(device.code)
                 if row is not None:
@@ -162,34 +173,12 @@ class Validator:
         return False
 
     def _resolve(self, frame: Frame, rejections: list[Rejection]) -> Device | None:
-        registry = self.registry
-        by_name = None
-        if frame.device is not None:
-            by_name = registry.devices.get(frame.device) or registry.by_lns_id.get(frame.device)
-        by_eui = registry.by_dev_eui.get(frame.dev_eui) if frame.dev_eui else None
-        if by_eui is None and by_name is not None and frame.dev_eui and by_name.dev_eui:
-            rejections.append(
-                Rejection(
-                    Reason.DEVICE_MISMATCH,
-                    f"{by_name.id} has EUI {by_name.dev_eui}, the uplink came from {frame.dev_eui}",
-                )
-            )
-            return None
-        device = by_eui or by_name
+        device = (
+            self._by_eui(frame, rejections)
+            if frame.from_network_server
+            else self._by_topic(frame, rejections)
+        )
         if device is None:
-            named = " / ".join(n for n in (frame.device, frame.dev_eui) if n)
-            rejections.append(
-                Rejection(Reason.UNKNOWN_DEVICE, f"device {named!r} is not registered")
-            )
-            return None
-        if by_eui is not None and by_name is not None and by_eui.code != by_name.code:
-            rejections.append(
-                Rejection(
-                    Reason.DEVICE_MISMATCH,
-                    f"EUI {frame.dev_eui} is {by_eui.id}, but the name {frame.device!r} is "
-                    f"{by_name.id}",
-                )
-            )
             return None
         claimed = frame.claimed_device
         if (
@@ -213,21 +202,89 @@ class Validator:
             return None
         return device
 
-    def _time_ok(self, ts_ns: int, received_ns: int, rejections: list[Rejection]) -> bool:
+    def _named(self, name: str | None) -> Device | None:
+        """The device a name stands for: a registry id, or an id at the network server."""
+        if name is None:
+            return None
+        return self.registry.devices.get(name) or self.registry.by_lns_id.get(name)
+
+    def _by_topic(self, frame: Frame, rejections: list[Rejection]) -> Device | None:
+        """The device a topic names (plain JSON, SenML)."""
+        device = self._named(frame.device)
+        if device is None:
+            rejections.append(
+                Rejection(Reason.UNKNOWN_DEVICE, f"device {frame.device!r} is not registered")
+            )
+        return device
+
+    def _by_eui(self, frame: Frame, rejections: list[Rejection]) -> Device | None:
+        """The device of a network server's uplink: the one with its EUI, and no other.
+
+        The network server's name for the device (`device`) only confirms the match: a name
+        that is another registry device's is refused, and a registry device without an EUI
+        cannot be reached this way at all.
+        """
+        eui = frame.dev_eui
+        named = self._named(frame.device)
+        if not eui:
+            rejections.append(
+                Rejection(
+                    Reason.MISSING_DEV_EUI,
+                    f"uplink of {frame.device!r} has no EUI: network-server uplinks are matched "
+                    "to registry devices by EUI only",
+                )
+            )
+            return None
+        device = self.registry.by_dev_eui.get(eui)
+        if device is None:
+            rejections.append(_unknown_eui(eui, frame.device, named))
+            return None
+        if named is not None and named.code != device.code:
+            rejections.append(
+                Rejection(
+                    Reason.DEVICE_MISMATCH,
+                    f"EUI {eui} is {device.id}, but the name {frame.device!r} is {named.id}",
+                )
+            )
+            return None
+        return device
+
+    def _time_ok(
+        self, ts_ns: int, received_ns: int, records: int, rejections: list[Rejection]
+    ) -> bool:
+        """Whether the frame's time is within the limits; `records` is its number of readings."""
         if ts_ns > received_ns + self.max_future_ns:
             ahead_s = (ts_ns - received_ns) / NS_PER_S
             rejections.append(
-                Rejection(Reason.FUTURE_TIMESTAMP, f"timestamp {ahead_s:.0f} s in the future")
+                Rejection(
+                    Reason.FUTURE_TIMESTAMP,
+                    f"timestamp {ahead_s:.0f} s in the future",
+                    records=records,
+                )
             )
             return False
         if ts_ns < received_ns - self.max_age_ns:
             rejections.append(
-                Rejection(Reason.TOO_OLD, "timestamp older than the retention window")
+                Rejection(
+                    Reason.TOO_OLD, "timestamp older than the retention window", records=records
+                )
             )
             return False
         return True
 
-    def _readings(self, frame: Frame, device: Device, ts_ns: int, out: Checked) -> None:
+    def _readings(
+        self,
+        frame: Frame,
+        device: Device,
+        ts_ns: int,
+        out: Checked,
+        taken: dict[int, float] | None,
+    ) -> None:
+        """Accept or refuse each reading of a frame whose device and time passed.
+
+        `taken` holds the sensors (code -> value) the message already gave at this device and
+        instant, None when it gave none.
+        """
         specs = self._specs[device.code]
         units = frame.units
         code_of = device.code
@@ -250,6 +307,11 @@ class Validator:
                     out.rejections.append(checked)
                     continue
                 code, number = checked
+            if taken is not None:
+                if code in taken:
+                    out.rejections.append(_duplicate(sensor_id, number, taken[code]))
+                    continue
+                taken[code] = number
             out.ts_ns.append(ts_ns)
             out.device.append(code_of)
             out.sensor.append(code)
@@ -285,3 +347,40 @@ class Validator:
                 Reason.OUT_OF_RANGE, f"{sensor_id} = {number!r} outside [{low}, {high}]", sensor_id
             )
         return code, number
+
+
+def _unknown_eui(eui: str, name: str | None, named: Device | None) -> Rejection:
+    """Why an uplink whose EUI is in no registry device is refused."""
+    if named is not None and named.dev_eui:
+        return Rejection(
+            Reason.DEVICE_MISMATCH,
+            f"{named.id} has EUI {named.dev_eui}, the uplink named {name!r} came from {eui}",
+        )
+    if named is not None:
+        return Rejection(
+            Reason.UNKNOWN_DEVICE,
+            f"no registry device has EUI {eui}; {name!r} is {named.id}, which has no `dev_eui` "
+            "in the registry, and a device without one cannot be reached through a network "
+            "server (uplinks are matched by EUI only)",
+        )
+    return Rejection(
+        Reason.UNKNOWN_DEVICE,
+        f"no registry device has EUI {eui} (named {name!r} at the network server)",
+    )
+
+
+def _taken(out: Checked, spans: list[tuple[int, int]]) -> dict[int, float]:
+    """Sensor code -> value of the readings in these spans of `out`'s accepted columns."""
+    return {out.sensor[i]: out.value[i] for start, end in spans for i in range(start, end)}
+
+
+def _duplicate(sensor_id: str, number: float, first: float) -> Rejection:
+    """The refusal of a second reading of a sensor at an instant the message already gave it."""
+    if number == first:
+        detail = f"{sensor_id} = {number!r} repeats a reading of this message at the same time"
+    else:
+        detail = (
+            f"{sensor_id} = {number!r} at a time this message already gave {sensor_id} = "
+            f"{first!r} (the first is stored)"
+        )
+    return Rejection(Reason.DUPLICATE_RECORD, detail, sensor_id)

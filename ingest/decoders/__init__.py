@@ -31,7 +31,11 @@ class Frame:
     units.
     `time_is_reception` says that `ts_ns` is when the network received the frame rather than
     when the device measured: a retransmission of the frame then carries another time, and is
-    recognised by its frame counter instead.
+    recognised by its frame counter instead. `from_network_server` says that a LoRaWAN network
+    server forwarded the frame: its device is then the registry device with its `dev_eui`, and
+    `device` (the network server's name for it) can only confirm that, never stand in for it.
+    A frame holds at most one value per sensor; a format that can state a sensor twice at one
+    instant (SenML) makes a second frame for the same instant, and validation refuses the repeat.
     """
 
     device: str | None
@@ -48,6 +52,7 @@ class Frame:
     sf: int | None = None
     gateway: str | None = None
     time_is_reception: bool = False
+    from_network_server: bool = False
 
 
 @dataclass(slots=True)

@@ -4,7 +4,8 @@ Topic `application/<application id>/device/<dev eui>/event/up`. Fields used: `ti
 network server's time of the uplink), `fCnt`, `object` (the codec's decoded values: set a codec
 in the device profile, or the uplink is refused), `deviceInfo{devEui, deviceName}`,
 `rxInfo[]{gatewayId, rssi, snr}`, `txInfo.modulation.lora.spreadingFactor`. The device is the
-registry device with that EUI (or whose network-server id is `deviceName`).
+registry device with that EUI (the topic's, which `deviceInfo.devEui` must repeat); a
+`deviceName` that names another registry device is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from ingest.decoders import Decoded
 from ingest.decoders.common import INVALID, FrameError, kind_of, load_json, rfc3339_ns
-from ingest.decoders.lorawan import decoded_values, dig, uplink_frame
+from ingest.decoders.lorawan import count_values, decoded_values, dig, refuse, uplink_frame
 from ingest.reasons import Reason, Rejection
 
 
@@ -33,6 +34,7 @@ def decode(topic: str, payload: bytes) -> Decoded:
     event = load_json(payload, out)
     if event is INVALID:
         return out
+    decoded = event.get("object") if isinstance(event, dict) else None
     try:
         if not isinstance(event, dict):
             raise FrameError(Reason.MALFORMED_STRUCTURE, f"event is {kind_of(event)}")
@@ -48,7 +50,7 @@ def decode(topic: str, payload: bytes) -> Decoded:
         out.frames.append(
             uplink_frame(
                 values=decoded_values(
-                    event.get("object"), "object", "set a codec in the ChirpStack device profile"
+                    decoded, "object", "set a codec in the ChirpStack device profile"
                 ),
                 device=name if isinstance(name, str) else None,
                 dev_eui=eui,
@@ -61,5 +63,5 @@ def decode(topic: str, payload: bytes) -> Decoded:
             )
         )
     except FrameError as exc:
-        out.rejections.append(exc.rejection)
+        refuse(out, exc, count_values(decoded))
     return out

@@ -5,6 +5,9 @@ Kept here so that each format module holds only what is particular to its format
 
 from __future__ import annotations
 
+import json
+import re
+
 import orjson
 
 from core.timeutil import parse_instant_ns
@@ -30,14 +33,93 @@ class Invalid:
 INVALID = Invalid()
 
 
-def load_json(payload: bytes, out: Decoded) -> object:
-    """The parsed document, or `INVALID` with a `malformed_json` rejection added to `out`."""
+#: A JSON string, escapes included: what is left outside them holds a `:` per object member.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def load_json(payload: bytes, out: Decoded, *, unique_names: bool = False) -> object:
+    """The parsed document, or `INVALID` with a `malformed_json` rejection added to `out`.
+
+    With `unique_names`, an object that repeats a name is refused too: a parser keeps one of the
+    values and drops the other without a word (RFC 8259 §4 calls such documents unpredictable;
+    I-JSON, RFC 7493 §2.3, forbids them), so `{"level": 3.2, "level": 3.4}` would lose a reading
+    silently. Formats whose JSON devices write themselves ask for it; a network server's JSON is
+    marshalled from maps, which cannot repeat a name, and is not checked (the check costs time).
+    """
     try:
         document: object = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         out.rejections.append(Rejection(Reason.MALFORMED_JSON, f"not JSON: {exc}"))
         return INVALID
+    if unique_names and _repeats_a_name(payload, document):
+        out.rejections.append(
+            Rejection(
+                Reason.MALFORMED_JSON,
+                f"an object repeats the name {_repeated_name(payload)!r}: JSON names must be "
+                "unique (RFC 8259 §4, RFC 7493 §2.3), or one of the values is lost",
+            )
+        )
+        return INVALID
     return document
+
+
+def _repeats_a_name(payload: bytes, document: object) -> bool:
+    r"""Whether the payload has more object members than its parsed document kept.
+
+    Every `:` of a JSON text separates a member or sits inside a string. The parsed document
+    gives its members and the `:` its strings hold; a member lost to a repeated name leaves the
+    payload with more. Most device payloads have no `:` in their strings, so the members alone
+    are counted first. A string may also write `:` as an escape (`:`), so a payload with
+    escapes is counted again with its strings cut out.
+    """
+    members = 0
+    stack: list[object] = [document]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            members += len(node)
+            stack.extend([v for v in node.values() if type(v) is dict or type(v) is list])
+        elif type(node) is list:
+            stack.extend([v for v in node if type(v) is dict or type(v) is list])
+    in_payload = payload.count(b":")
+    if in_payload == members:
+        return False
+    if b"\\u" in payload:
+        return _STRING.sub(b"", payload).count(b":") != members
+    return in_payload != members + _colons_in_strings(document)
+
+
+def _colons_in_strings(document: object) -> int:
+    """How many `:` the names and string values of a parsed document hold."""
+    colons = 0
+    stack: list[object] = [document]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            for name, value in node.items():
+                colons += name.count(":")
+                stack.append(value)
+        elif type(node) is list:
+            stack.extend(node)
+        elif type(node) is str:
+            colons += node.count(":")
+    return colons
+
+
+def _repeated_name(payload: bytes) -> str:
+    """The first name an object of the payload repeats (for the refusal's detail)."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        names = [name for name, _ in items]
+        repeated.extend(n for i, n in enumerate(names) if n in names[:i])
+        return dict(items)
+
+    try:
+        json.loads(payload, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):  # orjson read it; the standard library may nest less
+        return "?"
+    return repeated[0][:64] if repeated else "?"
 
 
 def kind_of(value: object) -> str:

@@ -3,15 +3,17 @@
 Both deliver one uplink per message, with values decoded by a payload codec, a frame counter,
 the receiving gateways' radio metadata, and the network server's receive time. Zero and empty
 fields are omitted from both (proto3 JSON and The Things Stack's own rule), so a missing frame
-counter means 0.
+counter means 0. Their uplinks are matched to registry devices by EUI only (see
+`ingest.validate`): a network server's name for a device is not proof of which device it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
-from ingest.decoders import Frame
+from ingest.decoders import Decoded, Frame
 from ingest.decoders.common import FrameError, frame_counter, kind_of, optional_number
 from ingest.reasons import Reason
 
@@ -25,6 +27,16 @@ def decoded_values(decoded: object, what: str, hint: str) -> dict[str, object]:
     if not decoded:
         raise FrameError(Reason.MALFORMED_STRUCTURE, f"`{what}` is empty")
     return dict(decoded)
+
+
+def count_values(decoded: object) -> int:
+    """How many readings a codec's output holds (1 when it is no object: the uplink is one)."""
+    return len(decoded) if isinstance(decoded, dict) and decoded else 1
+
+
+def refuse(out: Decoded, error: FrameError, records: int) -> None:
+    """Add the refusal of the whole uplink, which covers every value it carried."""
+    out.rejections.append(replace(error.rejection, records=records))
 
 
 def best_reception(
@@ -75,6 +87,7 @@ def uplink_frame(
         sf=int(spreading) if spreading is not None and 5 <= spreading <= 12 else None,
         gateway=gateway,
         time_is_reception=True,
+        from_network_server=True,
     )
 
 

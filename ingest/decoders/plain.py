@@ -4,9 +4,14 @@ Topic `pilots/<pilot>/<device>/up`; payload one object or an array of objects:
 `{"ts": <epoch ms | RFC 3339 with offset>, "seq": <frame counter, optional>,
   "readings": {"<sensor>": <number>, ...}, "battery_v": <number, optional>,
   "device": <must equal the topic's device, optional>}`.
+
+`battery_v` is a reading like the others: given both at the top and in `readings`, the one in
+`readings` is kept and the other refused as `duplicate_record`, never silently overwritten.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from ingest.decoders import Decoded, Frame
 from ingest.decoders.common import (
@@ -32,22 +37,32 @@ def decode(topic: str, payload: bytes) -> Decoded:
         )
         return out
     pilot, device = levels[1], levels[2]
-    document = load_json(payload, out)
+    document = load_json(payload, out, unique_names=True)
     if document is INVALID:
         return out
     items = document if isinstance(document, list) else [document]
     if not items:
         out.rejections.append(Rejection(Reason.MALFORMED_STRUCTURE, "empty array"))
     for index, item in enumerate(items):
+        where = f"item {index}: " if isinstance(document, list) else ""
         try:
-            out.frames.append(_frame(item, pilot, device))
+            out.frames.append(_frame(item, pilot, device, where, out))
         except FrameError as exc:
-            where = f"item {index}: " if isinstance(document, list) else ""
-            out.rejections.append(Rejection(exc.rejection.reason, where + exc.rejection.detail))
+            rejection = exc.rejection
+            out.rejections.append(
+                replace(rejection, detail=where + rejection.detail, records=_count(item))
+            )
     return out
 
 
-def _frame(item: object, pilot: str, device: str) -> Frame:
+def _count(item: object) -> int:
+    """How many readings a refused item carried (1 when it is not an object of readings)."""
+    if not isinstance(item, dict) or not isinstance(item.get("readings", {}), dict):
+        return 1
+    return len(item.get("readings", {})) + ("battery_v" in item)
+
+
+def _frame(item: object, pilot: str, device: str, where: str, out: Decoded) -> Frame:
     if not isinstance(item, dict):
         raise FrameError(Reason.MALFORMED_STRUCTURE, f"expected an object, got {kind_of(item)}")
     unknown = item.keys() - _KEYS
@@ -57,14 +72,15 @@ def _frame(item: object, pilot: str, device: str) -> Frame:
     if not isinstance(readings, dict):
         raise FrameError(Reason.MALFORMED_STRUCTURE, "`readings` must be an object")
     values: dict[str, object] = dict(readings)
-    if "battery_v" in item:
+    repeated = "battery_v" in item and "battery_v" in values
+    if "battery_v" in item and not repeated:
         values["battery_v"] = item["battery_v"]
     if not values:
         raise FrameError(Reason.MALFORMED_STRUCTURE, "no readings")
     claimed = item.get("device")
     if claimed is not None and not isinstance(claimed, str):
         raise FrameError(Reason.MALFORMED_STRUCTURE, "`device` must be a string")
-    return Frame(
+    frame = Frame(
         device=device,
         pilot=pilot,
         ts_ns=_timestamp(item.get("ts")),
@@ -72,6 +88,13 @@ def _frame(item: object, pilot: str, device: str) -> Frame:
         seq=frame_counter(item.get("seq"), "seq"),
         claimed_device=claimed,
     )
+    if repeated:
+        detail = (
+            f"{where}`battery_v` = {str(item['battery_v'])[:64]} is also in `readings` "
+            f"(= {str(values['battery_v'])[:64]}, which is kept)"
+        )
+        out.rejections.append(Rejection(Reason.DUPLICATE_RECORD, detail, "battery_v"))
+    return frame
 
 
 def _timestamp(ts: object) -> int:

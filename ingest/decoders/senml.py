@@ -10,14 +10,22 @@ says so).
 Names map to sensors: the sensor id is the part after the last `:` or `/` of the name; what comes
 before (e.g. `urn:dev:ow:10e2073a01080063:` or `sf-rlv-01/`) names the device and must be the
 topic's device, its id at the network server or its EUI. Units, when given, must be the
-registry's unit for that sensor (SenML codes such as `Cel` and `%RH` are understood).
+registry's unit for that sensor (SenML codes such as `Cel` and `%RH` are understood; `/` is a
+ratio, RFC 8428 §12.1).
 String, boolean and data values (`vs`, `vb`, `vd`) and sum-only records have no place in a
 numeric store: each is quarantined as `unsupported_value`, the rest of the pack is kept.
+
+Every record becomes a reading or a refusal. Records may share a name and a time: RFC 8428
+§5.1.3 packs a position (`lat`, `lon`) under the name of a measurement that way. Such records
+are never merged: each goes to its own frame, so validation keeps the one whose unit is the
+registry's, refuses the others as `unit_mismatch`, and refuses a second reading of a sensor at
+one instant as `duplicate_record`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from ingest.decoders import Decoded, Frame
@@ -32,7 +40,7 @@ _MISSING = object()
 UNIT_ALIASES = {
     "Cel": "°C",
     "%RH": "%",
-    "/": "count",
+    "/": "ratio",  # §12.1: `/` is a dimensionless ratio, not a count
     "ug/m3": "µg/m³",
     "mg/m3": "mg/m³",
     "uS/cm": "µS/cm",
@@ -94,7 +102,7 @@ def decode(topic: str, payload: bytes) -> Decoded:
         )
         return out
     pilot, device = levels[1], levels[2]
-    pack = load_json(payload, out)
+    pack = load_json(payload, out, unique_names=True)
     if pack is INVALID:
         return out
     if not isinstance(pack, list) or not pack:
@@ -103,7 +111,7 @@ def decode(topic: str, payload: bytes) -> Decoded:
             Rejection(Reason.MALFORMED_STRUCTURE, f"{detail}, got {kind_of(pack)}")
         )
         return out
-    frames: dict[tuple[str | None, int], Frame] = {}
+    frames: dict[tuple[str | None, int, int], Frame] = {}
     names: dict[str, tuple[str, str | None, str]] = {}
     bases = _Bases()
     for index, record in enumerate(pack):
@@ -118,7 +126,7 @@ def decode(topic: str, payload: bytes) -> Decoded:
                 names.clear()  # names cached under the previous base name
             _record(record, bases, pilot=pilot, device=device, frames=frames, names=names, out=out)
         except _PackError as exc:
-            return Decoded(rejections=[exc.rejection])
+            return Decoded(rejections=[replace(exc.rejection, records=len(pack))])
         except FrameError as exc:
             rejection = exc.rejection
             out.rejections.append(
@@ -146,7 +154,7 @@ def _record(
     *,
     pilot: str,
     device: str,
-    frames: dict[tuple[str | None, int], Frame],
+    frames: dict[tuple[str | None, int, int], Frame],
     names: dict[str, tuple[str, str | None, str]],
     out: Decoded,
 ) -> None:
@@ -170,20 +178,25 @@ def _record(
     unit = record.get("u", bases.bu)
     if unit is not None and type(unit) is not str:
         raise FrameError(Reason.MALFORMED_STRUCTURE, f"{full}: `u` must be a string")
-    key = (claimed, _time_key(when))
-    frame = frames.get(key)
+    time_ns = _time_key(when)
+    layer = 0
+    frame = frames.get((claimed, time_ns, layer))
+    while frame is not None and sensor in frame.values:
+        # The sensor is already stated at this instant: this record goes to a frame of its own.
+        layer += 1
+        frame = frames.get((claimed, time_ns, layer))
     if frame is None:
         relative = when < RELATIVE_LIMIT_S
         frame = Frame(
             device=device,
             pilot=pilot,
-            ts_ns=None if relative else key[1],
-            relative_ns=key[1] if relative else 0,
+            ts_ns=None if relative else time_ns,
+            relative_ns=time_ns if relative else 0,
             values={},
             claimed_device=claimed,
             units={},
         )
-        frames[key] = frame
+        frames[claimed, time_ns, layer] = frame
     frame.values[sensor] = number
     if unit is not None and frame.units is not None:
         frame.units[sensor] = UNIT_ALIASES.get(unit, unit)

@@ -159,13 +159,14 @@ def test_without_devEui_in_the_payload_the_topic_eui_is_used() -> None:
 
 
 @pytest.mark.parametrize("name", ["setubal-gauge", "sf-rlv-02"])
-def test_a_device_without_eui_is_found_by_its_network_server_id_or_its_id(name: str) -> None:
+def test_a_registry_device_without_eui_cannot_be_reached_by_its_name(name: str) -> None:
     registry = _registry_with_lns_ids()
     eui = "0101010101010101"  # ChirpStack's example EUI, in no registry
     event = _event(deviceInfo=_device_info(devEui=eui, deviceName=name), object={"level": 2.5})
-    checked = _process(event, _topic(eui), registry)
-    assert checked.rejections == []
-    assert _accepted(checked, registry) == {("sf-rlv-02", "level", TIME_NS): 2.5}
+    reason, detail = _only_refusal(_process(event, _topic(eui), registry))
+    assert reason is Reason.UNKNOWN_DEVICE
+    assert "sf-rlv-02" in detail
+    assert "no `dev_eui` in the registry" in detail
 
 
 def test_an_unknown_eui_and_name_is_an_unknown_device() -> None:

@@ -12,7 +12,7 @@ from ingest.process import process
 from ingest.reasons import Reason
 from ingest.validate import Validator
 
-from .helpers import shipped_registry
+from .helpers import accepted, process_message, shipped_registry
 
 TOPIC = "pilots/santa-fe/sf-rlv-01/up"
 TS_MS = 1_704_110_400_000  # 2024-01-01T12:00:00Z
@@ -98,6 +98,43 @@ def test_an_array_carries_several_frames_and_bad_items_are_reported_by_index() -
     assert out.rejections[1].detail.startswith("item 3: ")
 
 
+def test_an_array_item_refused_whole_counts_the_readings_it_carried() -> None:
+    payload = _json([{"readings": {"level": 2.0, "water_temp": 20.0}, "battery_v": 3.9}])
+    [rejection] = decode(TOPIC, payload).rejections
+    assert rejection.reason is Reason.MALFORMED_STRUCTURE  # no ts
+    assert rejection.records == 3
+
+
+def test_battery_v_both_on_top_and_in_readings_keeps_the_reading_and_refuses_the_other() -> None:
+    document = {"ts": TS_MS, "readings": {"level": 3.5, "battery_v": 3.9}, "battery_v": 3.7}
+    checked = process_message(document, TOPIC, TS_MS * 1_000_000)
+    assert accepted(checked) == {
+        ("sf-rlv-01", "level", TS_MS * 1_000_000): 3.5,
+        ("sf-rlv-01", "battery_v", TS_MS * 1_000_000): 3.9,
+    }
+    [rejection] = checked.rejections
+    assert (rejection.reason, rejection.sensor) == (Reason.DUPLICATE_RECORD, "battery_v")
+    assert "3.7" in rejection.detail
+
+
+def test_two_items_with_a_reading_at_the_same_time_keep_the_first_and_refuse_the_second() -> None:
+    document = [
+        {"ts": TS_MS, "readings": {"level": 3.5, "water_temp": 20.0}},
+        {"ts": TS_MS, "readings": {"level": 3.75}},  # the same point: stored, it would overwrite
+        {"ts": TS_MS + 600_000, "readings": {"level": 3.75}},
+    ]
+    checked = process_message(document, TOPIC, TS_MS * 1_000_000 + 600_000_000)
+    assert accepted(checked) == {
+        ("sf-rlv-01", "level", TS_MS * 1_000_000): 3.5,
+        ("sf-rlv-01", "water_temp", TS_MS * 1_000_000): 20.0,
+        ("sf-rlv-01", "level", (TS_MS + 600_000) * 1_000_000): 3.75,
+    }
+    [rejection] = checked.rejections
+    assert (rejection.reason, rejection.sensor) == (Reason.DUPLICATE_RECORD, "level")
+    assert "3.75" in rejection.detail
+    assert "3.5" in rejection.detail
+
+
 def test_device_named_in_the_payload_is_passed_on_for_validation() -> None:
     out = decode(TOPIC, _json({"ts": TS_MS, "device": "sf-rlv-02", "readings": {"level": 1}}))
     assert out.frames[0].claimed_device == "sf-rlv-02"
@@ -125,6 +162,37 @@ def test_malformed_json(payload: bytes) -> None:
     reason, detail = _only_rejection(TOPIC, payload)
     assert reason is Reason.MALFORMED_JSON
     assert detail
+
+
+@pytest.mark.parametrize(
+    ("payload", "name"),
+    [
+        (b'{"ts": 1704110400000, "readings": {"level": 3.2, "level": 3.4}}', "level"),
+        (b'{"ts": 1704110400000, "ts": "2024-01-01T12:00:00Z", "readings": {"level": 3.2}}', "ts"),
+        (b'[{"ts": "12:00", "readings": {"a:b": 1, "level": 3.2, "a:b": 2}}]', "a:b"),
+        (b'{"ts": 1704110400000, "readings": {"level": 3.2, "lev\\u0065l": 3.4}}', "level"),
+    ],
+)
+def test_a_repeated_name_refuses_the_message_instead_of_losing_a_value(
+    payload: bytes, name: str
+) -> None:
+    reason, detail = _only_rejection(TOPIC, payload)
+    assert reason is Reason.MALFORMED_JSON
+    assert f"repeats the name {name!r}" in detail
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"ts": "2024-01-01T09:00:00-03:00", "readings": {"level": 3.2}, "device": "sf-rlv-01"}',
+        b'{"ts": 1704110400000, "readings": {"level": 3.2, "a:b": 1, "c::": 2}}',
+        b'{"ts": 1704110400000, "readings": {"level": 3.2}, "device": "sf\\u003arlv"}',
+    ],
+)
+def test_colons_inside_strings_are_not_taken_for_repeated_names(payload: bytes) -> None:
+    out = decode(TOPIC, payload)
+    assert [r.reason for r in out.rejections] == []
+    assert len(out.frames) == 1
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import tomllib
 
 import orjson
 import pytest
 
+from core.registry import DEFAULT_REGISTRY_PATH, Registry, build_registry
 from core.settings import Settings
 from core.uplinks import NO_FCNT
 from ingest.decoders import FORMATS, Router
@@ -22,6 +24,7 @@ NOW_NS = NOW_S * 1_000_000_000
 S = 1_000_000_000  # nanoseconds per second
 TOPIC = "pilots/santa-fe/sf-rlv-01/senml"
 WX_TOPIC = "pilots/santa-fe/sf-wx-01/senml"
+TOPIC_RG = "pilots/santa-fe/sf-rg-01/senml"
 SF_RLV_01_EUI = "a840410001010101"  # core/registry.toml
 
 #: RFC 8428 §5.1.2 "Multiple Data Points", as printed.
@@ -56,15 +59,26 @@ GAUGE_PACK = [
 ]
 
 
-def _validator() -> Validator:
-    return Validator(shipped_registry(), max_future_s=600, max_age_days=3650)
+def _registry_with_fill_ratio() -> Registry:
+    """The shipped fleet, with sf-rlv-01 also reporting `fill`, a ratio (0 to 1)."""
+    raw = tomllib.loads(DEFAULT_REGISTRY_PATH.read_text(encoding="utf-8"))
+    raw["sensors"]["fill"] = {"name": "Fill", "unit": "ratio", "min": 0.0, "max": 1.0}
+    device = next(d for d in raw["pilots"]["santa-fe"]["devices"] if d["id"] == "sf-rlv-01")
+    device["sensors"] = [*raw["kinds"][device["kind"]]["sensors"], "fill"]
+    return build_registry(raw, DEFAULT_REGISTRY_PATH)
 
 
-def _process(topic: str, pack: object, received_ns: int = NOW_NS) -> Checked:
+def _validator(registry: Registry | None = None) -> Validator:
+    return Validator(registry or shipped_registry(), max_future_s=600, max_age_days=3650)
+
+
+def _process(
+    topic: str, pack: object, received_ns: int = NOW_NS, registry: Registry | None = None
+) -> Checked:
     payload = pack if isinstance(pack, bytes) else orjson.dumps(pack)
     return process(
         Router(Settings().ingest_routes),
-        _validator(),
+        _validator(registry),
         topic,
         payload,
         received_ns,
@@ -72,9 +86,11 @@ def _process(topic: str, pack: object, received_ns: int = NOW_NS) -> Checked:
     )
 
 
-def _accepted(checked: Checked) -> dict[tuple[str, str, int], float]:
+def _accepted(
+    checked: Checked, registry: Registry | None = None
+) -> dict[tuple[str, str, int], float]:
     """Accepted readings by (device id, sensor id, ts_ns)."""
-    reg = shipped_registry()
+    reg = registry or shipped_registry()
     return {
         (reg.device_list[d].id, reg.sensor_list[s].id, t): v
         for t, d, s, v in zip(
@@ -367,6 +383,109 @@ def test_a_base_unit_that_does_not_fit_a_later_sensor_refuses_that_sensor() -> N
     assert _reasons(checked) == [(Reason.UNIT_MISMATCH, "humidity")]
 
 
+def test_the_unit_slash_is_a_ratio_not_a_count() -> None:  # RFC 8428 §12.1
+    # rain_tips counts tips (`count` in the registry): a ratio is not a count.
+    checked = _process(TOPIC_RG, [{"n": "rain_tips", "u": "/", "v": 12}])
+    assert checked.value == []
+    [rejection] = checked.rejections
+    assert (rejection.reason, rejection.sensor) == (Reason.UNIT_MISMATCH, "rain_tips")
+    assert "'ratio'" in rejection.detail
+    # A sensor whose registry unit is `ratio` takes it.
+    registry = _registry_with_fill_ratio()
+    checked = _process(TOPIC, [{"n": "fill", "u": "/", "v": 0.25}], registry=registry)
+    assert checked.rejections == []
+    assert _accepted(checked, registry) == {("sf-rlv-01", "fill", NOW_NS): 0.25}
+
+
+# --- records that share a name and a time --------------------------------------------------------
+
+
+def test_a_position_packed_next_to_a_measurement_does_not_overwrite_it() -> None:
+    # RFC 8428 §5.1.3 packs a position under the measurement's name and time, told apart by unit.
+    pack = [
+        {"bn": "sf-rlv-01/level", "bt": NOW_S, "u": "m", "v": 3.25},
+        {"u": "lat", "v": -31.6495},
+        {"u": "lon", "v": -60.6942},
+        {"t": 600, "u": "lon", "v": -60.6942},
+        {"t": 600, "u": "lat", "v": -31.6495},
+        {"t": 600, "u": "m", "v": 3.5},
+    ]
+    checked = _process(TOPIC, pack, received_ns=NOW_NS + 600 * S)
+    assert _accepted(checked) == {
+        ("sf-rlv-01", "level", NOW_NS): 3.25,
+        ("sf-rlv-01", "level", NOW_NS + 600 * S): 3.5,
+    }
+    assert _reasons(checked) == [(Reason.UNIT_MISMATCH, "level")] * 4
+    assert sorted(r.detail.split("'")[1] for r in checked.rejections) == [
+        "lat",
+        "lat",
+        "lon",
+        "lon",
+    ]
+
+
+def test_a_second_value_for_a_sensor_at_the_same_time_is_a_duplicate_record() -> None:
+    pack = [
+        {"bn": "sf-rlv-01/", "bt": NOW_S, "n": "level", "u": "m", "v": 3.25},
+        {"n": "level", "u": "m", "v": 3.5},
+        {"n": "water_temp", "v": 21.0},
+    ]
+    checked = _process(TOPIC, pack)
+    assert _accepted(checked) == {
+        ("sf-rlv-01", "level", NOW_NS): 3.25,  # the first one
+        ("sf-rlv-01", "water_temp", NOW_NS): 21.0,
+    }
+    [rejection] = checked.rejections
+    assert (rejection.reason, rejection.sensor) == (Reason.DUPLICATE_RECORD, "level")
+    assert "3.5" in rejection.detail
+    assert "3.25" in rejection.detail
+
+
+def test_an_identical_repeat_is_a_duplicate_record_too() -> None:
+    pack = [{"n": "level", "v": 3.25}, {"n": "level", "v": 3.25}]
+    checked = _process(TOPIC, pack)
+    assert _accepted(checked) == {("sf-rlv-01", "level", NOW_NS): 3.25}
+    [rejection] = checked.rejections
+    assert rejection.reason is Reason.DUPLICATE_RECORD
+    assert "repeats" in rejection.detail
+
+
+@pytest.mark.parametrize(
+    "pack",
+    [
+        [
+            {"n": "level", "v": 3.25},
+            {"n": "level", "u": "m", "v": 3.5},
+        ],  # no unit is the registry's
+        [{"n": "level", "u": "m", "v": 3.25}, {"n": "level", "v": 3.5}],
+        # two spellings of the same device
+        [
+            {"n": "sf-rlv-01/level", "v": 3.25},
+            {"n": f"urn:dev:mac:{SF_RLV_01_EUI}:level", "v": 3.5},
+        ],
+        [{"n": "level", "v": 3.25}, {"n": "level", "t": 0.0, "v": 3.5}],  # the same relative time
+    ],
+)
+def test_the_same_reading_stated_two_ways_is_a_duplicate_record(pack: list[object]) -> None:
+    checked = _process(TOPIC, pack)
+    assert _accepted(checked) == {("sf-rlv-01", "level", NOW_NS): 3.25}
+    assert _reasons(checked) == [(Reason.DUPLICATE_RECORD, "level")]
+
+
+def test_a_wrong_unit_first_does_not_keep_out_the_right_one() -> None:
+    pack = [{"n": "level", "u": "lat", "v": -31.6495}, {"n": "level", "u": "m", "v": 3.25}]
+    checked = _process(TOPIC, pack)
+    assert _accepted(checked) == {("sf-rlv-01", "level", NOW_NS): 3.25}
+    assert _reasons(checked) == [(Reason.UNIT_MISMATCH, "level")]
+
+
+def test_a_refused_first_value_does_not_make_the_second_a_duplicate() -> None:
+    pack = [{"n": "level", "v": 99.0}, {"n": "level", "v": 3.25}]  # 99 m is out of range
+    checked = _process(TOPIC, pack)
+    assert _accepted(checked) == {("sf-rlv-01", "level", NOW_NS): 3.25}
+    assert _reasons(checked) == [(Reason.OUT_OF_RANGE, "level")]
+
+
 # --- whose pack is it ----------------------------------------------------------------------------
 
 
@@ -487,6 +606,18 @@ def test_a_malformed_record_is_refused_and_the_rest_of_the_pack_kept(
     assert rejection.reason is Reason.MALFORMED_STRUCTURE
     assert rejection.detail.startswith("record 1: ")
     assert words in rejection.detail
+
+
+def test_a_record_that_repeats_a_field_refuses_the_pack_instead_of_losing_a_value() -> None:
+    payload = (
+        b'[{"bn": "urn:dev:mac:' + SF_RLV_01_EUI.encode() + b':", "n": "level", "v": 3.2},'
+        b' {"n": "level", "t": -600, "v": 3.1, "v": 3.4}]'
+    )
+    checked = _process(TOPIC, payload)
+    assert checked.value == []
+    [rejection] = checked.rejections
+    assert rejection.reason is Reason.MALFORMED_JSON
+    assert "repeats the name 'v'" in rejection.detail
 
 
 @pytest.mark.parametrize(

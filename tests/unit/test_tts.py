@@ -161,26 +161,30 @@ def test_the_device_id_may_be_the_registry_id() -> None:
     assert _uplink(checked)[0] == "rs-wq-01"
 
 
-def test_without_dev_eui_a_registry_id_is_enough() -> None:
+def test_without_dev_eui_the_uplink_is_refused_even_if_the_device_id_is_registered() -> None:
     checked = _process(_with_ids(device_id="rs-wq-03", dev_eui=None), _topic("rs-wq-03"))
-    assert checked.rejections == []
-    assert _uplink(checked)[0] == "rs-wq-03"
+    reason, detail = _only_refusal(checked)
+    assert reason is Reason.MISSING_DEV_EUI
+    assert "'rs-wq-03'" in detail
+    assert "EUI only" in detail
+    assert checked.rejections[0].records == 3  # the three decoded values, none stored
 
 
-def test_without_end_device_ids_the_topics_device_id_is_used() -> None:
+def test_without_end_device_ids_there_is_no_eui_and_the_uplink_is_refused() -> None:
     message = copy.deepcopy(MESSAGE)
     del message["end_device_ids"]
-    checked = _process(message, _topic("rs-wq-03"))
-    assert checked.rejections == []
-    assert _uplink(checked)[0] == "rs-wq-03"
+    reason, _ = _only_refusal(_process(message, _topic("rs-wq-03")))
+    assert reason is Reason.MISSING_DEV_EUI
 
 
-def test_a_device_without_eui_is_found_by_its_network_server_id() -> None:
+def test_a_registry_device_without_eui_cannot_be_reached_by_its_network_server_id() -> None:
     registry = _registry_with_lns_ids()
     message = _with_ids(device_id="laguna-francia", dev_eui="0004A30B001C0530")
-    checked = _process(message, _topic("laguna-francia"), registry)
-    assert checked.rejections == []
-    assert _uplink(checked, registry)[0] == "rs-wq-02"
+    reason, detail = _only_refusal(_process(message, _topic("laguna-francia"), registry))
+    assert reason is Reason.UNKNOWN_DEVICE
+    assert "rs-wq-02" in detail
+    assert "no `dev_eui` in the registry" in detail
+    assert "cannot be reached through a network server" in detail
 
 
 def test_an_unknown_eui_and_device_id_is_an_unknown_device() -> None:
@@ -232,6 +236,36 @@ def test_bad_topic(topic: str) -> None:
     [rejection] = out.rejections
     assert rejection.reason is Reason.BAD_TOPIC
     assert repr(topic) in rejection.detail
+
+
+# --- simulated uplinks --------------------------------------------------------------------------
+
+
+def test_a_simulated_uplink_is_refused_as_simulated_and_nothing_is_stored() -> None:
+    checked = _process({**MESSAGE, "simulated": True})
+    reason, detail = _only_refusal(checked)
+    assert reason is Reason.SIMULATED
+    assert "not received by a gateway" in detail
+    assert checked.rejections[0].records == 3
+
+
+def test_a_simulated_uplink_is_refused_before_its_device_is_looked_up() -> None:
+    # made in the console for a device that is not even registered: still `simulated`
+    reason, _ = _only_refusal(_process({**_with_ids(dev_eui=None), "simulated": True}))
+    assert reason is Reason.SIMULATED
+
+
+def test_simulated_false_is_a_real_uplink() -> None:  # The Things Stack omits it; false is fine
+    checked = _process({**MESSAGE, "simulated": False})
+    assert checked.rejections == []
+    assert len(_accepted(checked)) == 3
+
+
+@pytest.mark.parametrize("flag", ["true", 1])
+def test_a_simulated_flag_that_is_not_a_boolean_is_malformed(flag: object) -> None:
+    reason, detail = _only_refusal(_process({**MESSAGE, "simulated": flag}))
+    assert reason is Reason.MALFORMED_STRUCTURE
+    assert "`simulated`" in detail
 
 
 # --- radio metadata ------------------------------------------------------------------------------

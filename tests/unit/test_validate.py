@@ -30,7 +30,7 @@ from ingest.process import columns, process
 from ingest.reasons import Reason, Rejection
 from ingest.validate import Checked, Validator
 
-from .helpers import shipped_registry
+from .helpers import registry_with_lns_id, shipped_registry
 
 TS_MS = 1_704_110_400_000  # 2024-01-01T12:00:00Z
 NOW_NS = TS_MS * 1_000_000  # when the broker handed us the message
@@ -232,12 +232,13 @@ def test_check_appends_to_what_it_is_given() -> None:
 
 @dataclass(frozen=True)
 class Case:
-    """One message that must be refused with exactly one reason."""
+    """One message that must be refused with exactly one reason (`kept` readings stored)."""
 
     reason: Reason
     topic: str
     message: object
     validator: Callable[[], Validator] = _validator
+    kept: int = 0
 
 
 class _BrokenValidator(Validator):
@@ -249,6 +250,12 @@ class _BrokenValidator(Validator):
 
 def _broken() -> Validator:
     return _BrokenValidator(shipped_registry(), max_future_s=1, max_age_days=1)
+
+
+def _without_eui() -> Validator:
+    """The shipped fleet, but sf-rlv-02 has no EUI and is `setubal-gauge` at the network server."""
+    registry = registry_with_lns_id("santa-fe", "sf-rlv-02", "setubal-gauge")
+    return Validator(registry, max_future_s=MAX_FUTURE_S, max_age_days=MAX_AGE_DAYS)
 
 
 _CS_EVENT = {
@@ -314,7 +321,32 @@ REFUSALS: list[Case] = [
     ),
     Case(Reason.UNKNOWN_SENSOR, TOPIC, {"ts": TS_MS, "readings": {"pm25": 12.0}}),
     Case(Reason.UNIT_MISMATCH, SENML_TOPIC, [{"n": "level", "u": "Cel", "v": 3.0}]),
+    Case(  # a device the registry knows only by its network-server id has no way in
+        Reason.UNKNOWN_DEVICE,
+        "v3/pilots@utn/devices/setubal-gauge/up",
+        {**_TTS_UPLINK, "end_device_ids": {"device_id": "setubal-gauge", "dev_eui": "0" * 16}},
+        _without_eui,
+    ),
     Case(Reason.UNSUPPORTED_VALUE, SENML_TOPIC, [{"n": "level", "vs": "high"}]),
+    Case(
+        Reason.DUPLICATE_RECORD,
+        TOPIC,
+        {"ts": TS_MS, "readings": {"battery_v": 3.9}, "battery_v": 3.8},
+        kept=1,
+    ),
+    Case(Reason.DUPLICATE_RECORD, TOPIC, [_LEVEL, {**_LEVEL, "readings": {"level": 2}}], kept=1),
+    Case(
+        Reason.DUPLICATE_RECORD,
+        SENML_TOPIC,
+        [{"n": "level", "v": 1.0}, {"n": "level", "u": "m", "v": 1.5}],
+        kept=1,
+    ),
+    Case(Reason.SIMULATED, TTS_TOPIC, {**_TTS_UPLINK, "simulated": True}),
+    Case(
+        Reason.MISSING_DEV_EUI,
+        TTS_TOPIC,
+        {**_TTS_UPLINK, "end_device_ids": {"device_id": "sf-rlv-01"}},
+    ),
     Case(Reason.NON_NUMERIC, TOPIC, {"ts": TS_MS, "readings": {"level": "3.2"}}),
     Case(Reason.NON_NUMERIC, CS_TOPIC, {**_CS_EVENT, "object": {"level": "3.2"}}),
     # JSON cannot carry NaN or infinity, but a SenML base value plus a value can overflow.
@@ -366,7 +398,7 @@ def test_device_mismatch_is_exercised_for_every_format() -> None:
 )
 def test_each_refusal(case: Case) -> None:
     checked = _process(case.topic, case.message, case.validator())
-    assert checked.readings == 0
+    assert checked.readings == case.kept
     assert [r.reason for r in checked.rejections] == [case.reason]
     [rejection] = checked.rejections
     assert rejection.detail
@@ -476,7 +508,8 @@ def test_a_frame_refusal_names_no_sensor_and_refuses_every_reading() -> None:
     checked = _validator().check([frame], NOW_NS)
     assert checked.readings == 0
     assert checked.up_ts_ns == []  # no uplink either: the frame is not this pilot's
-    assert checked.rejections == [Rejection(Reason.WRONG_PILOT, checked.rejections[0].detail, None)]
+    detail = checked.rejections[0].detail
+    assert checked.rejections == [Rejection(Reason.WRONG_PILOT, detail, None, records=2)]
     assert "santa-fe" in checked.rejections[0].detail
 
 
@@ -581,7 +614,8 @@ def _assert_everything_accounted_for(topic: str, payload: bytes) -> None:
     else:  # the message was read: each item became either a frame or a rejection
         document = orjson.loads(payload)
         items = document if isinstance(document, list) else [document]
-        assert len(decoded.frames) + len(decoded.rejections) == max(len(items), 1)
+        whole = [r for r in decoded.rejections if r.sensor is None]
+        assert len(decoded.frames) + len(whole) == max(len(items), 1)
 
     validator = _validator()
     accepted = 0
@@ -602,8 +636,10 @@ def _assert_everything_accounted_for(topic: str, payload: bytes) -> None:
             assert checked.up_fcnt == [NO_FCNT if frame.seq is None else frame.seq]
         accepted += checked.readings
         refused += len(checked.rejections)
+    # Together, a second reading of a sensor at an instant an earlier item gave it is refused.
     together = validator.check(decoded.frames, NOW_NS)
-    assert (together.readings, len(together.rejections)) == (accepted, refused)
+    repeats = sum(r.reason is Reason.DUPLICATE_RECORD for r in together.rejections)
+    assert (together.readings + repeats, len(together.rejections) - repeats) == (accepted, refused)
 
 
 def _is_json_null(payload: bytes) -> bool:
