@@ -179,6 +179,8 @@ class _Prepared:
     keys: list[tuple[FrameKey, int]]
     duplicates: int
     future: Future[None] | None = None
+    #: The refusals' quarantine entries were written with the batch.
+    kept: bool = False
 
 
 class SpoolWriter:
@@ -252,9 +254,7 @@ class SpoolWriter:
                 prepared = self._prepare(batch)
                 if inflight is not None and not self._complete(inflight):
                     return False
-                prepared.future = pool.submit(
-                    self.store.write, prepared.readings, prepared.uplinks, prepared.repeats
-                )
+                prepared.future = pool.submit(self._store_batch, prepared)
                 inflight = prepared
         return False
 
@@ -316,6 +316,19 @@ class SpoolWriter:
             duplicates=sum(c.duplicates for c, _ in checks),
         )
 
+    def _store_batch(self, prepared: _Prepared) -> None:
+        """Write a batch, then its refusals' quarantine entries (on the store's thread).
+
+        A quarantine that cannot be written here is written again in `_complete`, which
+        retries it; only the readings' failure is the batch's.
+        """
+        self.store.write(prepared.readings, prepared.uplinks, prepared.repeats)
+        try:
+            self.keeper.keep(prepared.refused)
+            prepared.kept = True
+        except StoreError as exc:
+            log.warning("quarantine entries not written with their batch, retrying: %s", exc)
+
     def _complete(self, prepared: _Prepared) -> bool:
         """Make sure the batch is in the store, then finish it in the spool."""
         self._store_refused = []
@@ -335,7 +348,7 @@ class SpoolWriter:
         refused = prepared.refused + self._store_refused
         if len(prepared.readings):
             self.rollups.note(prepared.readings)
-        if not self._quarantine(refused):
+        if not self._quarantine(self._store_refused if prepared.kept else refused):
             return False
         if not self.spool.finish(prepared.ids, prepared.keys):
             log.warning("another writer processed these messages; skipping them")

@@ -447,10 +447,13 @@ def quarantine_list(
     if not found.counts and not found.dropped:
         typer.echo("quarantine is empty")
         return
+    typer.echo("refusals kept, by reason:")
     for name, count in found.counts.items():
         typer.echo(f"{name:>20}  {count}")
+    if found.dropped:
+        typer.echo("counted but not kept (cap: over a cap; age: pruned; store_refused):")
     for dropped in found.dropped:
-        typer.echo(f"{dropped.reason:>20}  {dropped.refusals} not kept ({dropped.why})")
+        typer.echo(f"{dropped.reason:>20}  {dropped.refusals}  ({dropped.why})")
     typer.echo("")
     for entry in found.entries:
         when = entry.received.isoformat(timespec="seconds")
