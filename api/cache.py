@@ -125,6 +125,22 @@ class HotCache:
             keep &= np.isin(part.device, devices)
         return part.take(keep)
 
+    def count(
+        self,
+        pilot: str,
+        sensors: list[int],
+        start_ns: int,
+        end_ns: int,
+        devices: list[int] | None = None,
+    ) -> int:
+        """How many readings `readings` would return, counted without copying them."""
+        raw = self._get(pilot).raw
+        lo, hi = np.searchsorted(raw.ts_ns, [start_ns, end_ns], side="left")
+        keep = np.isin(raw.sensor[lo:hi], sensors)
+        if devices is not None:
+            keep &= np.isin(raw.device[lo:hi], devices)
+        return int(np.count_nonzero(keep))
+
     def rollups(self, pilot: str, sensors: list[int], start_ns: int, end_ns: int) -> Rollups:
         """The pilot's hourly rollups of those sensor codes with `start_ns <= start < end_ns`.
 

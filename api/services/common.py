@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from api.services import QueryError
 from core import flags as flagging
 from core.readings import Readings
 from core.registry import Device, Pilot, Registry
@@ -84,13 +85,57 @@ class Scanner(Protocol):
         ...
 
 
-class CachedScanner:
-    """`Store.scan`, answered from the hot cache's recent readings when it holds the range."""
+def too_many(found: int, limit: int, what: str) -> QueryError:
+    """The refusal of a request that would read more than the store holds room for."""
+    return QueryError(
+        f"{what} would read {found} stored readings, over the limit of {limit} per request "
+        "(PILOTS_API_MAX_SCAN_READINGS; a device may report more often than the registry says); "
+        "ask for a shorter range, fewer sensors or fewer devices"
+    )
 
-    def __init__(self, registry: Registry, store: Store, cache: HotCache | None) -> None:
+
+class CachedScanner:
+    """`Store.scan`, answered from the hot cache's recent readings when it holds the range.
+
+    With `max_readings`, a scan first counts what it would read (in the store, or in the
+    cache's arrays) and refuses with `QueryError` past it: the registry's estimate assumes
+    devices keep their registered intervals, this count does not.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        cache: HotCache | None,
+        *,
+        max_readings: int | None = None,
+    ) -> None:
         self.registry = registry
         self.store = store
         self.cache = cache
+        self.max_readings = max_readings
+
+    def _cached(self, start_ns: int) -> bool:
+        return self.cache is not None and self.cache.covers_raw(start_ns, now_ns())
+
+    def count(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        devices: Sequence[str] | None = None,
+    ) -> int:
+        """How many readings `scan` would return, counted where it would read them."""
+        if self.cache is None or not self._cached(start_ns):
+            return self.store.count(pilot, sensors, start_ns, end_ns, devices=devices)
+        return self.cache.count(
+            pilot,
+            self.registry.sensor_codes(list(sensors)).tolist(),
+            start_ns,
+            end_ns,
+            None if devices is None else self.registry.device_codes(list(devices)).tolist(),
+        )
 
     def scan(
         self,
@@ -101,7 +146,11 @@ class CachedScanner:
         devices: Sequence[str] | None = None,
     ) -> Readings:
         """Readings of the pilot's sensors (and devices) with `start_ns <= time < end_ns`."""
-        if self.cache is None or not self.cache.covers_raw(start_ns, now_ns()):
+        if self.max_readings is not None:
+            found = self.count(pilot, sensors, start_ns, end_ns, devices)
+            if found > self.max_readings:
+                raise too_many(found, self.max_readings, "this request")
+        if self.cache is None or not self._cached(start_ns):
             return self.store.scan(pilot, sensors, start_ns, end_ns, devices=devices)
         return self.cache.readings(
             pilot,

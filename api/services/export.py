@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from api.services import QueryError, cost
+from api.services.common import too_many
 from api.services.series import SeriesQuery, SeriesService
 from core.registry import Pilot, Registry
 from core.store import Store
@@ -59,12 +60,15 @@ def raw(
             f"about {estimate} readings exceed the export limit of {max_rows} rows "
             "(PILOTS_API_EXPORT_MAX_ROWS); export a shorter range or windowed statistics"
         )
-    readings = store.scan(pilot.id, list(sensors), start_ns, end_ns, devices=devices)
-    if len(readings) > max_rows:
+    found = store.count(pilot.id, list(sensors), start_ns, end_ns, devices=devices)
+    if found > max_scan_readings:
+        raise too_many(found, max_scan_readings, "this export")
+    if found > max_rows:
         raise QueryError(
-            f"{len(readings)} readings exceed the export limit of {max_rows} rows "
+            f"{found} readings exceed the export limit of {max_rows} rows "
             "(PILOTS_API_EXPORT_MAX_ROWS); export a shorter range or windowed statistics"
         )
+    readings = store.scan(pilot.id, list(sensors), start_ns, end_ns, devices=devices)
     order = np.lexsort((readings.ts_ns, readings.sensor, readings.device))
     readings = readings.take(order)
     device_ids = np.asarray([d.id for d in registry.device_list], dtype=object)

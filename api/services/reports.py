@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from api.cache import HotCache
 from api.services import cost
-from api.services.common import FLAG_CONTEXT_INTERVALS, NS_PER_S, CachedScanner
+from api.services.common import FLAG_CONTEXT_INTERVALS, NS_PER_S, CachedScanner, too_many
 from api.services.report import Report, build_report
 from core.registry import Pilot, Registry
 from core.store import Store
@@ -86,6 +86,15 @@ class ReportCache:
         return kept[1]
 
     def _build(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
+        # The registry's estimate passed; the store's own count is the truth (a device that
+        # reports more often than registered must not make a report read without bound).
+        longest = max((d.interval_s for d in pilot.devices), default=0)
+        margin = FLAG_CONTEXT_INTERVALS * longest * NS_PER_S
+        found = self.readings.count(
+            pilot.id, list(pilot.sensors), start_ns - margin, end_ns + margin
+        ) + self.store.count_uplinks(pilot.id, start_ns, end_ns)
+        if found > self.max_scan_readings:
+            raise too_many(found, self.max_scan_readings, "this report")
         return build_report(
             self.registry, self.store, pilot, start_ns, end_ns, readings_from=self.readings
         )

@@ -109,7 +109,7 @@ class SeriesService:
         self.store = store
         self.cache = cache
         self.limits = limits
-        self.readings = CachedScanner(registry, store, cache)
+        self.readings = CachedScanner(registry, store, cache, max_readings=limits.max_scan_readings)
         self._answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self._answers_bytes = 0
         self._answers_lock = threading.Lock()

@@ -103,6 +103,25 @@ class Store(QuarantineStore, Protocol):
     ) -> Uplinks:
         """Every stored uplink of the pilot's devices (or the named ones) in the range."""
 
+    def count(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        devices: Sequence[str] | None = None,
+    ) -> int:
+        """How many readings `scan` with the same arguments would return, counted by the store.
+
+        What a request will read, known before anything is read: the API checks it against its
+        limit, whatever rate the devices actually sent at.
+        """
+
+    def count_uplinks(
+        self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None = None
+    ) -> int:
+        """How many uplinks `scan_uplinks` with the same arguments would return."""
+
     def count_repeats(self, pilot: str, start_ns: int, end_ns: int) -> dict[str, int]:
         """Repeated transmissions received in the range, per device id (absent: none)."""
 

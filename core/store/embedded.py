@@ -299,6 +299,48 @@ class EmbeddedStore(EmbeddedQuarantine):
             params.extend(devices)
         return self._query(sql, params)
 
+    def count(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        devices: Sequence[str] | None = None,
+    ) -> int:
+        """Readings `scan` would return, counted in SQLite."""
+        if not sensors or (devices is not None and not devices):
+            return 0
+        marks = ",".join("?" * len(sensors))
+        sql = (
+            "SELECT COUNT(*) FROM readings WHERE pilot = ? "  # noqa: S608
+            f"AND sensor IN ({marks}) AND ts_ns >= ? AND ts_ns < ?"
+        )
+        params: list[object] = [pilot, *sensors, start_ns, end_ns]
+        if devices is not None:
+            sql += f" AND device IN ({','.join('?' * len(devices))})"
+            params.extend(devices)
+        return self._count(sql, params)
+
+    def count_uplinks(
+        self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None = None
+    ) -> int:
+        """Uplinks `scan_uplinks` would return, counted in SQLite."""
+        if devices is not None and not devices:
+            return 0
+        sql = "SELECT COUNT(*) FROM uplinks WHERE pilot = ? AND ts_ns >= ? AND ts_ns < ?"
+        params: list[object] = [pilot, start_ns, end_ns]
+        if devices is not None:
+            sql += f" AND device IN ({','.join('?' * len(devices))})"
+            params.extend(devices)
+        return self._count(sql, params)
+
+    def _count(self, sql: str, params: list[object]) -> int:
+        try:
+            row = self._connection().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded store query failed: {exc}") from exc
+        return int(row[0])
+
     def count_repeats(self, pilot: str, start_ns: int, end_ns: int) -> dict[str, int]:
         """Repeated transmissions received in the range, per device id."""
         sql = (

@@ -453,6 +453,45 @@ class InfluxStore(InfluxQuarantine):
             )
         )
 
+    def count(
+        self,
+        pilot: str,
+        sensors: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        devices: Sequence[str] | None = None,
+    ) -> int:
+        """Readings `scan` would return, counted by InfluxDB (`count()` of each field)."""
+        self._check_names(pilot, sensors, devices or ())
+        if not sensors or (devices is not None and not devices):
+            return 0
+        where, params = self._where(pilot, start_ns, end_ns, devices)
+        fields = ",".join(f'count("{s}")' for s in sensors)
+        q = f'SELECT {fields} FROM "{MEASUREMENT}" WHERE {where}'  # noqa: S608
+        return self._sum_counts(q, params)
+
+    def count_uplinks(
+        self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None = None
+    ) -> int:
+        """Uplinks `scan_uplinks` would return, counted by InfluxDB."""
+        self._check_names(pilot, (), devices or ())
+        if devices is not None and not devices:
+            return 0
+        where, params = self._where(pilot, start_ns, end_ns, devices)
+        q = f'SELECT count("received_ns") FROM "{UPLINKS}" WHERE {where}'  # noqa: S608
+        return self._sum_counts(q, params)
+
+    def _sum_counts(self, q: str, params: dict[str, object]) -> int:
+        body = json.loads(self._query(q, params, csv=False))
+        total = 0
+        for result in body.get("results", []):
+            if "error" in result:
+                raise StoreError(f"InfluxDB query failed: {result['error']}")
+            for series in result.get("series", []):
+                for row in series.get("values", []):
+                    total += sum(int(v) for v in row[1:] if v is not None)
+        return total
+
     def count_repeats(self, pilot: str, start_ns: int, end_ns: int) -> dict[str, int]:
         """Repeated transmissions received in the range, per device id."""
         self._check_names(pilot, (), ())

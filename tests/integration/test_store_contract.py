@@ -103,6 +103,16 @@ def test_scan_is_half_open_and_filters_pilot_sensor_and_device(
     only_02 = store.scan("santa-fe", ["level"], T0, T0 + 60 * S, devices=["sf-rlv-02"])
     assert as_rows(registry, only_02) == [(T0 + 10 * S, "sf-rlv-02", "level", 3.0)]
     assert len(store.scan("santa-fe", ["level"], T0 + 61 * S, T0 + 99 * S)) == 0
+    # What a request would read is known before it reads: counts agree with the scans.
+    for sensors, devices in (
+        (["level"], None),
+        (["level", "water_temp"], None),
+        (["level"], ["sf-rlv-02"]),
+        (["level", "water_temp"], ["sf-rlv-01"]),
+        (["level"], []),
+    ):
+        scanned = store.scan("santa-fe", sensors, T0, T0 + 60 * S, devices=devices)
+        assert store.count("santa-fe", sensors, T0, T0 + 60 * S, devices=devices) == len(scanned)
 
 
 def test_latest_is_the_newest_reading_of_each_device_and_sensor(
@@ -166,6 +176,9 @@ def test_uplinks_round_trip_with_absent_values(store: Store, registry: Registry)
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
     only = store.scan_uplinks("san-nicolas", T0, T0 + 3600 * S, devices=["sn-aq-02"])
     assert only.fcnt.tolist() == [4_294_967_295]
+    assert store.count_uplinks("san-nicolas", T0, T0 + 3600 * S) == 3
+    assert store.count_uplinks("san-nicolas", T0, T0 + 3600 * S, devices=["sn-aq-02"]) == 1
+    assert store.count_uplinks("san-nicolas", T0 + 11 * S, T0 + 3600 * S) == 1
     assert len(store.scan_uplinks("santa-fe", T0, T0 + 3600 * S)) == 0
 
 

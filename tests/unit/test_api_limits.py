@@ -7,6 +7,7 @@ against a real influxd and measures memory).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,6 +133,45 @@ def test_the_scan_limit_is_a_setting(tmp_path: Path, registry: Registry) -> None
     params = {"pilot": "santa-fe", "sensor": "level", "start": _iso(END_NS - 24 * H)}
     params["end"] = _iso(END_NS)
     _problem(client.get("/export", params=params), 400, "limit of 100", "SCAN_READINGS")
+    store.close()
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_device_reporting_faster_than_registered_cannot_make_a_request_read_more(
+    tmp_path: Path, registry: Registry, cache: bool
+) -> None:
+    """A gauge registered at 10 minutes that sends every second: the registry's estimate of a
+    day passes, the stored readings (86,400, not 145) are counted before they are read, from
+    the store or from the hot cache's recent readings."""
+    store = EmbeddedStore(tmp_path / "store.sqlite", registry)
+    end_ns = time.time_ns() // S * S
+    ts = [end_ns - (i + 1) * S for i in range(86_400)]
+    store.write(
+        Readings.from_arrays(
+            ts,
+            registry.device_codes(["sf-rlv-01"] * len(ts)),
+            registry.sensor_codes(["level"] * len(ts)),
+            [3.0] * len(ts),
+        )
+    )
+    config = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path, api_max_scan_readings=50_000, _env_file=None
+    )
+    token = TokenStore.in_data_dir(tmp_path).create("ana", "read")
+    with TestClient(create_app(config, registry, store, cache=cache)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        day = {"start": _iso(end_ns - 24 * H), "end": _iso(end_ns)}
+        raw = client.get("/pilots/santa-fe/series", params={"sensor": "level", **day})
+        _problem(raw, 400, "86400 stored readings", "PILOTS_API_MAX_SCAN_READINGS")
+        export = client.get("/export", params={"pilot": "santa-fe", "sensor": "level", **day})
+        _problem(export, 400, "86400 stored readings")
+        report = client.get("/pilots/santa-fe/report", params=day)
+        _problem(report, 400, "stored readings", "PILOTS_API_MAX_SCAN_READINGS")
+        hour = {"start": _iso(end_ns - H), "end": _iso(end_ns)}
+        ok = client.get("/pilots/santa-fe/series", params={"sensor": "level", **hour})
+        assert ok.status_code == 200, ok.text
+        counted = sum(w["count"] for w in ok.json()["sensors"][0]["lines"][0]["windows"])
+        assert counted >= 3600, "an hour of them (widened to whole windows) is answered"
     store.close()
 
 
