@@ -78,7 +78,13 @@ def create_app(
     # Raw readings for the longest range served from them, plus the flags' context around it.
     raw_hours = settings.api_raw_max_hours + FLAG_CONTEXT_INTERVALS * max_interval_h(registry)
     hot = (
-        HotCache(store, registry, days=settings.api_cache_days, raw_hours=raw_hours)
+        HotCache(
+            store,
+            registry,
+            days=settings.api_cache_days,
+            raw_hours=raw_hours,
+            max_raw_readings=settings.api_max_scan_readings,
+        )
         if cache
         else None
     )

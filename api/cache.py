@@ -39,10 +39,11 @@ class _Held:
     rollups: Rollups  # hourly rollups starting at or after `from_ns`, by sensor then start
     from_ns: int
     raw: Readings  # readings at or after `raw_from_ns`, in time order
-    raw_from_ns: int
+    raw_from_ns: int  # with `raw_held` False, none are held (past `max_raw_readings`)
     loaded_ns: int
     reloaded_ns: int
     deep_ns: int  # when the last hours (`overlap_s`) were last read again
+    raw_held: bool = True
 
 
 class HotCache:
@@ -60,6 +61,7 @@ class HotCache:
         recent_s: float = 900.0,
         deep_s: float = 60.0,
         reload_s: float = 600.0,
+        max_raw_readings: int | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -70,6 +72,10 @@ class HotCache:
         self.recent_ns = int(recent_s * NS_PER_S)
         self.deep_every_ns = int(deep_s * NS_PER_S)
         self.reload_ns = int(reload_s * NS_PER_S)
+        #: Recent readings held per pilot at most: the store counts them before they are read,
+        #: and a pilot with more (a device reporting far faster than registered) is answered
+        #: from the store, request by request, under the requests' own limit.
+        self.max_raw_readings = max_raw_readings
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {p: threading.Lock() for p in registry.pilots}
@@ -104,9 +110,14 @@ class HotCache:
         """Whether a range starting at `start_ns` lies within the rollups the cache holds."""
         return start_ns >= now_ns - self.span_ns
 
-    def covers_raw(self, start_ns: int, now_ns: int) -> bool:
-        """Whether a range starting at `start_ns` lies within the raw readings it holds."""
-        return start_ns >= now_ns - self.raw_span_ns  # held from the hour at or before that
+    def covers_raw(self, start_ns: int, now_ns: int, pilot: str | None = None) -> bool:
+        """Whether a range starting at `start_ns` lies within the raw readings it holds.
+
+        With `pilot`, also whether that pilot's recent readings are held at all.
+        """
+        if start_ns < now_ns - self.raw_span_ns:  # held from the hour at or before that
+            return False
+        return pilot is None or self._get(pilot).raw_held
 
     def readings(
         self,
@@ -172,6 +183,24 @@ class HotCache:
         raw_from = (now - self.raw_span_ns) // HOUR_NS * HOUR_NS
         return rollups_from, raw_from
 
+    def _too_many_raw(self, pilot: str, start_ns: int, end_ns: int, held: int = 0) -> bool:
+        """Whether reading the range would hold more than `max_raw_readings` for the pilot."""
+        if self.max_raw_readings is None:
+            return False
+        sensors = list(self.registry.pilots[pilot].sensors)
+        found = held + self.store.count(pilot, sensors, start_ns, end_ns)
+        if found > self.max_raw_readings:
+            log.warning(
+                "cache: %s has %d recent readings, more than the %d held per pilot "
+                "(PILOTS_API_MAX_SCAN_READINGS; a device reports more often than registered?): "
+                "its raw readings are read from the store per request",
+                pilot,
+                found,
+                self.max_raw_readings,
+            )
+            return True
+        return False
+
     def _scan_raw(self, pilot: str, start_ns: int, end_ns: int) -> Readings:
         sensors = list(self.registry.pilots[pilot].sensors)
         raw = self.store.scan(pilot, sensors, start_ns, end_ns)
@@ -184,8 +213,9 @@ class HotCache:
         rollups = _by_sensor(
             self.store.scan_rollups(pilot, sensors, RESOLUTION, rollups_from, now + HOUR_NS)
         )
-        raw = self._scan_raw(pilot, raw_from, now + HOUR_NS)
-        held = _Held(rollups, rollups_from, raw, raw_from, now, now, now)
+        raw_held = not self._too_many_raw(pilot, raw_from, now + HOUR_NS)
+        raw = self._scan_raw(pilot, raw_from, now + HOUR_NS) if raw_held else Readings.empty()
+        held = _Held(rollups, rollups_from, raw, raw_from, now, now, now, raw_held)
         changed = previous is None or not (
             _same_rollups(previous.rollups.take(previous.rollups.start_ns >= rollups_from), rollups)
             and _same_readings(previous.raw.take(previous.raw.ts_ns >= raw_from), raw)
@@ -215,10 +245,17 @@ class HotCache:
         fresh = self.store.scan_rollups(pilot, sensors, RESOLUTION, since, now + HOUR_NS)
         old = held.rollups
         keep_old = old.start_ns < since  # everything from `since` on is replaced
-        fresh_raw = self._scan_raw(pilot, max(since, raw_from), now + HOUR_NS)
         old_raw = held.raw
         keep_raw = (old_raw.ts_ns >= raw_from) & (old_raw.ts_ns < since)
-        changed = not (
+        raw_held = held.raw_held and not self._too_many_raw(
+            pilot, max(since, raw_from), now + HOUR_NS, held=int(keep_raw.sum())
+        )
+        if raw_held:
+            fresh_raw = self._scan_raw(pilot, max(since, raw_from), now + HOUR_NS)
+        else:  # none held: requests read the store under their own limit
+            fresh_raw = Readings.empty()
+            keep_raw = np.zeros(len(old_raw), dtype=bool)
+        changed = raw_held != held.raw_held or not (
             _same_rollups(old.take(~keep_old), fresh)
             and _same_readings(old_raw.take(old_raw.ts_ns >= since), fresh_raw)
             and bool(keep_raw[old_raw.ts_ns < since].all())
@@ -241,6 +278,7 @@ class HotCache:
                 now,
                 held.reloaded_ns,
                 now if deep else held.deep_ns,
+                raw_held,
             )
             if changed:
                 self.version += 1

@@ -115,8 +115,8 @@ class CachedScanner:
         self.cache = cache
         self.max_readings = max_readings
 
-    def _cached(self, start_ns: int) -> bool:
-        return self.cache is not None and self.cache.covers_raw(start_ns, now_ns())
+    def _cached(self, pilot: str, start_ns: int) -> bool:
+        return self.cache is not None and self.cache.covers_raw(start_ns, now_ns(), pilot)
 
     def count(
         self,
@@ -127,7 +127,7 @@ class CachedScanner:
         devices: Sequence[str] | None = None,
     ) -> int:
         """How many readings `scan` would return, counted where it would read them."""
-        if self.cache is None or not self._cached(start_ns):
+        if self.cache is None or not self._cached(pilot, start_ns):
             return self.store.count(pilot, sensors, start_ns, end_ns, devices=devices)
         return self.cache.count(
             pilot,
@@ -150,7 +150,7 @@ class CachedScanner:
             found = self.count(pilot, sensors, start_ns, end_ns, devices)
             if found > self.max_readings:
                 raise too_many(found, self.max_readings, "this request")
-        if self.cache is None or not self._cached(start_ns):
+        if self.cache is None or not self._cached(pilot, start_ns):
             return self.store.scan(pilot, sensors, start_ns, end_ns, devices=devices)
         return self.cache.readings(
             pilot,

@@ -135,7 +135,7 @@ class SeriesService:
             return self.cache.covers(start, now)
         longest = max((d.interval_s for d in query.pilot.devices), default=0)
         margin = FLAG_CONTEXT_INTERVALS * longest * NS_PER_S if query.exclude_flagged else 0
-        return self.cache.covers_raw(start - margin, now)
+        return self.cache.covers_raw(start - margin, now, query.pilot.id)
 
     def series_json(self, query: SeriesQuery) -> bytes:
         """`series` serialised; kept, when it comes from the hot cache, until that changes."""

@@ -219,6 +219,32 @@ def test_raw_span_holds_recent_readings_only(world: World) -> None:
     assert key(world, old) in stored(world)
 
 
+def test_a_pilot_with_more_recent_readings_than_the_bound_is_not_held(world: World) -> None:
+    """The fixture's pilot has 148 recent readings; a device then reports every second."""
+    with running(world.cache(refresh_s=REFRESH_S, deep_s=0.1, max_raw_readings=500)) as cache:
+        now = time.time_ns()
+        assert cache.covers_raw(now - H, now, PILOT), "148 readings are held"
+        chatty: list[Row] = [
+            (world.base_ns + i * S + 3, "sf-rlv-01", "level", 1.0) for i in range(1, 600)
+        ]
+        world.store.write(
+            Readings.from_arrays(
+                [r[0] for r in chatty],
+                world.registry.device_codes([r[1] for r in chatty]),
+                world.registry.sensor_codes([r[2] for r in chatty]),
+                [r[3] for r in chatty],
+            )
+        )
+        wait_for(
+            lambda: not cache.covers_raw(now - H, now, PILOT),
+            WAIT_S,
+            "the pilot's recent readings let go",
+            0.01,
+        )
+        assert len(cache.readings(PILOT, world.sensor_codes(), *recent_range(world))) == 0
+        assert cache.covers_raw(now - H, now, "resistencia"), "other pilots are still held"
+
+
 # -- refresh --------------------------------------------------------------------------------
 
 
