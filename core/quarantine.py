@@ -33,10 +33,18 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 
 #: The source of refusals that came from no device-named topic (the store's own refusals).
 NO_SOURCE = "-"
+#: The source of refusals whose topic names no registry device (sources are tag values: only
+#: registry ids and these two, so a login inventing device names cannot grow the series).
+UNREGISTERED = "unregistered"
 
 #: Why entries were removed without being replayed.
 DROPPED_CAP = "cap"
 DROPPED_AGE = "age"
+
+
+def worker_name(client_id: str) -> str:
+    """A worker's name in the quarantine: its client id, other characters made `_`."""
+    return re.sub(r"[^A-Za-z0-9_.:@-]", "_", client_id)[:64] or NO_SOURCE
 
 
 def tag_safe(name: str) -> str:
@@ -91,6 +99,11 @@ class Refusal:
     sensor: str | None = None
 
 
+def clean(text: str, limit: int) -> str:
+    """Text as the store can take it: at most `limit` characters, lone surrogates escaped."""
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def entries_for_message(
     *,
     worker: str,
@@ -104,11 +117,33 @@ def entries_for_message(
     """The entries of one message's refusals: bounded in number and in bytes."""
     if not refusals:
         return []
-    digest = hashlib.sha256(payload).hexdigest()
-    head = payload[:keep_bytes]
+    return entries_for_refusals(
+        worker=worker,
+        source=source,
+        topic=topic,
+        received_ns=received_ns,
+        length=len(payload),
+        sha256=hashlib.sha256(payload).hexdigest(),
+        head=payload[:keep_bytes],
+        refusals=refusals,
+    )
+
+
+def entries_for_refusals(
+    *,
+    worker: str,
+    source: str,
+    topic: str,
+    received_ns: int,
+    length: int,
+    sha256: str,
+    head: bytes,
+    refusals: list[Refusal],
+) -> list[QuarantineEntry]:
+    """The entries of one message's refusals, from the payload's length, digest and head."""
     worker = tag_safe(worker)
     source = tag_safe(source)
-    topic = topic[:512]
+    topic = clean(topic, 512)
     kept = refusals[:ENTRIES_PER_MESSAGE]
     folded: dict[str, list[Refusal]] = {}
     for r in refusals[ENTRIES_PER_MESSAGE:]:
@@ -117,7 +152,7 @@ def entries_for_message(
         (reason, f"{len(rest)} more of this message: {rest[0].detail[:500]}", None, len(rest))
         for reason, rest in folded.items()
     ]
-    out = [
+    return [
         QuarantineEntry(
             ts_ns=received_ns + i,
             worker=worker,
@@ -125,16 +160,15 @@ def entries_for_message(
             reason=reason,
             received_ns=received_ns,
             topic=topic,
-            detail=detail[:1000],
-            sensor=sensor,
-            length=len(payload),
-            sha256=digest,
+            detail=clean(detail, 1000),
+            sensor=None if sensor is None else clean(sensor, 64),
+            length=length,
+            sha256=sha256,
             head=head,
             refusals=count,
         )
         for i, (reason, detail, sensor, count) in enumerate(rows[:KEY_SPACING_NS])
     ]
-    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,16 @@
 The writer hands each batch's refusals to a `Keeper` before it removes the batch's messages
 from the spool, so a refused message leaves the spool only once its entries are in the store
 (or counted as dropped). The keeper bounds what one worker keeps: at most
-`PILOTS_QUARANTINE_MAX_PER_DEVICE` entries per source (the device or network-server id in the
-topic), `PILOTS_QUARANTINE_MAX_ENTRIES` entries and `PILOTS_QUARANTINE_MAX_BYTES` bytes in all;
-a message past a cap is not kept but counted, and entries older than
+`PILOTS_QUARANTINE_MAX_PER_DEVICE` entries per source (the registry device the topic names),
+`PILOTS_QUARANTINE_MAX_ENTRIES` entries and `PILOTS_QUARANTINE_MAX_BYTES` bytes in all; a
+message past a cap is not kept but counted, and entries older than
 `PILOTS_QUARANTINE_MAX_AGE_DAYS` are pruned and counted. Each worker bounds and prunes only its
 own entries (the `worker` key), so workers never race over one count.
+
+Counts of refusals not kept are written as one running total per (source, reason) and minute
+of each worker process: a flood adds at most one point a minute per source and reason, and a
+total written again replaces itself. Sources are registry device ids, `unregistered` or `-`,
+so no login can grow the store's series by inventing device names.
 
 The quarantine lives outside the spool: refusals never count against the spool's limit and can
 never stop the acknowledgement of good messages.
@@ -19,77 +24,98 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from core.errors import StoreError
+from core.errors import StoreError, StoreRejectedError, StoreTooLargeError
 from core.quarantine import (
     DROPPED_AGE,
     DROPPED_CAP,
     NO_SOURCE,
+    UNREGISTERED,
     QuarantineEntry,
     Refusal,
     Usage,
     entries_for_message,
-    tag_safe,
+    entries_for_refusals,
+    worker_name,
 )
+from core.registry import Registry
 from core.settings import Settings
 from core.store import QuarantineStore
-from ingest.spool import Refused, Spool
+from ingest.spool import LegacyRefusal, Refused, Spool
 
 log = logging.getLogger("pilots.ingest.quarantine")
 
-#: How often a worker prunes its entries by age and re-reads what it holds (seconds).
+#: How often a worker prunes its entries by age, re-reads what it holds, and looks for
+#: refusals an older release kept in the spool database (seconds).
 PRUNE_EVERY_S = 60.0
 #: Why refusals were not kept: the store refused their entries.
 DROPPED_STORE = "store_refused"
 NS_PER_DAY = 86_400 * 1_000_000_000
+MINUTE_NS = 60 * 1_000_000_000
+#: Most entry bytes sent to the store in one request (a proxy or a cloud store may refuse
+#: larger bodies with 413).
+WRITE_CHUNK_BYTES = 2 << 20
+#: Old refusals moved from the spool database per step of the migration.
+MIGRATE_ROWS = 200
+#: The "caps reached" warning is logged at most this often (seconds).
+WARN_EVERY_S = 60.0
+
+DroppedKey = tuple[str, str, str]  # (why, source, reason)
 
 
-def source_of(topic: str) -> str:
-    """The device (or network-server device) id a topic names, `-` when it names none.
+def source_of(topic: str, registry: Registry) -> str:
+    """The registry id of the device a topic names; `unregistered`, or `-` when it names none.
 
-    `pilots/<pilot>/<device>/...`, `application/<app>/device/<eui>/...`,
-    `v3/<app>@<tenant>/devices/<id>/...`; anything else has no source.
+    `pilots/<pilot>/<device>/...` by id, `application/<app>/device/<eui>/...` by EUI,
+    `v3/<app>@<tenant>/devices/<id>/...` by network-server id (`lns_id`, else id).
     """
     levels = topic.split("/")
     if len(levels) >= 3 and levels[0] == "pilots":
-        return tag_safe(levels[2])
-    for i, level in enumerate(levels[:-1]):
-        if level in ("device", "devices") and i > 0:
-            return tag_safe(levels[i + 1])
+        found = registry.devices.get(levels[2])
+        return found.id if found is not None else UNREGISTERED
+    if len(levels) >= 4 and levels[0] == "application" and levels[2] == "device":
+        by_eui = registry.by_dev_eui.get(levels[3].lower())
+        return by_eui.id if by_eui is not None else UNREGISTERED
+    if len(levels) >= 4 and levels[0] == "v3" and levels[2] == "devices":
+        by_name = registry.by_lns_id.get(levels[3])
+        return by_name.id if by_name is not None else UNREGISTERED
     return NO_SOURCE
 
 
-def message_entries(
-    refused: Sequence[Refused], *, worker: str, keep_bytes: int
-) -> list[list[QuarantineEntry]]:
-    """The entries of these refusals, one list per message (refusals of a message are adjacent)."""
-    out: list[list[QuarantineEntry]] = []
+def _runs(items: Sequence[Refused]) -> list[tuple[int, int]]:
+    """(start, end) of each run of refusals from one message (they are adjacent)."""
+    runs = []
     start = 0
-    while start < len(refused):
-        first = refused[start]
-        end = start + 1
+    while start < len(items):
+        first, end = items[start], start + 1
         while (
-            end < len(refused)
-            and refused[end].received_ns == first.received_ns
-            and refused[end].topic == first.topic
-            and refused[end].payload == first.payload
+            end < len(items)
+            and items[end].received_ns == first.received_ns
+            and items[end].topic == first.topic
+            and items[end].payload == first.payload
         ):
             end += 1
-        out.append(
-            entries_for_message(
-                worker=worker,
-                source=source_of(first.topic),
-                topic=first.topic,
-                payload=first.payload,
-                received_ns=first.received_ns,
-                refusals=[
-                    Refusal(r.rejection.reason.value, r.rejection.detail, r.rejection.sensor)
-                    for r in refused[start:end]
-                ],
-                keep_bytes=keep_bytes,
-            )
-        )
+        runs.append((start, end))
         start = end
-    return out
+    return runs
+
+
+def _refusals(items: Sequence[Refused] | Sequence[LegacyRefusal]) -> list[Refusal]:
+    return [
+        Refusal(r.rejection.reason.value, r.rejection.detail, r.rejection.sensor) for r in items
+    ]
+
+
+def _chunks(entries: Sequence[QuarantineEntry]) -> list[list[QuarantineEntry]]:
+    """Entries in runs of at most `WRITE_CHUNK_BYTES` (an entry alone may be larger)."""
+    out: list[list[QuarantineEntry]] = [[]]
+    size = 0
+    for e in entries:
+        if out[-1] and size + e.cost_bytes > WRITE_CHUNK_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += e.cost_bytes
+    return [c for c in out if c]
 
 
 class Keeper:
@@ -100,14 +126,40 @@ class Keeper:
         store: QuarantineStore,
         settings: Settings,
         worker: str,
+        registry: Registry,
+        *,
+        spool: Spool | None = None,
         on_unkept: Callable[[str, int], None] = lambda why, refusals: None,
     ) -> None:
         self.store = store
         self.settings = settings
-        self.worker = tag_safe(worker)
+        self.worker = worker_name(worker)
+        self.registry = registry
+        self.spool = spool
         self.on_unkept = on_unkept
         self._usage: dict[str, Usage] | None = None
         self._pruned_at = float("-inf")
+        self._warned_at = float("-inf")
+        # Running totals of this process's refusals not kept, in the current minute; the
+        # process's own offset in the minute keeps its points apart from an earlier process's.
+        self._offset_ns = time.time_ns() % 1_000_000_000 + 1
+        self._minute_ns = 0
+        self._minute: dict[DroppedKey, int] = {}
+
+    def message_entries(self, refused: Sequence[Refused]) -> list[list[QuarantineEntry]]:
+        """The entries of these refusals, one list per message."""
+        return [
+            entries_for_message(
+                worker=self.worker,
+                source=source_of(refused[a].topic, self.registry),
+                topic=refused[a].topic,
+                payload=refused[a].payload,
+                received_ns=refused[a].received_ns,
+                refusals=_refusals(refused[a:b]),
+                keep_bytes=self.settings.quarantine_keep_bytes,
+            )
+            for a, b in _runs(refused)
+        ]
 
     def _current_usage(self) -> dict[str, Usage]:
         if self._usage is None:
@@ -116,14 +168,14 @@ class Keeper:
 
     def admit(
         self, messages: Sequence[Sequence[QuarantineEntry]]
-    ) -> tuple[list[QuarantineEntry], dict[tuple[str, str, str], int], dict[str, Usage]]:
+    ) -> tuple[list[QuarantineEntry], dict[DroppedKey, int], dict[str, Usage]]:
         """Entries within the caps (whole messages), refusals past them, and the usage after."""
         s = self.settings
         usage = dict(self._current_usage())
         entries = sum(u.entries for u in usage.values())
         size = sum(u.bytes for u in usage.values())
         kept: list[QuarantineEntry] = []
-        dropped: dict[tuple[str, str, str], int] = {}
+        dropped: dict[DroppedKey, int] = {}
         for message in messages:
             if not message:
                 continue
@@ -145,6 +197,17 @@ class Keeper:
             size += cost
         return kept, dropped, usage
 
+    def _write(self, kept: Sequence[QuarantineEntry], dropped: dict[DroppedKey, int]) -> None:
+        """Write entries in bounded requests; a request still too large alone is counted."""
+        for chunk in _chunks(kept):
+            try:
+                self.store.add_quarantine(chunk)
+            except StoreTooLargeError as exc:
+                log.error("store refused %d quarantine entries as too large: %s", len(chunk), exc)
+                for e in chunk:
+                    key = (DROPPED_STORE, e.source, e.reason)
+                    dropped[key] = dropped.get(key, 0) + e.refusals
+
     def keep(self, refused: Sequence[Refused]) -> None:
         """Write the entries of these refusals, or count them as dropped past a cap.
 
@@ -153,42 +216,58 @@ class Keeper:
         self.prune_if_due()
         if not refused:
             return
-        messages = message_entries(
-            refused, worker=self.worker, keep_bytes=self.settings.quarantine_keep_bytes
-        )
-        kept, dropped, usage = self.admit(messages)
-        self.store.add_quarantine(kept)
-        if dropped:
-            log.warning(
-                "quarantine caps reached (PILOTS_QUARANTINE_MAX_*): %d refusals counted, not kept",
-                sum(dropped.values()),
-            )
-            self.store.record_dropped(self.worker, time.time_ns(), dropped)
+        kept, dropped, usage = self.admit(self.message_entries(refused))
+        self._write(kept, dropped)
         self._usage = usage
-        self._report(dropped)
+        self._count(dropped)
 
-    def _report(self, dropped: dict[tuple[str, str, str], int]) -> None:
+    def _count(self, dropped: dict[DroppedKey, int]) -> None:
+        """Add to this minute's running totals of refusals not kept, and write those totals."""
+        if not dropped:
+            return
+        now = time.time_ns()
+        minute = now // MINUTE_NS * MINUTE_NS
+        if minute != self._minute_ns:
+            self._minute_ns, self._minute = minute, {}
+        totals = dict(self._minute)
+        for key, n in dropped.items():
+            totals[key] = totals.get(key, 0) + n
+        self.store.record_dropped(
+            self.worker, minute + self._offset_ns, {k: totals[k] for k in dropped}
+        )
+        self._minute = totals
         by_why: dict[str, int] = {}
         for (why, _, _), n in dropped.items():
             by_why[why] = by_why.get(why, 0) + n
         for why, n in by_why.items():
             self.on_unkept(why, n)
+        if time.monotonic() - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = time.monotonic()
+            log.warning(
+                "quarantine: %d refusals counted, not kept (%s; PILOTS_QUARANTINE_MAX_* caps, "
+                "or the store refused them); `pilots quarantine list` shows them",
+                sum(dropped.values()),
+                ", ".join(sorted(by_why)),
+            )
 
     def count_lost(self, refused: Sequence[Refused], exc: StoreError) -> None:
         """Count refusals whose entries the store itself refused (logged; never raises)."""
-        dropped: dict[tuple[str, str, str], int] = {}
+        dropped: dict[DroppedKey, int] = {}
         for r in refused:
-            key = (DROPPED_STORE, source_of(r.topic), r.rejection.reason.value)
+            key = (DROPPED_STORE, source_of(r.topic, self.registry), r.rejection.reason.value)
             dropped[key] = dropped.get(key, 0) + 1
         log.error("store refused %d quarantine entries, counted only: %s", len(refused), exc)
-        self._report(dropped)
         try:
-            self.store.record_dropped(self.worker, time.time_ns(), dropped)
+            self._count(dropped)
         except StoreError as again:
             log.error("and refused their count: %s", again)
 
     def prune_if_due(self) -> None:
-        """Prune this worker's entries by age, and re-read its usage, every `PRUNE_EVERY_S`."""
+        """Prune, re-read the usage and migrate old refusals, every `PRUNE_EVERY_S`.
+
+        Prunes this worker's entries by age, re-reads what it holds, and moves refusals an
+        older release kept in the spool's database into the store.
+        """
         if time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
             return
         now_ns = time.time_ns()
@@ -198,27 +277,53 @@ class Keeper:
             log.info(
                 "quarantine: %d refusals older than the age limit pruned", sum(pruned.values())
             )
-            self._report({(DROPPED_AGE, *key): n for key, n in pruned.items()})
+            self.on_unkept(DROPPED_AGE, sum(pruned.values()))
         self._usage = self.store.quarantine_usage(self.worker)
+        if self.spool is not None:
+            self.migrate(self.spool)
         self._pruned_at = time.monotonic()
 
     def migrate(self, spool: Spool) -> int:
         """Move refusals an older ingest kept in its spool database into the store."""
         moved = 0
-        while batch := spool.legacy_quarantine(500):
-            ids = [i for i, _ in batch]
-            messages = message_entries(
-                [r for _, r in batch],
-                worker=self.worker,
-                keep_bytes=self.settings.quarantine_keep_bytes,
-            )
+        keep_bytes = self.settings.quarantine_keep_bytes
+        while batch := spool.legacy_quarantine(MIGRATE_ROWS, keep_bytes):
+            messages = []
+            start = 0
+            while start < len(batch):
+                first, end = batch[start], start + 1
+                while end < len(batch) and (
+                    batch[end].received_ns,
+                    batch[end].topic,
+                    batch[end].sha256,
+                ) == (first.received_ns, first.topic, first.sha256):
+                    end += 1
+                messages.append(
+                    entries_for_refusals(
+                        worker=self.worker,
+                        source=source_of(first.topic, self.registry),
+                        topic=first.topic,
+                        received_ns=first.received_ns,
+                        length=first.length,
+                        sha256=first.sha256,
+                        head=first.head,
+                        refusals=_refusals(batch[start:end]),
+                    )
+                )
+                start = end
             kept, dropped, usage = self.admit(messages)
-            self.store.add_quarantine(kept)
-            self.store.record_dropped(self.worker, time.time_ns(), dropped)
-            self._usage = usage
-            self._report(dropped)
-            spool.drop_legacy_quarantine(ids)
-            moved += len(ids)
+            try:
+                self._write(kept, dropped)
+            except StoreRejectedError as exc:
+                log.error("store refused %d old quarantine entries: %s", len(kept), exc)
+                for e in kept:
+                    key = (DROPPED_STORE, e.source, e.reason)
+                    dropped[key] = dropped.get(key, 0) + e.refusals
+            else:
+                self._usage = usage
+            self._count(dropped)
+            spool.drop_legacy_quarantine([r.id for r in batch])
+            moved += len(batch)
         if moved:
             log.info("moved %d quarantine entries from the spool database into the store", moved)
         return moved

@@ -2,12 +2,16 @@
 
 Each quarantined message (its entries share worker, topic, receive time and digest) is decoded
 and validated again with the current registry and settings, as of its original receive time.
-What passes now is written to the store; what is still refused is written back as entries with
-the same keys, and the message's other old entries are removed, so the quarantine ends up
-holding exactly what the current registry refuses. Nothing is removed before the store has
-accepted the message's readings. Entries the store itself refused (topic `(store)`) carry no
+What passes now is written to the store; what is still refused is written back as entries of
+the message, and its other old entries (whatever their reason) are removed, so the quarantine
+ends up holding exactly what the current registry refuses. Nothing is removed before the store
+has accepted the message's readings. Entries the store itself refused (topic `(store)`) carry no
 message to decode, and entries whose payload was kept only in part cannot be decoded again:
 both are left alone and counted.
+
+The quarantine is read oldest first, a page of entries at a time, each page starting after the
+last message of the one before: still-refused entries are rewritten behind that point, so a
+replay reaches every entry once, however large the quarantine.
 """
 
 from __future__ import annotations
@@ -15,17 +19,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.quarantine import QuarantineEntry, Refusal, entries_for_message
+from core.quarantine import KEY_SPACING_NS, QuarantineEntry, Refusal, entries_for_message
 from core.registry import Registry
 from core.settings import Settings
 from core.store import Store
 from ingest.decoders import Router
 from ingest.process import columns, process
+from ingest.quarantine import source_of
 from ingest.validate import Checked, Validator
 from ingest.writer import STORE_TOPIC
 
-#: Most entries one replay reads (their payloads are held in memory); run it again for more.
-REPLAY_MAX_ENTRIES = 10_000
+#: Entries one page of a replay reads (their payloads are held in memory at once).
+PAGE_ENTRIES = 2_000
+
+MessageKey = tuple[str, str, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +46,93 @@ class ReplayResult:
     truncated: int = 0
 
 
+@dataclass
+class _Replay:
+    """One replay's tools and counts."""
+
+    settings: Settings
+    registry: Registry
+    store: Store
+    dry_run: bool
+    messages: int = 0
+    stored: int = 0
+    still: int = 0
+    skipped: int = 0
+    truncated: int = 0
+
+    def __post_init__(self) -> None:
+        self.router = Router(self.settings.ingest_routes)
+        self.validator = Validator(
+            self.registry,
+            max_future_s=self.settings.ingest_max_future_s,
+            max_age_days=self.settings.ingest_max_age_days,
+        )
+
+    def result(self) -> ReplayResult:
+        """What it did."""
+        return ReplayResult(self.messages, self.stored, self.still, self.skipped, self.truncated)
+
+    def page(self, entries: list[QuarantineEntry]) -> None:
+        """Replay the messages of one page of entries."""
+        self.skipped += sum(1 for e in entries if e.topic == STORE_TOPIC)
+        self.truncated += sum(1 for e in entries if e.topic != STORE_TOPIC and not e.complete)
+        messages: dict[MessageKey, QuarantineEntry] = {}
+        for entry in entries:
+            if entry.topic != STORE_TOPIC and entry.complete:
+                messages.setdefault(entry.message_key, entry)
+        new_entries: list[QuarantineEntry] = []
+        old_entries: list[QuarantineEntry] = []
+        done: list[tuple[Checked, int]] = []
+        for first in messages.values():
+            checked = process(
+                self.router,
+                self.validator,
+                first.topic,
+                first.head,
+                first.received_ns,
+                max_payload_bytes=self.settings.ingest_max_payload_bytes,
+            )
+            done.append((checked, first.received_ns))
+            new_entries.extend(
+                entries_for_message(
+                    worker=first.worker,
+                    source=source_of(first.topic, self.registry),
+                    topic=first.topic,
+                    payload=first.head,
+                    received_ns=first.received_ns,
+                    refusals=[
+                        Refusal(r.reason.value, r.detail, r.sensor) for r in checked.rejections
+                    ],
+                    keep_bytes=max(self.settings.quarantine_keep_bytes, len(first.head)),
+                )
+            )
+            old_entries.extend(self._message(first))
+            self.stored += len(checked.value)
+        self.messages += len(messages)
+        self.still += sum(e.refusals for e in new_entries)
+        if self.dry_run or not messages:
+            return
+        self.store.write(*columns(done))
+        self.store.add_quarantine(new_entries)
+        rewritten = {(e.worker, e.source, e.reason, e.ts_ns) for e in new_entries}
+        self.store.delete_quarantine(
+            [e for e in old_entries if (e.worker, e.source, e.reason, e.ts_ns) not in rewritten]
+        )
+
+    def _message(self, first: QuarantineEntry) -> list[QuarantineEntry]:
+        """Every entry of the message `first` belongs to, whatever its reason."""
+        return [
+            e
+            for e in self.store.quarantine_entries(
+                worker=first.worker,
+                since_ns=first.received_ns,
+                until_ns=first.received_ns + KEY_SPACING_NS,
+                limit=None,
+            )
+            if e.message_key == first.message_key
+        ]
+
+
 def replay(
     settings: Settings,
     registry: Registry,
@@ -47,59 +141,22 @@ def replay(
     reason: str | None = None,
     ids: Sequence[int] | None = None,
     dry_run: bool = False,
-    limit: int = REPLAY_MAX_ENTRIES,
+    page: int = PAGE_ENTRIES,
 ) -> ReplayResult:
     """Process quarantined messages again (those of one reason, or these entry ids)."""
-    entries = store.quarantine_entries(reason=reason, ids=ids, limit=limit)
-    skipped = sum(1 for e in entries if e.topic == STORE_TOPIC)
-    truncated = sum(1 for e in entries if e.topic != STORE_TOPIC and not e.complete)
-    messages: dict[tuple[str, str, int, str], list[QuarantineEntry]] = {}
-    for entry in sorted(entries, key=lambda e: e.ts_ns):
-        if entry.topic != STORE_TOPIC and entry.complete:
-            messages.setdefault(entry.message_key, []).append(entry)
-    router = Router(settings.ingest_routes)
-    validator = Validator(
-        registry,
-        max_future_s=settings.ingest_max_future_s,
-        max_age_days=settings.ingest_max_age_days,
-    )
-    stored = 0
-    new_entries: list[QuarantineEntry] = []
-    done: list[tuple[Checked, int]] = []
-    for group in messages.values():
-        first = group[0]
-        checked = process(
-            router,
-            validator,
-            first.topic,
-            first.head,
-            first.received_ns,
-            max_payload_bytes=settings.ingest_max_payload_bytes,
-        )
-        done.append((checked, first.received_ns))
-        new_entries.extend(
-            entries_for_message(
-                worker=first.worker,
-                source=first.source,
-                topic=first.topic,
-                payload=first.head,
-                received_ns=first.received_ns,
-                refusals=[Refusal(r.reason.value, r.detail, r.sensor) for r in checked.rejections],
-                keep_bytes=max(settings.quarantine_keep_bytes, len(first.head)),
+    run = _Replay(settings, registry, store, dry_run)
+    since: int | None = None
+    while True:
+        if ids is not None:
+            batch = store.quarantine_entries(reason=reason, ids=ids, oldest_first=True, limit=None)
+        else:
+            batch = store.quarantine_entries(
+                reason=reason, since_ns=since, oldest_first=True, limit=page
             )
-        )
-        stored += len(checked.value)
-    if not dry_run and messages:
-        store.write(*columns(done))
-        store.add_quarantine(new_entries)
-        rewritten = {(e.worker, e.source, e.reason, e.ts_ns) for e in new_entries}
-        store.delete_quarantine(
-            [
-                e
-                for group in messages.values()
-                for e in group
-                if (e.worker, e.source, e.reason, e.ts_ns) not in rewritten
-            ]
-        )
-    still = sum(e.refusals for e in new_entries)
-    return ReplayResult(len(messages), stored, still, skipped, truncated)
+        if not batch:
+            break
+        run.page(batch)
+        if ids is not None or len(batch) < page:
+            break
+        since = max(e.received_ns for e in batch) + KEY_SPACING_NS
+    return run.result()

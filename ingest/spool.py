@@ -19,6 +19,7 @@ retransmission keys.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -67,6 +68,19 @@ class Refused:
     received_ns: int
     topic: str
     payload: bytes
+    rejection: Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyRefusal:
+    """A refusal an older ingest kept in the spool database, its payload as length and head."""
+
+    id: int
+    received_ns: int
+    topic: str
+    head: bytes
+    length: int
+    sha256: str
     rejection: Rejection
 
 
@@ -203,8 +217,12 @@ class Spool:
             ).fetchall()
         return {(device, fcnt, digest): seen for device, fcnt, digest, seen in rows}
 
-    def legacy_quarantine(self, limit: int) -> list[tuple[int, Refused]]:
-        """Refusals an older ingest kept in this database (`ingest.quarantine.Keeper.migrate`)."""
+    def legacy_quarantine(self, limit: int, keep_bytes: int) -> list[LegacyRefusal]:
+        """Refusals an older ingest kept in this database (`ingest.quarantine.Keeper.migrate`).
+
+        Each payload is read only in part (its first `keep_bytes`) and hashed in pieces, so
+        that old junk of any size costs little memory.
+        """
         with self._lock:
             try:
                 if not self._db.execute(
@@ -212,18 +230,32 @@ class Spool:
                 ).fetchone():
                     return []
                 rows = self._db.execute(
-                    "SELECT id, received_ns, topic, payload, reason, detail, sensor "
-                    "FROM quarantine ORDER BY id LIMIT ?",
-                    (limit,),
+                    "SELECT id, received_ns, topic, substr(payload, 1, ?), length(payload), "
+                    "reason, detail, sensor FROM quarantine ORDER BY id LIMIT ?",
+                    (max(keep_bytes, 1), limit),
                 ).fetchall()
                 if not rows:
                     self._db.execute("DROP TABLE quarantine")
+                out = []
+                for i, ns, topic, head, length, reason, detail, sensor in rows:
+                    digest = hashlib.sha256()
+                    with self._db.blobopen("quarantine", "payload", i, readonly=True) as blob:
+                        while chunk := blob.read(1 << 20):
+                            digest.update(chunk)
+                    out.append(
+                        LegacyRefusal(
+                            i,
+                            ns,
+                            topic,
+                            bytes(head)[:keep_bytes],
+                            length,
+                            digest.hexdigest(),
+                            Rejection(_reason(reason), detail, sensor),
+                        )
+                    )
             except sqlite3.Error as exc:
                 raise self._fail("read the old quarantine of", exc) from exc
-        return [
-            (i, Refused(ns, topic, payload, Rejection(_reason(reason), detail, sensor)))
-            for i, ns, topic, payload, reason, detail, sensor in rows
-        ]
+        return out
 
     def drop_legacy_quarantine(self, ids: Sequence[int]) -> None:
         """Remove old refusals once they are in the store."""

@@ -214,7 +214,12 @@ class SpoolWriter:
         )
         self._store_refused: list[Refused] = []
         self.keeper = Keeper(
-            store, settings, worker=settings.mqtt_client_name(), on_unkept=events.unkept
+            store,
+            settings,
+            settings.mqtt_client_name(),
+            registry,
+            spool=spool,
+            on_unkept=events.unkept,
         )
 
     def run(self, draining: Callable[[], bool]) -> bool:
@@ -226,10 +231,6 @@ class SpoolWriter:
         """
         inflight: _Prepared | None = None
         after_id = 0
-        try:
-            self.keeper.migrate(self.spool)
-        except StoreError as exc:
-            log.warning("old quarantine entries stay in the spool database for now: %s", exc)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store") as pool:
             while not self.abort.is_set():
                 batch = self.spool.take(
@@ -280,7 +281,7 @@ class SpoolWriter:
         try:
             self.keeper.prune_if_due()
         except StoreError as exc:
-            log.warning("quarantine not pruned, will retry: %s", exc)
+            log.warning("quarantine not pruned (or old entries not moved), will retry: %s", exc)
 
     def process_batch(self, batch: list[Spooled]) -> bool:
         """Decode, validate, write and finish one batch; False if aborted before the end."""
@@ -371,7 +372,7 @@ class SpoolWriter:
             try:
                 self.keeper.keep(refused)
                 return True
-            except StoreRejectedError as exc:
+            except (StoreRejectedError, StoreTooLargeError) as exc:
                 self.keeper.count_lost(refused, exc)
                 return True
             except StoreError as exc:

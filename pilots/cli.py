@@ -484,7 +484,7 @@ def quarantine_replay(
     What passes now is written to the store; what is still refused stays in the quarantine.
     """
     from core.store import open_store
-    from ingest.replay import REPLAY_MAX_ENTRIES, replay
+    from ingest.replay import replay
 
     settings, registry = _setup()
     try:
@@ -507,13 +507,7 @@ def quarantine_replay(
         )
     typer.echo(
         f"{result.messages} messages replayed: {verb} {result.readings_stored} readings, "
-        f"{result.still_refused} refusals remain"
-        + "".join(f"; {n}" for n in notes)
-        + (
-            f" (at most {REPLAY_MAX_ENTRIES} entries a run: run it again for more)"
-            if result.messages and not dry_run
-            else ""
-        )
+        f"{result.still_refused} refusals remain" + "".join(f"; {n}" for n in notes)
     )
 
 

@@ -45,9 +45,16 @@ class QuarantineStore(Protocol):
         reason: str | None = None,
         source: str | None = None,
         ids: Sequence[int] | None = None,
+        worker: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        oldest_first: bool = False,
         limit: int | None = 100,
     ) -> list[QuarantineEntry]:
-        """Entries newest first, optionally of one reason, one source, or these ids."""
+        """Entries newest (or oldest) first, filtered by what is given.
+
+        `since_ns <= ts_ns < until_ns` for the range; `worker` for one worker's.
+        """
 
     def quarantine_summary(self) -> QuarantineSummary:
         """Refusals kept per reason, and removed per (why, reason), over every worker."""

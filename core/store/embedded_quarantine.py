@@ -118,6 +118,10 @@ class EmbeddedQuarantine:
         reason: str | None = None,
         source: str | None = None,
         ids: Sequence[int] | None = None,
+        worker: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        oldest_first: bool = False,
         limit: int | None = 100,
     ) -> list[QuarantineEntry]:
         """Entries, newest first."""
@@ -132,10 +136,19 @@ class EmbeddedQuarantine:
         if ids is not None:
             clauses.append(f"ts_ns IN ({','.join('?' * len(ids))})")
             params.extend(int(i) for i in ids)
+        for clause, value in (
+            ("worker = ?", worker),
+            ("ts_ns >= ?", since_ns),
+            ("ts_ns < ?", until_ns),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
         sql = f"SELECT {_COLUMNS} FROM quarantine"  # noqa: S608 (only ? placeholders)
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY ts_ns DESC, worker, source, reason"
+        order = "ASC" if oldest_first else "DESC"
+        sql += f" ORDER BY ts_ns {order}, worker, source, reason"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))

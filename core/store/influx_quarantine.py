@@ -77,6 +77,15 @@ class InfluxQuarantine:
                 raise StoreError(f"InfluxDB quarantine query failed: {result['error']}")
         return results
 
+    def _rows(self, q: str, params: dict[str, object]) -> list[dict[str, Any]]:
+        """Every row of every series of the answer, as a column -> value mapping."""
+        return [
+            dict(zip(series["columns"], row, strict=True))
+            for result in self._results(q, params)
+            for series in result.get("series", [])
+            for row in series.get("values", [])
+        ]
+
     def add_quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
         """Write the entries as points (a rewrite of a key replaces it)."""
         if entries:
@@ -101,37 +110,39 @@ class InfluxQuarantine:
         reason: str | None = None,
         source: str | None = None,
         ids: Sequence[int] | None = None,
+        worker: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        oldest_first: bool = False,
         limit: int | None = 100,
     ) -> list[QuarantineEntry]:
         """Entries newest first (ids: one statement each, InfluxQL has no `time IN`)."""
         clauses: list[str] = []
         params: dict[str, object] = {}
-        if reason is not None:
-            clauses.append('"reason" = $reason')
-            params["reason"] = reason
-        if source is not None:
-            clauses.append('"source" = $source')
-            params["source"] = source
+        for tag, value in (("reason", reason), ("source", source), ("worker", worker)):
+            if value is not None:
+                clauses.append(f'"{tag}" = ${tag}')
+                params[tag] = value
+        for clause, name, bound in (
+            ("time >= $since", "since", since_ns),
+            ("time < $until", "until", until_ns),
+        ):
+            if bound is not None:
+                clauses.append(clause)
+                params[name] = int(bound)
         head = f'SELECT {_FIELDS},"worker","source","reason" FROM "{QUARANTINE}"'  # noqa: S608
-        tail = " ORDER BY time DESC" + (f" LIMIT {int(limit)}" if limit is not None else "")
+        order = " ORDER BY time " + ("ASC" if oldest_first else "DESC")
+        tail = order + (f" LIMIT {int(limit)}" if limit is not None else "")
         if ids is not None:
-            statements = []
-            for i, ts in enumerate(ids):
-                params[f"t{i}"] = int(ts)
-                where = " AND ".join([*clauses, f"time = $t{i}"])
-                statements.append(f"{head} WHERE {where}")
-            if not statements:
+            if not ids:
                 return []
-            q = "; ".join(statements)
+            q = _by_time(head, clauses, ids, params)
         else:
             q = head + (" WHERE " + " AND ".join(clauses) if clauses else "") + tail
-        out: list[QuarantineEntry] = []
-        for result in self._results(q, params):
-            for series in result.get("series", []):
-                columns = series["columns"]
-                for row in series.get("values", []):
-                    out.append(_entry(dict(zip(columns, row, strict=True))))
-        out.sort(key=lambda e: (-e.ts_ns, e.worker, e.source, e.reason))
+        out = [_entry(row) for row in self._rows(q, params)]
+        out.sort(
+            key=lambda e: (e.ts_ns if oldest_first else -e.ts_ns, e.worker, e.source, e.reason)
+        )
         return out if limit is None else out[:limit]
 
     def quarantine_summary(self) -> QuarantineSummary:
@@ -191,6 +202,15 @@ class InfluxQuarantine:
                 f"AND time < {int(before_ns)}"
             )
         return counts
+
+
+def _by_time(head: str, clauses: list[str], ids: Sequence[int], params: dict[str, object]) -> str:
+    """One statement per entry time (InfluxQL has no `time IN`), the times bound parameters."""
+    statements = []
+    for i, ts in enumerate(ids):
+        params[f"t{i}"] = int(ts)
+        statements.append(f"{head} WHERE " + " AND ".join([*clauses, f"time = $t{i}"]))
+    return "; ".join(statements)
 
 
 def _entry(row: dict[str, Any]) -> QuarantineEntry:

@@ -375,6 +375,10 @@ def test_quarantine_entries_come_back_as_written_newest_first(store: Store) -> N
     assert store.quarantine_entries(source="sf-rlv-01") == [c, a]
     assert store.quarantine_entries(ids=[a.id, c.id]) == [c, a]
     assert store.quarantine_entries(limit=1) == [c]
+    assert store.quarantine_entries(oldest_first=True) == [a, b, c]
+    assert store.quarantine_entries(worker="pilots-ingest-2") == [c]
+    assert store.quarantine_entries(since_ns=T0 + 1, oldest_first=True, limit=1) == [b]
+    assert store.quarantine_entries(since_ns=T0, until_ns=T0 + 2 * S) == [b, a]
     assert not c.complete and a.complete
     assert store.quarantine_summary().kept == {"malformed_json": 2, "out_of_range": 3}
 

@@ -102,7 +102,7 @@ def world(tmp_path: Path, registry: Registry) -> Iterator[tuple[TestClient, dict
     settings = Settings(  # type: ignore[call-arg]
         data_dir=tmp_path, api_max_points=2000, api_raw_max_hours=48, _env_file=None
     )
-    Keeper(store, settings, worker="pilots-ingest-2").keep(
+    Keeper(store, settings, "pilots-ingest-2", registry).keep(
         [Refused(MIDNIGHT_NS, "pilots/santa-fe/x/up", b"{}", Rejection(Reason.UNKNOWN_DEVICE, "x"))]
     )
     tokens = TokenStore.in_data_dir(tmp_path)
@@ -159,7 +159,7 @@ def test_quarantine_needs_the_admin_scope(world: tuple[TestClient, dict[str, str
     (entry,) = body["entries"]
     assert (entry["worker"], entry["source"], entry["payload"], entry["truncated"]) == (
         "pilots-ingest-2",
-        "x",
+        "unregistered",
         "{}",
         False,
     )

@@ -37,7 +37,7 @@ def ingest(
         received_ns = time.time_ns() + i * KEY_SPACING_NS
         checked = process(router, validator, topic, payload, received_ns, max_payload_bytes=10_000)
         refused.extend(Refused(received_ns, topic, payload, r) for r in checked.rejections)
-    Keeper(store, settings, worker="pilots-ingest-1").keep(refused)
+    Keeper(store, settings, "pilots-ingest-1", registry).keep(refused)
     return len(refused)
 
 
@@ -86,3 +86,30 @@ def test_a_dry_run_changes_nothing(tmp_path: Path, registry: Registry) -> None:
     assert (result.messages, result.still_refused) == (1, 1)
     assert store.quarantine_summary().kept == {"malformed_json": 1}
     assert len(store.scan_uplinks("santa-fe", 0, now_ms * 1_000_000)) == 0
+
+
+def test_replaying_one_reason_replaces_the_messages_other_entries_too(tmp_path: Path) -> None:
+    """A gauge also sends pm25, unknown to it, and a level out of range: two refusals. Once
+    the registry gives it pm25, replaying `unknown_sensor` stores pm25 and leaves exactly one
+    entry, the level's, though its place in the message changed."""
+    settings = Settings(data_dir=tmp_path / "var", _env_file=None)  # type: ignore[call-arg]
+    before_path, after_path = tmp_path / "before.toml", tmp_path / "after.toml"
+    before_path.write_text(DEFAULT_REGISTRY_PATH.read_text() + NEW_DEVICE)
+    after_path.write_text(
+        DEFAULT_REGISTRY_PATH.read_text()
+        + NEW_DEVICE
+        + 'sensors = ["level", "water_temp", "pm25"]\n'
+    )
+    before, after = load_registry(before_path), load_registry(after_path)
+    store = EmbeddedStore(tmp_path / "store.sqlite", after)
+    now_ms = time.time_ns() // 1_000_000
+    pack = orjson.dumps({"ts": now_ms - 1000, "readings": {"pm25": 12.0, "level": 99.0}})
+    assert ingest(settings, before, store, [("pilots/santa-fe/sf-rlv-03/up", pack)]) == 2
+    assert store.quarantine_summary().kept == {"out_of_range": 1, "unknown_sensor": 1}
+
+    result = replay(settings, after, store, reason="unknown_sensor")
+
+    assert (result.messages, result.readings_stored, result.still_refused) == (1, 1, 1)
+    assert store.quarantine_summary().kept == {"out_of_range": 1}, "no stale second entry"
+    got = store.scan("santa-fe", ["pm25"], 0, (now_ms + 1) * 1_000_000)
+    assert got.value.tolist() == [12.0]
