@@ -321,7 +321,9 @@ class QuarantineEntryOut(_Out):
     id: int = Field(description="the entry's id, for `pilots quarantine replay --id`")
     received: datetime
     worker: str = Field(description="the ingest worker that refused it")
-    source: str = Field(description="the device or network-server device id in the topic")
+    source: str = Field(
+        description="the registry device the topic names, `unregistered` when it names none"
+    )
     topic: str
     reason: str
     detail: str

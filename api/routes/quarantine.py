@@ -23,7 +23,7 @@ def quarantine(
     store: StoreDep,
     reason: Annotated[str | None, Query(description="only this reason", max_length=64)] = None,
     source: Annotated[
-        str | None, Query(description="only this device (or network-server device)", max_length=64)
+        str | None, Query(description="only this registry device, or `unregistered`", max_length=64)
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="newest entries to list")] = 100,
 ) -> QuarantineOut:
