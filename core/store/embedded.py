@@ -81,6 +81,26 @@ CREATE TABLE IF NOT EXISTS watermarks (
 _ROLLUP_COLUMNS = '"count", "sum", m2, "min", "max", "first", first_ts, "last", last_ts, sketch'
 
 
+def _readings_where(
+    pilot: str,
+    sensors: Sequence[str],
+    start_ns: int,
+    end_ns: int,
+    devices: Sequence[str] | None,
+) -> tuple[str, list[object]]:
+    """The WHERE clause of a scan (or count) of readings, and its parameters.
+
+    Only `?` placeholders are formatted in; every value is a bound parameter.
+    """
+    marks = ",".join("?" * len(sensors))
+    where = f"WHERE pilot = ? AND sensor IN ({marks}) AND ts_ns >= ? AND ts_ns < ?"
+    params: list[object] = [pilot, *sensors, start_ns, end_ns]
+    if devices is not None:
+        where += f" AND device IN ({','.join('?' * len(devices))})"
+        params.extend(devices)
+    return where, params
+
+
 class EmbeddedStore(EmbeddedQuarantine):
     """`core.store.Store` over one SQLite file; safe to share between threads."""
 
@@ -287,16 +307,8 @@ class EmbeddedStore(EmbeddedQuarantine):
         """Readings of the pilot's sensors (and devices) with `start_ns <= ts < end_ns`."""
         if not sensors or (devices is not None and not devices):
             return Readings.empty()
-        # Only `?` placeholders are formatted in; every value is a bound parameter.
-        marks = ",".join("?" * len(sensors))
-        sql = (
-            "SELECT device, sensor, ts_ns, value FROM readings WHERE pilot = ? "  # noqa: S608
-            f"AND sensor IN ({marks}) AND ts_ns >= ? AND ts_ns < ?"
-        )
-        params: list[object] = [pilot, *sensors, start_ns, end_ns]
-        if devices is not None:
-            sql += f" AND device IN ({','.join('?' * len(devices))})"
-            params.extend(devices)
+        where, params = _readings_where(pilot, sensors, start_ns, end_ns, devices)
+        sql = f"SELECT device, sensor, ts_ns, value FROM readings {where}"  # noqa: S608
         return self._query(sql, params)
 
     def count(
@@ -310,16 +322,8 @@ class EmbeddedStore(EmbeddedQuarantine):
         """Readings `scan` would return, counted in SQLite."""
         if not sensors or (devices is not None and not devices):
             return 0
-        marks = ",".join("?" * len(sensors))
-        sql = (
-            "SELECT COUNT(*) FROM readings WHERE pilot = ? "  # noqa: S608
-            f"AND sensor IN ({marks}) AND ts_ns >= ? AND ts_ns < ?"
-        )
-        params: list[object] = [pilot, *sensors, start_ns, end_ns]
-        if devices is not None:
-            sql += f" AND device IN ({','.join('?' * len(devices))})"
-            params.extend(devices)
-        return self._count(sql, params)
+        where, params = _readings_where(pilot, sensors, start_ns, end_ns, devices)
+        return self._count(f"SELECT COUNT(*) FROM readings {where}", params)  # noqa: S608
 
     def count_uplinks(
         self, pilot: str, start_ns: int, end_ns: int, devices: Sequence[str] | None = None
