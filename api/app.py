@@ -17,6 +17,7 @@ from api.routes import router
 from api.services.common import FLAG_CONTEXT_INTERVALS
 from api.services.reports import ReportCache
 from api.services.series import Limits, SeriesService
+from api.services.slots import ScanSlots
 from core.errors import StoreUnavailableError
 from core.registry import Registry, load_registry
 from core.settings import Settings, load_settings
@@ -93,6 +94,10 @@ def create_app(
     app.state.store = store
     app.state.cache = hot
     app.state.tokens = TokenStore.in_data_dir(settings.data_dir)
+    # One bound per process on requests that read or build (each is bounded on its own by
+    # PILOTS_API_MAX_SCAN_READINGS); the thread pool's 40 threads would otherwise multiply it.
+    slots = ScanSlots(settings.api_max_concurrent_scans, settings.api_scan_wait_s)
+    app.state.slots = slots
     app.state.series = SeriesService(
         registry,
         store,
@@ -104,9 +109,10 @@ def create_app(
             answers_max_bytes=settings.api_answers_max_bytes,
             max_scan_readings=settings.api_max_scan_readings,
         ),
+        slots=slots,
     )
     app.state.reports = ReportCache(
-        registry, store, hot, max_scan_readings=settings.api_max_scan_readings
+        registry, store, hot, slots=slots, max_scan_readings=settings.api_max_scan_readings
     )
     app.state.metrics = ApiMetrics()
     problems.install(app)

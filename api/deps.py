@@ -15,6 +15,7 @@ from fastapi import Depends, Path, Query, Request
 
 from api.problems import Problem
 from api.services.series import SeriesService
+from api.services.slots import ScanSlots
 from core.registry import Pilot, Registry
 from core.settings import Settings
 from core.store import Store
@@ -54,10 +55,16 @@ def _series(request: Request) -> SeriesService:
     return service
 
 
+def _slots(request: Request) -> ScanSlots:
+    slots: ScanSlots = request.app.state.slots
+    return slots
+
+
 RegistryDep = Annotated[Registry, Depends(_registry)]
 StoreDep = Annotated[Store, Depends(_store)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SeriesDep = Annotated[SeriesService, Depends(_series)]
+ScanSlotsDep = Annotated[ScanSlots, Depends(_slots)]
 
 
 def _pilot(

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.services import QueryError
+from api.services import BusyError, QueryError
 from core.errors import StoreError
 
 log = logging.getLogger("pilots.api")
@@ -58,6 +58,13 @@ _MEANING = {
     422: "malformed or contradictory parameters; `errors` lists them",
     503: "the store is unavailable",
 }
+
+
+#: The 503 of routes that read or build (`api.services.slots`).
+BUSY_503 = (
+    "the store is unavailable, or the API is already working on as many expensive requests "
+    "as it allows (PILOTS_API_MAX_CONCURRENT_SCANS; `Retry-After` says when to try again)"
+)
 
 
 def responses(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
@@ -119,7 +126,14 @@ def install(app: FastAPI) -> None:
     async def query_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(400, str(exc))
 
+    async def busy_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BusyError)
+        response = problem_response(503, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(QueryError, query_error)
+    app.add_exception_handler(BusyError, busy_error)

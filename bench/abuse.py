@@ -159,8 +159,10 @@ class Abuse:
 def worst_requests(end_ns: int, days: int) -> list[Abuse]:
     """Per endpoint, the costliest requests a read token can make (data: `days` to `end_ns`)."""
     year = {"start": iso(end_ns - 400 * DAY_NS), "end": iso(end_ns)}
-    # Santa Fe sends 4,320 readings and uplinks a day: 36 days is the longest report it fits.
-    held = {"start": iso(end_ns - min(days - 1, 36) * DAY_NS), "end": iso(end_ns)}
+    # The longest reports the default PILOTS_API_MAX_SCAN_READINGS (250000) fits: Santa Fe
+    # sends about 4,300 readings and uplinks a day (57 days), San Nicolas about 10,800 (23).
+    held = {"start": iso(end_ns - min(days - 1, 57) * DAY_NS), "end": iso(end_ns)}
+    nicolas_held = {"start": iso(end_ns - min(days - 1, 23) * DAY_NS), "end": iso(end_ns)}
     month = {"start": iso(end_ns - 30 * DAY_NS), "end": iso(end_ns)}
     nicolas = ["pm25", "pm10", "no2", "co", "temperature", "humidity", "pressure", "battery_v"]
     santa_fe = ["level", "water_temp", "rain", "rain_tips", "temperature", "humidity"]
@@ -184,6 +186,18 @@ def worst_requests(end_ns: int, days: int) -> list[Abuse]:
             "8 sensors per device, daily, 400 days",
             series,
             {"sensor": nicolas, "every": "1d", "stats": "count,mean,p50,p99", **year},
+            refused=False,
+        ),
+        Abuse(
+            "series",
+            "dashboard's 30 days: every sensor, 6h",
+            series,
+            {
+                "sensor": [*nicolas, "wind_speed", "wind_dir"],
+                "every": "6h",
+                "stats": "count,mean,min,max",
+                **month,
+            },
             refused=False,
         ),
         Abuse(
@@ -241,9 +255,16 @@ def worst_requests(end_ns: int, days: int) -> list[Abuse]:
         Abuse("report", "san-nicolas, 400 days", "/pilots/san-nicolas/report", year),
         Abuse(
             "report",
-            f"santa-fe, {min(days - 1, 36)} days",
+            f"santa-fe, {min(days - 1, 57)} days",
             "/pilots/santa-fe/report",
             held,
+            refused=False,
+        ),
+        Abuse(
+            "report",
+            f"san-nicolas, {min(days - 1, 23)} days",
+            "/pilots/san-nicolas/report",
+            nicolas_held,
             refused=False,
         ),
         Abuse("report.html", "san-nicolas, 400 days", "/pilots/san-nicolas/report.html", year),

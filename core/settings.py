@@ -137,8 +137,10 @@ class Settings(BaseSettings):
     api_cache_days: int = Field(default=35, ge=1)
     api_answers_kept: int = Field(default=256, ge=0)
     api_export_max_rows: int = Field(default=5_000_000, ge=1)
-    api_max_scan_readings: int = Field(default=160_000, ge=1)
+    api_max_scan_readings: int = Field(default=250_000, ge=1)
     api_answers_max_bytes: int = Field(default=32 << 20, ge=0)
+    api_max_concurrent_scans: int = Field(default=2, ge=1, le=64)
+    api_scan_wait_s: float = Field(default=5.0, ge=0, le=60)
 
     demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
     demo_backfill_hours: float = Field(default=1.0, ge=0)

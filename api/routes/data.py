@@ -10,6 +10,7 @@ from api.deps import (
     MAX_SENSORS,
     DevicesQuery,
     RegistryDep,
+    ScanSlotsDep,
     SeriesDep,
     SettingsDep,
     StoreDep,
@@ -17,7 +18,7 @@ from api.deps import (
     parse_every,
     unique,
 )
-from api.problems import Problem, responses
+from api.problems import BUSY_503, Problem, responses
 from api.services import QueryError
 from api.services import export as exporting
 from api.services.series import SeriesQuery, label
@@ -32,7 +33,7 @@ MEDIA = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.pa
     "/export",
     responses={
         200: {"content": {MEDIA["csv"]: {}, MEDIA["parquet"]: {}}},
-        **responses(400, 401, 404, 422, 503, _404="unknown pilot, sensor or device"),
+        **responses(400, 401, 404, 422, 503, _404="unknown pilot, sensor or device", _503=BUSY_503),
     },
 )
 def export(
@@ -51,6 +52,7 @@ def export(
     store: StoreDep,
     settings: SettingsDep,
     series: SeriesDep,
+    slots: ScanSlotsDep,
     format: Annotated[Literal["csv", "parquet"], Query(description="csv or parquet")] = "csv",
     every: Annotated[
         str | None,
@@ -85,6 +87,7 @@ def export(
                 devices=device,
                 max_rows=settings.api_export_max_rows,
                 max_scan_readings=settings.api_max_scan_readings,
+                slots=slots,
             )
         else:
             spec = parse_every(every, found.tz, -utc_offset_ns(found.tz, window.start_ns))

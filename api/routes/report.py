@@ -5,13 +5,13 @@ from fastapi.responses import HTMLResponse
 
 from api.auth import ReadAccess
 from api.deps import PilotDep, TimeRangeDep
-from api.problems import responses
+from api.problems import BUSY_503, responses
 from api.schemas import ReportOut
 from api.services.reports import ReportCache
 
 router = APIRouter(tags=["report"])
 
-ERRORS = responses(400, 401, 404, 422, 503, _404="unknown pilot")
+ERRORS = responses(400, 401, 404, 422, 503, _404="unknown pilot", _503=BUSY_503)
 
 
 def _cache(request: Request) -> ReportCache:

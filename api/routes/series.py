@@ -16,7 +16,7 @@ from api.deps import (
     parse_every,
     unique,
 )
-from api.problems import Problem, responses
+from api.problems import BUSY_503, Problem, responses
 from api.responses import json_response
 from api.schemas import CompareOut, SeriesOut
 from api.services import QueryError
@@ -26,7 +26,7 @@ from core.timeutil import utc_offset_ns
 
 router = APIRouter(tags=["series"])
 
-ERRORS = responses(400, 401, 404, 422, 503)
+ERRORS = responses(400, 401, 404, 422, 503, _503=BUSY_503)
 
 SensorsQuery = Annotated[
     list[str],

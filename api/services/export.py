@@ -2,7 +2,11 @@
 
 The answer is produced in chunks (CSV) or as one file built in a temporary spool (Parquet needs
 its footer last), so memory stays bounded by one scan; a scan larger than
-`PILOTS_API_EXPORT_MAX_ROWS` is refused before anything is sent.
+`PILOTS_API_EXPORT_MAX_ROWS` is refused before anything is sent. Counting, reading and
+building the table take one of the process's `ScanSlots` (a windowed export takes the series'
+slot). The slot is given back before the table is sent: what is sent from is the Arrow
+columns (four flat columns, a fraction of the scan's peak), and a slow reader must not keep a
+slot.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pyarrow.parquet as pq
 from api.services import QueryError, cost
 from api.services.common import too_many
 from api.services.series import SeriesQuery, SeriesService
+from api.services.slots import ScanSlots
 from core.registry import Pilot, Registry
 from core.store import Store
 from core.timeutil import ns_to_datetime
@@ -46,11 +51,13 @@ def raw(
     devices: Sequence[str] | None,
     max_rows: int,
     max_scan_readings: int,
+    slots: ScanSlots,
 ) -> Export:
     """Every reading of the sensors in the range: time (UTC and local), device, sensor, value.
 
     Refused before the scan when the registry says it would read more than `max_scan_readings`
-    (or `max_rows`), and after it when the store holds more than `max_rows` all the same.
+    (or `max_rows`), and after it when the store holds more than `max_rows` all the same; the
+    count and the scan wait for one of `slots` (`BusyError` when none frees up in time).
     """
     chosen = [d for d in pilot.devices if devices is None or d.id in devices]
     estimate = cost.readings(chosen, sensors, end_ns - start_ns)
@@ -60,28 +67,27 @@ def raw(
             f"about {estimate} readings exceed the export limit of {max_rows} rows "
             "(PILOTS_API_EXPORT_MAX_ROWS); export a shorter range or windowed statistics"
         )
-    found = store.count(pilot.id, list(sensors), start_ns, end_ns, devices=devices)
-    if found > max_scan_readings:
-        raise too_many(found, max_scan_readings, "this export")
-    if found > max_rows:
-        raise QueryError(
-            f"{found} readings exceed the export limit of {max_rows} rows "
-            "(PILOTS_API_EXPORT_MAX_ROWS); export a shorter range or windowed statistics"
-        )
-    readings = store.scan(pilot.id, list(sensors), start_ns, end_ns, devices=devices)
-    order = np.lexsort((readings.ts_ns, readings.sensor, readings.device))
-    readings = readings.take(order)
-    device_ids = np.asarray([d.id for d in registry.device_list], dtype=object)
-    sensor_ids = np.asarray([s.id for s in registry.sensor_list], dtype=object)
-    return Export(
-        filename=f"{pilot.id}-readings",
-        columns={
+    with slots.held():
+        found = store.count(pilot.id, list(sensors), start_ns, end_ns, devices=devices)
+        if found > max_scan_readings:
+            raise too_many(found, max_scan_readings, "this export")
+        if found > max_rows:
+            raise QueryError(
+                f"{found} readings exceed the export limit of {max_rows} rows "
+                "(PILOTS_API_EXPORT_MAX_ROWS); export a shorter range or windowed statistics"
+            )
+        readings = store.scan(pilot.id, list(sensors), start_ns, end_ns, devices=devices)
+        order = np.lexsort((readings.ts_ns, readings.sensor, readings.device))
+        readings = readings.take(order)
+        device_ids = np.asarray([d.id for d in registry.device_list], dtype=object)
+        sensor_ids = np.asarray([s.id for s in registry.sensor_list], dtype=object)
+        columns = {
             "time": pa.array(readings.ts_ns, type=pa.timestamp("ns", tz="UTC")),
             "device": pa.array(device_ids[readings.device], type=pa.string()),
             "sensor": pa.array(sensor_ids[readings.sensor], type=pa.string()),
             "value": pa.array(readings.value, type=pa.float64()),
-        },
-    )
+        }
+    return Export(filename=f"{pilot.id}-readings", columns=columns)
 
 
 def windowed(service: SeriesService, query: SeriesQuery) -> Export:

@@ -2,7 +2,8 @@
 
 The hot cache's version of a pilot changes whenever the recent data it holds does; data older
 than the cache holds (a late backlog, a quarantine replay) is caught by rebuilding every report
-at least every `max_age_s`.
+at least every `max_age_s`. Building one takes one of the process's `ScanSlots`; a report
+kept from before takes none.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from api.cache import HotCache
 from api.services import cost
 from api.services.common import FLAG_CONTEXT_INTERVALS, NS_PER_S, CachedScanner, too_many
 from api.services.report import Report, build_report
+from api.services.slots import ScanSlots
 from core.registry import Pilot, Registry
 from core.store import Store
 
@@ -31,12 +33,14 @@ class ReportCache:
         store: Store,
         cache: HotCache | None,
         *,
+        slots: ScanSlots,
         max_age_s: float = 600.0,
-        max_scan_readings: int = 160_000,
+        max_scan_readings: int = 250_000,
     ) -> None:
         self.registry = registry
         self.store = store
         self.cache = cache
+        self.slots = slots
         self.max_age_s = max_age_s
         self.max_scan_readings = max_scan_readings
         self.readings = CachedScanner(registry, store, cache)
@@ -54,7 +58,11 @@ class ReportCache:
         )
 
     def get(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
-        """The report, built now or reused; `QueryError` when it would read too much."""
+        """The report, built now or reused.
+
+        `QueryError` when it would read too much; `BusyError` when it must be built and no slot
+        frees up in time.
+        """
         cost.check(self.scan_cost(pilot, start_ns, end_ns), self.max_scan_readings, "this report")
         if self.cache is None:  # nothing says when the data changed: build every time
             return self._build(pilot, start_ns, end_ns)
@@ -67,16 +75,18 @@ class ReportCache:
                 return found
             building = self._building.setdefault(key, threading.Lock())
         with building:  # concurrent requests for one report build it once
-            with self._lock:
-                found = self._fresh(key)
-            if found is None:
-                found = self._build(pilot, start_ns, end_ns)
+            try:
                 with self._lock:
-                    self._kept[key] = (time.monotonic(), found)
-                    while len(self._kept) > KEPT:
-                        self._kept.popitem(last=False)
-            with self._lock:
-                self._building.pop(key, None)
+                    found = self._fresh(key)
+                if found is None:
+                    found = self._build(pilot, start_ns, end_ns)
+                    with self._lock:
+                        self._kept[key] = (time.monotonic(), found)
+                        while len(self._kept) > KEPT:
+                            self._kept.popitem(last=False)
+            finally:  # also when refused or busy: the next request tries afresh
+                with self._lock:
+                    self._building.pop(key, None)
         return found
 
     def _fresh(self, key: tuple[str, int, int, int]) -> Report | None:
@@ -86,6 +96,10 @@ class ReportCache:
         return kept[1]
 
     def _build(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
+        with self.slots.held():
+            return self._build_held(pilot, start_ns, end_ns)
+
+    def _build_held(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
         # The registry's estimate passed; the store's own count is the truth (a device that
         # reports more often than registered must not make a report read without bound).
         longest = max((d.interval_s for d in pilot.devices), default=0)

@@ -5,7 +5,11 @@ windows that are not whole hours are computed from raw readings with the exact k
 ranges come from hourly rollups (the hot cache when it holds the range, the store otherwise):
 count, sum, mean, min, max, std, first and last are the same either way; quantiles from
 rollups come from the sketch, within 1 % (docs/STATISTICS.md). The range is widened to whole
-windows, so that both sources count the same readings.
+windows, so that both sources count the same readings. Fixed windows are aligned to the
+pilot's local clock, not to the request's start: in a zone whose offset is whole hours,
+windows of whole hours (`1h`, `6h`, `1d`) are unions of hourly rollups whatever instant the
+range starts at. Building an answer takes one of the process's `ScanSlots`; an answer kept
+from before takes none.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from api.services.common import (
     numbers,
     scan_flagged,
 )
+from api.services.slots import ScanSlots
 from core.aggregate import window_stats
 from core.registry import Device, Pilot, Registry
 from core.rollups import RESOLUTIONS, Rollups, day_origin_ns, to_table
@@ -70,7 +75,7 @@ class Limits:
     raw_max_ns: int
     answers_kept: int = 0
     answers_max_bytes: int = 32 << 20
-    max_scan_readings: int = 160_000
+    max_scan_readings: int = 250_000
 
 
 def _hour_aligned(window_edges: np.ndarray) -> bool:
@@ -103,12 +108,19 @@ class SeriesService:
     """Answers series and comparisons from the store, the hot cache and the core."""
 
     def __init__(
-        self, registry: Registry, store: Store, cache: HotCache | None, limits: Limits
+        self,
+        registry: Registry,
+        store: Store,
+        cache: HotCache | None,
+        limits: Limits,
+        *,
+        slots: ScanSlots,
     ) -> None:
         self.registry = registry
         self.store = store
         self.cache = cache
         self.limits = limits
+        self.slots = slots
         self.readings = CachedScanner(registry, store, cache, max_readings=limits.max_scan_readings)
         self._answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self._answers_bytes = 0
@@ -225,8 +237,15 @@ class SeriesService:
         return devices
 
     def series(self, query: SeriesQuery) -> dict[str, Any]:
-        """The windows of each sensor asked for, shaped as `SeriesOut`, ready for JSON."""
+        """The windows of each sensor asked for, shaped as `SeriesOut`, ready for JSON.
+
+        Checked first (`QueryError`), then built in one of the process's slots (`BusyError`).
+        """
         self.check(query)
+        with self.slots.held():
+            return self._series(query)
+
+    def _series(self, query: SeriesQuery) -> dict[str, Any]:
         window_edges, use_rollups = self._plan(query)
         start, end = int(window_edges[0]), int(window_edges[-1])
         quantiles = [QUANTILE_STATS[s] for s in query.statistics if s in QUANTILE_STATS]
@@ -372,13 +391,16 @@ class SeriesService:
         self.check_scan(sum(self.scan_cost(q) for q in queries), "this comparison")
         lines = []
         bounds: tuple[str, str] | None = None
-        for query in queries:
-            pilot = query.pilot
-            answer = self.series(query)
-            bounds = bounds or (answer["start"], answer["end"])  # widened to whole windows
-            lines.append(
-                {"pilot": pilot.id, "windows": answer["sensors"][0]["lines"][0]["windows"]}
-            )
+        with self.slots.held():  # one slot for the whole comparison
+            for query in queries:
+                answer = self._series(query)
+                bounds = bounds or (answer["start"], answer["end"])  # widened to whole windows
+                lines.append(
+                    {
+                        "pilot": query.pilot.id,
+                        "windows": answer["sensors"][0]["lines"][0]["windows"],
+                    }
+                )
         first = pilots[0]
         start, end = bounds or (at(first, start_ns).isoformat(), at(first, end_ns).isoformat())
         return {

@@ -332,6 +332,14 @@ def test_dashboard_shows_pilots_charts_and_devices(
     expect(page.locator("#charts")).to_have_attribute("data-every", "1h")
     assert 44 <= chart_points(page, "level") <= 50
 
+    # Thirty days of the pilot that sends the most (San Nicolás, every 5 minutes) are within
+    # the default limits: 6-hour windows of hourly rollups, no error shown.
+    page.locator('li.card[data-pilot="san-nicolas"]').click()
+    page.get_by_label("30 days").check()
+    expect(page.locator("#pilot-heading")).to_have_text("San Nicolás de los Arroyos")
+    expect(page.locator("#charts")).to_have_attribute("data-every", "6h")
+    expect(page.locator("#error")).to_be_hidden()
+
     assert any("/pilots/santa-fe/series?" in url for url in watched.requests)
     elsewhere = [url for url in watched.requests if urlsplit(url).hostname != "127.0.0.1"]
     assert elsewhere == [], "the page must request nothing but the API"

@@ -6,9 +6,12 @@ against a real influxd and measures memory).
 
 from __future__ import annotations
 
+import math
 import re
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ S = 1_000_000_000
 H = 3600 * S
 END_NS = 1_795_000_000 * S  # 2026-11-18
 SECRET = "http://admin:hunter2@influx.internal:8086"
+DASHBOARD = Path(__file__).resolve().parents[2] / "api" / "static" / "dashboard.html"
 
 
 class FailingStore(EmbeddedStore):
@@ -36,6 +40,20 @@ class FailingStore(EmbeddedStore):
 
     def ping(self) -> None:
         raise StoreUnavailableError(f"cannot reach {SECRET}: connection refused")
+
+
+class HeldStore(EmbeddedStore):
+    """An embedded store whose scans wait for `release`: a request held in progress."""
+
+    def __init__(self, path: Path, registry: Registry) -> None:
+        super().__init__(path, registry)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def scan(self, *args: object, **kwargs: object) -> Readings:
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the held scan"
+        return super().scan(*args, **kwargs)  # type: ignore[arg-type]
 
 
 def _client(
@@ -275,4 +293,86 @@ def test_kept_answers_are_bounded_in_bytes(tmp_path: Path, registry: Registry) -
         kept, size = app.state.series.answers_kept()
         assert 0 < kept < 29
         assert size <= 20_000
+    store.close()
+
+
+def _dashboard_requests() -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+    """What the page at / asks for: its periods (name -> hours, every) and its fixed parameters."""
+    page = DASHBOARD.read_text(encoding="utf-8")
+    periods = {
+        name: (math.prod(int(f) for f in hours.split("*")), every)
+        for name, hours, every in re.findall(r'"(\w+)": \{hours: ([\d *]+), every: "(\w+)"', page)
+    }
+    fixed = dict(re.findall(r'\["(stats|pooled)", "([\w,]+)"\]', page))
+    return periods, fixed
+
+
+def test_the_dashboards_periods_are_answered_for_every_pilot_at_the_defaults(
+    api: TestClient,
+) -> None:
+    """Every pilot's 24 h, 7 d and 30 d views, asked as the page asks them: every sensor, from
+    `now - period` to now (to the millisecond, as `toISOString` writes them, not on an hour).
+    Fixed windows follow the pilot's local clock, not the start, so a period longer than
+    `PILOTS_API_RAW_MAX_HOURS` is read from hourly rollups and fits the default scan limit
+    (the `api` fixture's settings are the defaults)."""
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    periods, fixed = _dashboard_requests()
+    assert set(periods) == {"24h", "7d", "30d"} and set(fixed) == {"stats", "pooled"}
+    now = datetime.fromtimestamp(END_NS / S, UTC) + timedelta(minutes=17, seconds=23.456)
+    end = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    pilots = api.get("/pilots").json()
+    assert [p["id"] for p in pilots] == ["santa-fe", "san-nicolas", "resistencia"]
+    for pilot in pilots:
+        for name, (hours, every) in periods.items():
+            start = (now - timedelta(hours=hours)).isoformat(timespec="milliseconds")
+            params = [
+                *[("sensor", sensor["id"]) for sensor in pilot["sensors"]],
+                ("start", start.replace("+00:00", "Z")),
+                ("end", end),
+                ("every", every),
+                *fixed.items(),
+            ]
+            response = api.get(f"/pilots/{pilot['id']}/series", params=params)
+            assert response.status_code == 200, (pilot["id"], name, response.text)
+            expected = "readings" if hours <= defaults.api_raw_max_hours else "rollups"
+            assert response.json()["source"] == expected, (pilot["id"], name)
+
+
+def test_expensive_requests_past_the_concurrency_bound_get_503_and_cheap_ones_are_answered(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """With one slot and a series held in the middle of its scan: a report and a raw export
+    are refused with 503 naming the setting (after the short wait), a request over a limit is
+    still refused with 400 at once, and /pilots is answered; then the held series completes."""
+    store = HeldStore(tmp_path / "store.sqlite", registry)
+    client = _client(tmp_path, registry, store, api_max_concurrent_scans=1, api_scan_wait_s=0.1)
+    day = {"start": _iso(END_NS - 24 * H), "end": _iso(END_NS)}
+    held: dict[str, object] = {}
+
+    def hold() -> None:
+        held["response"] = client.get(
+            "/pilots/santa-fe/series", params={"sensor": "level", "every": "1h", **day}
+        )
+
+    with client:
+        worker = threading.Thread(target=hold)
+        worker.start()
+        try:
+            assert store.entered.wait(60), "the first request never reached the store"
+            for busy in (
+                client.get("/pilots/santa-fe/report", params=day),
+                client.get("/export", params={"pilot": "santa-fe", "sensor": "level", **day}),
+            ):
+                _problem(busy, 503, "PILOTS_API_MAX_CONCURRENT_SCANS")
+                assert int(busy.headers["Retry-After"]) >= 1
+            year = {"start": _iso(END_NS - 400 * 24 * H), "end": _iso(END_NS)}
+            over = client.get("/pilots/san-nicolas/report", params=year)
+            _problem(over, 400, "PILOTS_API_MAX_SCAN_READINGS")
+            pilots = client.get("/pilots")
+            assert pilots.status_code == 200, pilots.text
+        finally:
+            store.release.set()
+            worker.join(60)
+    first = held["response"]
+    assert first.status_code == 200, first.text  # type: ignore[attr-defined]
     store.close()
