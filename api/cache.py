@@ -128,12 +128,7 @@ class HotCache:
         devices: list[int] | None = None,
     ) -> Readings:
         """The pilot's readings of those sensor (and device) codes in `[start_ns, end_ns)`."""
-        raw = self._get(pilot).raw
-        lo, hi = np.searchsorted(raw.ts_ns, [start_ns, end_ns], side="left")
-        part = raw.take(slice(int(lo), int(hi)))
-        keep = np.isin(part.sensor, sensors)
-        if devices is not None:
-            keep &= np.isin(part.device, devices)
+        part, keep = self._selected(pilot, sensors, start_ns, end_ns, devices)
         return part.take(keep)
 
     def count(
@@ -145,12 +140,24 @@ class HotCache:
         devices: list[int] | None = None,
     ) -> int:
         """How many readings `readings` would return, counted without copying them."""
+        return int(np.count_nonzero(self._selected(pilot, sensors, start_ns, end_ns, devices)[1]))
+
+    def _selected(
+        self,
+        pilot: str,
+        sensors: list[int],
+        start_ns: int,
+        end_ns: int,
+        devices: list[int] | None,
+    ) -> tuple[Readings, np.ndarray]:
+        """The held readings of the range (a view, no copy), and which of them are asked for."""
         raw = self._get(pilot).raw
         lo, hi = np.searchsorted(raw.ts_ns, [start_ns, end_ns], side="left")
-        keep = np.isin(raw.sensor[lo:hi], sensors)
+        part = raw.take(slice(int(lo), int(hi)))
+        keep = np.isin(part.sensor, sensors)
         if devices is not None:
-            keep &= np.isin(raw.device[lo:hi], devices)
-        return int(np.count_nonzero(keep))
+            keep &= np.isin(part.device, devices)
+        return part, keep
 
     def rollups(self, pilot: str, sensors: list[int], start_ns: int, end_ns: int) -> Rollups:
         """The pilot's hourly rollups of those sensor codes with `start_ns <= start < end_ns`.

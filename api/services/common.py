@@ -129,13 +129,7 @@ class CachedScanner:
         """How many readings `scan` would return, counted where it would read them."""
         if self.cache is None or not self._cached(pilot, start_ns):
             return self.store.count(pilot, sensors, start_ns, end_ns, devices=devices)
-        return self.cache.count(
-            pilot,
-            self.registry.sensor_codes(list(sensors)).tolist(),
-            start_ns,
-            end_ns,
-            None if devices is None else self.registry.device_codes(list(devices)).tolist(),
-        )
+        return self.cache.count(pilot, *self._codes(sensors, devices, start_ns, end_ns))
 
     def scan(
         self,
@@ -152,13 +146,15 @@ class CachedScanner:
                 raise too_many(found, self.max_readings, "this request")
         if self.cache is None or not self._cached(pilot, start_ns):
             return self.store.scan(pilot, sensors, start_ns, end_ns, devices=devices)
-        return self.cache.readings(
-            pilot,
-            self.registry.sensor_codes(list(sensors)).tolist(),
-            start_ns,
-            end_ns,
-            None if devices is None else self.registry.device_codes(list(devices)).tolist(),
-        )
+        return self.cache.readings(pilot, *self._codes(sensors, devices, start_ns, end_ns))
+
+    def _codes(
+        self, sensors: Sequence[str], devices: Sequence[str] | None, start_ns: int, end_ns: int
+    ) -> tuple[list[int], int, int, list[int] | None]:
+        """The cache's arguments: sensor codes, the range, device codes (None: all)."""
+        codes = self.registry.sensor_codes(list(sensors)).tolist()
+        chosen = None if devices is None else self.registry.device_codes(list(devices)).tolist()
+        return codes, start_ns, end_ns, chosen
 
 
 def scan_flagged(

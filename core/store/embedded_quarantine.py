@@ -57,24 +57,17 @@ class EmbeddedQuarantine:
     def _connection(self) -> sqlite3.Connection:  # provided by the store
         raise NotImplementedError
 
+    def _transaction(self, *statements: tuple[str, list[tuple[object, ...]]]) -> None:
+        raise NotImplementedError  # provided by the store
+
     def _quarantine_run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         try:
             return self._connection().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"embedded store quarantine query failed: {exc}") from exc
 
-    def _quarantine_write(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        try:
-            db = self._connection()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(sql, rows)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"embedded store quarantine write failed: {exc}") from exc
+    def _quarantine_write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        self._transaction((sql, list(rows)))
 
     def add_quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
         """Insert or replace the entries, in one transaction."""
