@@ -4,7 +4,7 @@ A broker started with the provisioned dynamic-security file (and anonymous acces
 let each device publish only on its own topics, refuse wrong passwords and anonymous clients,
 and let ingest, logged in as itself on a shared subscription, store what devices send. What a
 device may not subscribe to, what a network server may publish and the packet size limit are
-in test_broker_acl.py.
+in tests/security/test_broker_hostile.py.
 """
 
 from __future__ import annotations
