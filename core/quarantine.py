@@ -85,6 +85,11 @@ class QuarantineEntry:
         return len(self.head) + len(self.detail) + len(self.topic) + 128
 
     @property
+    def key(self) -> tuple[str, str, str, int]:
+        """The entry's key in the store: (worker, source, reason, time)."""
+        return (self.worker, self.source, self.reason, self.ts_ns)
+
+    @property
     def message_key(self) -> tuple[str, str, int, str]:
         """Entries of one message share this key (worker, topic, receive time, digest)."""
         return (self.worker, self.topic, self.received_ns, self.sha256)

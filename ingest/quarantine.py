@@ -21,13 +21,16 @@ never stop the acknowledgement of good messages.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from core.errors import StoreError, StoreRejectedError, StoreTooLargeError
+from core.errors import StoreRejectedError, StoreTooLargeError
 from core.quarantine import (
     DROPPED_AGE,
     DROPPED_CAP,
+    KEY_SPACING_NS,
     NO_SOURCE,
     UNREGISTERED,
     QuarantineEntry,
@@ -54,8 +57,9 @@ MINUTE_NS = 60 * 1_000_000_000
 #: Most entry bytes sent to the store in one request (a proxy or a cloud store may refuse
 #: larger bodies with 413).
 WRITE_CHUNK_BYTES = 2 << 20
-#: Old refusals moved from the spool database per step of the migration.
+#: Old refusals moved from the spool database per step of the migration, and steps per turn.
 MIGRATE_ROWS = 200
+MIGRATE_STEPS = 10
 #: The "caps reached" warning is logged at most this often (seconds).
 WARN_EVERY_S = 60.0
 
@@ -145,6 +149,10 @@ class Keeper:
         self._offset_ns = time.time_ns() % 1_000_000_000 + 1
         self._minute_ns = 0
         self._minute: dict[DroppedKey, int] = {}
+        self._pending: _Pending | None = None
+        self._migrated_ns = 0
+        # The writer's store thread keeps batches while its main thread prunes.
+        self._lock = threading.RLock()
 
     def message_entries(self, refused: Sequence[Refused]) -> list[list[QuarantineEntry]]:
         """The entries of these refusals, one list per message."""
@@ -197,29 +205,49 @@ class Keeper:
             size += cost
         return kept, dropped, usage
 
-    def _write(self, kept: Sequence[QuarantineEntry], dropped: dict[DroppedKey, int]) -> None:
-        """Write entries in bounded requests; a request still too large alone is counted."""
-        for chunk in _chunks(kept):
+    def _resume(self, key: object, messages: Sequence[Sequence[QuarantineEntry]]) -> _Pending:
+        """The batch's admission: decided once, kept while a write of it is retried."""
+        if self._pending is None or self._pending.key != key:
+            kept, dropped, usage = self.admit(messages)
+            self._pending = _Pending(key, _chunks(kept), dropped, usage)
+        return self._pending
+
+    def _finish(self, batch: _Pending) -> None:
+        """Write what is left of the batch, count what is not kept, commit the usage.
+
+        Chunks the store refuses (400, 413) are counted as `store_refused`; anything else it
+        raises leaves the batch pending, so a retry goes on where this one stopped and counts
+        nothing twice.
+        """
+        while batch.written < len(batch.chunks):
+            chunk = batch.chunks[batch.written]
             try:
                 self.store.add_quarantine(chunk)
-            except StoreTooLargeError as exc:
-                log.error("store refused %d quarantine entries as too large: %s", len(chunk), exc)
+            except (StoreRejectedError, StoreTooLargeError) as exc:
+                log.error("store refused %d quarantine entries: %s", len(chunk), exc)
                 for e in chunk:
                     key = (DROPPED_STORE, e.source, e.reason)
-                    dropped[key] = dropped.get(key, 0) + e.refusals
+                    batch.dropped[key] = batch.dropped.get(key, 0) + e.refusals
+                    held = batch.usage[e.source]
+                    batch.usage[e.source] = Usage(held.entries - 1, held.bytes - e.cost_bytes)
+            batch.written += 1
+        if not batch.counted:
+            self._count(batch.dropped)
+            batch.counted = True
+        self._usage = batch.usage
+        self._pending = None
 
     def keep(self, refused: Sequence[Refused]) -> None:
         """Write the entries of these refusals, or count them as dropped past a cap.
 
-        Raises `StoreError` with nothing counted twice: call it again with the same refusals.
+        Raises `StoreError` when the store is away: call it again with the same refusals, and
+        it goes on where it stopped (nothing is written or counted twice).
         """
-        self.prune_if_due()
         if not refused:
             return
-        kept, dropped, usage = self.admit(self.message_entries(refused))
-        self._write(kept, dropped)
-        self._usage = usage
-        self._count(dropped)
+        key = tuple((r.received_ns, r.topic, r.rejection.reason) for r in refused)
+        with self._lock:
+            self._finish(self._resume(key, self.message_entries(refused)))
 
     def _count(self, dropped: dict[DroppedKey, int]) -> None:
         """Add to this minute's running totals of refusals not kept, and write those totals."""
@@ -232,9 +260,13 @@ class Keeper:
         totals = dict(self._minute)
         for key, n in dropped.items():
             totals[key] = totals.get(key, 0) + n
-        self.store.record_dropped(
-            self.worker, minute + self._offset_ns, {k: totals[k] for k in dropped}
-        )
+        try:
+            self.store.record_dropped(
+                self.worker, minute + self._offset_ns, {k: totals[k] for k in dropped}
+            )
+        except (StoreRejectedError, StoreTooLargeError) as exc:
+            log.error("store refused the count of %d refusals: %s", sum(dropped.values()), exc)
+            return
         self._minute = totals
         by_why: dict[str, int] = {}
         for (why, _, _), n in dropped.items():
@@ -250,80 +282,86 @@ class Keeper:
                 ", ".join(sorted(by_why)),
             )
 
-    def count_lost(self, refused: Sequence[Refused], exc: StoreError) -> None:
-        """Count refusals whose entries the store itself refused (logged; never raises)."""
-        dropped: dict[DroppedKey, int] = {}
-        for r in refused:
-            key = (DROPPED_STORE, source_of(r.topic, self.registry), r.rejection.reason.value)
-            dropped[key] = dropped.get(key, 0) + 1
-        log.error("store refused %d quarantine entries, counted only: %s", len(refused), exc)
-        try:
-            self._count(dropped)
-        except StoreError as again:
-            log.error("and refused their count: %s", again)
-
     def prune_if_due(self) -> None:
         """Prune, re-read the usage and migrate old refusals, every `PRUNE_EVERY_S`.
 
-        Prunes this worker's entries by age, re-reads what it holds, and moves refusals an
-        older release kept in the spool's database into the store.
+        Prunes this worker's entries by age, re-reads what it holds, and moves a part of the
+        refusals an older release kept in the spool's database into the store. The writer
+        calls it between batches; a failure is the next turn's.
         """
         if time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
             return
-        now_ns = time.time_ns()
-        before_ns = now_ns - int(self.settings.quarantine_max_age_days * NS_PER_DAY)
-        pruned = self.store.prune_quarantine(self.worker, before_ns, now_ns)
-        if pruned:
-            log.info(
-                "quarantine: %d refusals older than the age limit pruned", sum(pruned.values())
-            )
-            self.on_unkept(DROPPED_AGE, sum(pruned.values()))
-        self._usage = self.store.quarantine_usage(self.worker)
-        if self.spool is not None:
-            self.migrate(self.spool)
-        self._pruned_at = time.monotonic()
+        with self._lock:
+            now_ns = time.time_ns()
+            before_ns = now_ns - int(self.settings.quarantine_max_age_days * NS_PER_DAY)
+            pruned = self.store.prune_quarantine(self.worker, before_ns, now_ns)
+            if pruned:
+                log.info(
+                    "quarantine: %d refusals older than the age limit pruned",
+                    sum(pruned.values()),
+                )
+                self.on_unkept(DROPPED_AGE, sum(pruned.values()))
+            if self._pending is None:  # a pending batch's admission counted on the old usage
+                self._usage = self.store.quarantine_usage(self.worker)
+            if self.spool is not None:
+                for _ in range(MIGRATE_STEPS):
+                    if not self._migrate_step(self.spool):
+                        break
+            self._pruned_at = time.monotonic()
 
     def migrate(self, spool: Spool) -> int:
-        """Move refusals an older ingest kept in its spool database into the store."""
+        """Move every refusal an older ingest kept in its spool database into the store."""
         moved = 0
-        keep_bytes = self.settings.quarantine_keep_bytes
-        while batch := spool.legacy_quarantine(MIGRATE_ROWS, keep_bytes):
-            messages = []
-            start = 0
-            while start < len(batch):
-                first, end = batch[start], start + 1
-                while end < len(batch) and (
-                    batch[end].received_ns,
-                    batch[end].topic,
-                    batch[end].sha256,
-                ) == (first.received_ns, first.topic, first.sha256):
-                    end += 1
-                messages.append(
-                    entries_for_refusals(
-                        worker=self.worker,
-                        source=source_of(first.topic, self.registry),
-                        topic=first.topic,
-                        received_ns=first.received_ns,
-                        length=first.length,
-                        sha256=first.sha256,
-                        head=first.head,
-                        refusals=_refusals(batch[start:end]),
-                    )
-                )
-                start = end
-            kept, dropped, usage = self.admit(messages)
-            try:
-                self._write(kept, dropped)
-            except StoreRejectedError as exc:
-                log.error("store refused %d old quarantine entries: %s", len(kept), exc)
-                for e in kept:
-                    key = (DROPPED_STORE, e.source, e.reason)
-                    dropped[key] = dropped.get(key, 0) + e.refusals
-            else:
-                self._usage = usage
-            self._count(dropped)
-            spool.drop_legacy_quarantine([r.id for r in batch])
-            moved += len(batch)
-        if moved:
-            log.info("moved %d quarantine entries from the spool database into the store", moved)
+        with self._lock:
+            while step := self._migrate_step(spool):
+                moved += step
         return moved
+
+    def _migrate_step(self, spool: Spool) -> int:
+        """Move up to `MIGRATE_ROWS` old refusals; how many (0: none left)."""
+        batch = spool.legacy_quarantine(MIGRATE_ROWS, self.settings.quarantine_keep_bytes)
+        if not batch:
+            return 0
+        messages = []
+        start = 0
+        while start < len(batch):
+            first, end = batch[start], start + 1
+            while end < len(batch) and (
+                batch[end].received_ns,
+                batch[end].topic,
+                batch[end].sha256,
+            ) == (first.received_ns, first.topic, first.sha256):
+                end += 1
+            # Older releases did not space receive times: space them now, so that the keys
+            # of two old messages never meet.
+            received_ns = max(first.received_ns, self._migrated_ns + KEY_SPACING_NS)
+            self._migrated_ns = received_ns
+            messages.append(
+                entries_for_refusals(
+                    worker=self.worker,
+                    source=source_of(first.topic, self.registry),
+                    topic=first.topic,
+                    received_ns=received_ns,
+                    length=first.length,
+                    sha256=first.sha256,
+                    head=first.head,
+                    refusals=_refusals(batch[start:end]),
+                )
+            )
+            start = end
+        self._finish(self._resume(("legacy", batch[0].id, batch[-1].id), messages))
+        spool.drop_legacy_quarantine([r.id for r in batch])
+        log.info("moved %d quarantine entries from the spool database into the store", len(batch))
+        return len(batch)
+
+
+@dataclass
+class _Pending:
+    """A batch of entries being written: its admission, and how far the writing got."""
+
+    key: object
+    chunks: list[list[QuarantineEntry]]
+    dropped: dict[DroppedKey, int]
+    usage: dict[str, Usage]
+    written: int = 0
+    counted: bool = False

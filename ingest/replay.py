@@ -61,6 +61,8 @@ class _Replay:
     truncated: int = 0
 
     def __post_init__(self) -> None:
+        self.seen: set[tuple[str, str, str, int]] = set()  # entries counted
+        self.done: set[MessageKey] = set()  # messages replayed
         self.router = Router(self.settings.ingest_routes)
         self.validator = Validator(
             self.registry,
@@ -73,13 +75,16 @@ class _Replay:
         return ReplayResult(self.messages, self.stored, self.still, self.skipped, self.truncated)
 
     def page(self, entries: list[QuarantineEntry]) -> None:
-        """Replay the messages of one page of entries."""
-        self.skipped += sum(1 for e in entries if e.topic == STORE_TOPIC)
-        self.truncated += sum(1 for e in entries if e.topic != STORE_TOPIC and not e.complete)
+        """Replay the messages of one page of entries (those not replayed already)."""
+        fresh = [e for e in entries if e.key not in self.seen]
+        self.seen.update(e.key for e in fresh)
+        self.skipped += sum(1 for e in fresh if e.topic == STORE_TOPIC)
+        self.truncated += sum(1 for e in fresh if e.topic != STORE_TOPIC and not e.complete)
         messages: dict[MessageKey, QuarantineEntry] = {}
-        for entry in entries:
-            if entry.topic != STORE_TOPIC and entry.complete:
+        for entry in fresh:
+            if entry.topic != STORE_TOPIC and entry.complete and entry.message_key not in self.done:
                 messages.setdefault(entry.message_key, entry)
+        self.done.update(messages)
         new_entries: list[QuarantineEntry] = []
         old_entries: list[QuarantineEntry] = []
         done: list[tuple[Checked, int]] = []
@@ -106,7 +111,9 @@ class _Replay:
                     keep_bytes=max(self.settings.quarantine_keep_bytes, len(first.head)),
                 )
             )
-            old_entries.extend(self._message(first))
+            siblings = self._message(first)
+            old_entries.extend(siblings)
+            self.seen.update(e.key for e in siblings)
             self.stored += len(checked.value)
         self.messages += len(messages)
         self.still += sum(e.refusals for e in new_entries)
@@ -145,18 +152,19 @@ def replay(
 ) -> ReplayResult:
     """Process quarantined messages again (those of one reason, or these entry ids)."""
     run = _Replay(settings, registry, store, dry_run)
+    if ids is not None:
+        run.page(store.quarantine_entries(reason=reason, ids=ids, oldest_first=True, limit=None))
+        return run.result()
     since: int | None = None
-    while True:
-        if ids is not None:
-            batch = store.quarantine_entries(reason=reason, ids=ids, oldest_first=True, limit=None)
-        else:
-            batch = store.quarantine_entries(
-                reason=reason, since_ns=since, oldest_first=True, limit=page
-            )
-        if not batch:
-            break
+    again = 0  # entries at `since` already read, which the next page reads again first
+    while batch := store.quarantine_entries(
+        reason=reason, since_ns=since, oldest_first=True, limit=page + again
+    ):
         run.page(batch)
-        if ids is not None or len(batch) < page:
+        if len(batch) < page + again:
             break
-        since = max(e.received_ns for e in batch) + KEY_SPACING_NS
+        # The next page starts at this one's last instant, where several workers' entries may
+        # stand, not all in this page: it asks for as many more as it will read again.
+        since = batch[-1].ts_ns
+        again = sum(1 for e in batch if e.ts_ns == since)
     return run.result()

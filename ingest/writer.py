@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.errors import (
+    PilotsError,
     StoreError,
     StoreRejectedError,
     StoreTooLargeError,
@@ -251,6 +252,7 @@ class SpoolWriter:
                     self.abort.wait(IDLE_WAIT_S)
                     continue
                 self.roll_up(idle=False)
+                self._prune()
                 after_id = batch[-1].id
                 prepared = self._prepare(batch)
                 if inflight is not None and not self._complete(inflight):
@@ -280,7 +282,7 @@ class SpoolWriter:
         """Prune the quarantine by age when due (a failure waits for the next turn)."""
         try:
             self.keeper.prune_if_due()
-        except StoreError as exc:
+        except PilotsError as exc:  # the store's, or the spool's old quarantine's
             log.warning("quarantine not pruned (or old entries not moved), will retry: %s", exc)
 
     def process_batch(self, batch: list[Spooled]) -> bool:
@@ -364,16 +366,14 @@ class SpoolWriter:
     def _quarantine(self, refused: list[Refused]) -> bool:
         """Keep the refusals' entries in the store, retrying while it is away; False if aborted.
 
-        Entries the store itself refuses are counted as dropped and logged, so a quarantine
-        that cannot be written never holds up the spool.
+        Entries the store itself refuses are counted as dropped by the keeper, so a quarantine
+        that cannot be written never holds up the spool; a retry goes on where the last try
+        stopped.
         """
         delay = BACKOFF_MIN_S
         while True:
             try:
                 self.keeper.keep(refused)
-                return True
-            except (StoreRejectedError, StoreTooLargeError) as exc:
-                self.keeper.count_lost(refused, exc)
                 return True
             except StoreError as exc:
                 self.events.store(False)

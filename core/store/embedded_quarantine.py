@@ -181,7 +181,10 @@ class EmbeddedQuarantine:
     def prune_quarantine(
         self, worker: str, before_ns: int, now_ns: int
     ) -> dict[tuple[str, str], int]:
-        """Count (as of `now_ns`), then remove, one worker's entries older than `before_ns`."""
+        """Count (as of `now_ns`) and remove one worker's entries older than `before_ns`.
+
+        One transaction: the count and the removal happen together or not at all.
+        """
         rows = self._quarantine_run(
             "SELECT source, reason, SUM(refusals) FROM quarantine WHERE worker = ? AND ts_ns < ? "
             "GROUP BY source, reason",
@@ -189,8 +192,11 @@ class EmbeddedQuarantine:
         )
         counts = {(str(s), str(r)): int(str(n)) for s, r, n in rows}
         if counts:
-            self.record_dropped(worker, now_ns, {(DROPPED_AGE, *k): n for k, n in counts.items()})
-            self._quarantine_write(
-                "DELETE FROM quarantine WHERE worker = ? AND ts_ns < ?", [(worker, before_ns)]
+            self._transaction(
+                (
+                    "INSERT OR REPLACE INTO quarantine_dropped VALUES (?, ?, ?, ?, ?, ?)",
+                    [(worker, now_ns, DROPPED_AGE, s, r, n) for (s, r), n in counts.items()],
+                ),
+                ("DELETE FROM quarantine WHERE worker = ? AND ts_ns < ?", [(worker, before_ns)]),
             )
         return counts

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from core.errors import StoreTooLargeError
+from core.errors import StoreRejectedError, StoreTooLargeError, StoreUnavailableError
 from core.quarantine import (
     ENTRIES_PER_MESSAGE,
     KEY_SPACING_NS,
@@ -29,6 +29,7 @@ from ingest.reasons import Reason, Rejection
 from ingest.spool import Refused, Spool
 
 T0 = 1_764_300_000 * 1_000_000_000
+FLOODER = "pilots/santa-fe/sf-rlv-01/up"
 
 
 def settings(tmp_path: Path, **limits: object) -> Settings:
@@ -140,7 +141,7 @@ def test_old_entries_are_pruned_and_counted(
     other = Keeper(store, settings(tmp_path, quarantine_max_age_days=1), "w2", registry)
     other.keep(refusals("pilots/santa-fe/sf-rlv-01/up", b"{}", 1, T0))
     monkeypatch.setattr(quarantine_module, "PRUNE_EVERY_S", 0.0)
-    keeper.keep([])
+    keeper.prune_if_due()
     summary = store.quarantine_summary()
     assert summary.kept == {"out_of_range": 1}, "w2's entry is w2's to prune"
     assert summary.dropped == {("age", "out_of_range"): 3}
@@ -272,3 +273,83 @@ def test_replay_reaches_every_entry_however_many_stay_refused(
     assert (result.messages, result.readings_stored, result.still_refused) == (12, 6, 6)
     assert store.quarantine_summary().kept == {"malformed_json": 6}
     assert len(store.scan("santa-fe", ["level"], 0, (now_ms + 1) * 1_000_000)) == 6
+
+
+class Flaky(EmbeddedStore):
+    """A store whose writes fail on cue: away (timeouts) or refusing a request (400)."""
+
+    away_on_count = 0
+    refuse_add = 0  # refuse this add_quarantine request (1 = the first)
+    adds = 0
+
+    def record_dropped(
+        self, worker: str, ts_ns: int, dropped: dict[tuple[str, str, str], int]
+    ) -> None:
+        if self.away_on_count:
+            self.away_on_count -= 1
+            raise StoreUnavailableError("timed out")
+        super().record_dropped(worker, ts_ns, dropped)
+
+    def add_quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
+        self.adds += 1
+        if self.adds == self.refuse_add:
+            raise StoreRejectedError("400 partial write")
+        super().add_quarantine(entries)
+
+
+def test_a_retry_after_the_store_went_away_counts_nothing_twice(
+    tmp_path: Path, registry: Registry
+) -> None:
+    store = Flaky(tmp_path / "store.sqlite", registry)
+    keeper = Keeper(store, settings(tmp_path, quarantine_max_per_device=3), "w1", registry)
+    refused = [
+        r for i in range(5) for r in refusals(FLOODER, b"j%d" % i, 1, T0 + i * KEY_SPACING_NS)
+    ]
+    store.away_on_count = 1
+    with pytest.raises(StoreUnavailableError):
+        keeper.keep(refused)
+    keeper.keep(refused)  # the writer tries again with the same refusals
+    summary = store.quarantine_summary()
+    assert (summary.kept, summary.dropped) == ({"out_of_range": 3}, {("cap", "out_of_range"): 2})
+
+
+def test_a_refused_request_counts_only_its_own_entries(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quarantine_module, "WRITE_CHUNK_BYTES", 300)
+    store = Flaky(tmp_path / "store.sqlite", registry)
+    store.refuse_add = 2
+    keeper = Keeper(store, settings(tmp_path), "w1", registry)
+    keeper.keep(
+        [r for i in range(4) for r in refusals(FLOODER, b"x" * 100, 1, T0 + i * KEY_SPACING_NS)]
+    )
+    summary = store.quarantine_summary()
+    assert store.adds == 4, "an entry a request, at this chunk size"
+    assert summary.kept == {"out_of_range": 3}
+    assert summary.dropped == {("store_refused", "out_of_range"): 1}, "the refused request's one"
+
+
+@pytest.mark.parametrize("apart_ns", [0, 1])
+def test_replay_pages_reach_every_workers_message_at_one_instant(
+    tmp_path: Path, registry: Registry, apart_ns: int
+) -> None:
+    """Three workers each refused a message within the same 64 ns; pages of two entries."""
+    from ingest.replay import replay
+
+    store = EmbeddedStore(tmp_path / "store.sqlite", registry)
+    received = time.time_ns() - 1_000_000_000
+    for i, worker in enumerate(["w1", "w2", "w3"]):
+        store.add_quarantine(
+            entries_for_message(
+                worker=worker,
+                source="unregistered",
+                topic="pilots/santa-fe/sf-nope/up",
+                payload=b'{"ts": 1, "readings": {"level": 1}}',
+                received_ns=received + i * apart_ns,
+                refusals=[Refusal("unknown_device", "not registered")],
+                keep_bytes=1000,
+            )
+        )
+    result = replay(settings(tmp_path), registry, store, page=2)
+    assert (result.messages, result.still_refused) == (3, 3)
+    assert store.quarantine_summary().kept == {"unknown_device": 3}
