@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from api.schemas import DeviceOut, LinkOut, PilotOut, SensorOut, ThresholdOut
@@ -14,6 +16,8 @@ from core.uplinks import Uplinks
 
 DAY_NS = 86_400 * NS_PER_S
 
+log = logging.getLogger("pilots.api.pilots")
+
 
 def _sensor_out(registry: Registry, sensor_id: str) -> SensorOut:
     s = registry.sensors[sensor_id]
@@ -25,8 +29,11 @@ def _sensor_out(registry: Registry, sensor_id: str) -> SensorOut:
 class PilotState:
     """What the pilot and device listings need, read from the store once per request."""
 
-    def __init__(self, registry: Registry, store: Store, pilot: Pilot, now: int) -> None:
+    def __init__(
+        self, registry: Registry, store: Store, pilot: Pilot, now: int, max_uplinks: int
+    ) -> None:
         self.pilot = pilot
+        self.store = store
         self.now = now
         moment = ns_to_datetime(now, pilot.tz)
         self.midnight = datetime_to_ns(moment.replace(hour=0, minute=0, second=0, microsecond=0))
@@ -36,7 +43,23 @@ class PilotState:
         latest = store.latest(pilot.id)
         self.latest = latest.take(self.rows[latest.device] >= 0)
         since = min(self.midnight, now - DAY_NS)
-        uplinks = store.scan_uplinks(pilot.id, since, now + 1)
+        # Counted before they are read: a network server sending uplinks far faster than the
+        # registry says must not make every listing read them all. Past the bound, today's
+        # completeness and the radio medians are not given (null), the counts still are.
+        found = store.count_uplinks(pilot.id, since, now + 1)
+        self.too_many = found > max_uplinks
+        if self.too_many:
+            log.warning(
+                "%s: %d uplinks since %s, over %d (PILOTS_API_MAX_SCAN_READINGS): completeness "
+                "and radio quality not computed",
+                pilot.id,
+                found,
+                ns_to_datetime(since, pilot.tz).isoformat(),
+                max_uplinks,
+            )
+            uplinks = Uplinks.empty()
+        else:
+            uplinks = store.scan_uplinks(pilot.id, since, now + 1)
         self.uplinks = uplinks.take(self.rows[uplinks.device] >= 0)
         self.battery_code = registry.sensors["battery_v"].code
 
@@ -77,6 +100,11 @@ class PilotState:
 
     def link(self, row: int) -> LinkOut:
         """RSSI and SNR medians of a device's uplinks in the last 24 hours."""
+        if self.too_many:
+            day = self.store.count_uplinks(
+                self.pilot.id, self.now - DAY_NS, self.now + 1, devices=[self.devices[row].id]
+            )
+            return LinkOut(uplinks=day, rssi_median=None, snr_median=None)
         up: Uplinks = self.uplinks
         mine = (self.rows[up.device] == row) & (up.ts_ns >= self.now - DAY_NS)
         rssi, snr = up.rssi[mine], up.snr[mine]
@@ -93,10 +121,10 @@ def _ratio(received: float, expected: float) -> float | None:
 
 
 def pilot_summary(
-    registry: Registry, store: Store, pilot: Pilot, now: int | None = None
+    registry: Registry, store: Store, pilot: Pilot, max_uplinks: int, now: int | None = None
 ) -> PilotOut:
     """A pilot with its sensors, thresholds, devices online, newest reading, completeness."""
-    state = PilotState(registry, store, pilot, now or now_ns())
+    state = PilotState(registry, store, pilot, now or now_ns(), max_uplinks)
     seen = state.last_seen()
     today = state.today()
     newest = int(seen.max()) if len(seen) and seen.max() != quality.NEVER_NS else None
@@ -112,15 +140,17 @@ def pilot_summary(
             ThresholdOut(sensor=t.sensor, name=t.name, value=t.value) for t in pilot.thresholds
         ],
         last_seen=local(pilot, newest),
-        completeness_today=_ratio(float(today.received.sum()), float(today.expected.sum())),
+        completeness_today=None
+        if state.too_many
+        else _ratio(float(today.received.sum()), float(today.expected.sum())),
     )
 
 
 def device_list(
-    registry: Registry, store: Store, pilot: Pilot, now: int | None = None
+    registry: Registry, store: Store, pilot: Pilot, max_uplinks: int, now: int | None = None
 ) -> list[DeviceOut]:
     """The pilot's devices with status, last report, battery, link quality, completeness."""
-    state = PilotState(registry, store, pilot, now or now_ns())
+    state = PilotState(registry, store, pilot, now or now_ns(), max_uplinks)
     seen = state.last_seen()
     silent = state.silent()
     today = state.today()
@@ -141,9 +171,9 @@ def device_list(
                 last_seen=None if never else local(pilot, int(seen[row])),
                 battery_v=battery.get(row),
                 link=state.link(row),
-                completeness_today=_ratio(
-                    float(today.received[row, 0]), float(today.expected[row, 0])
-                ),
+                completeness_today=None
+                if state.too_many
+                else _ratio(float(today.received[row, 0]), float(today.expected[row, 0])),
             )
         )
     return out

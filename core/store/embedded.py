@@ -364,7 +364,8 @@ class EmbeddedStore(EmbeddedQuarantine):
         if devices is not None and not devices:
             return Uplinks.empty()
         sql = (
-            "SELECT device, ts_ns, received_ns, fcnt, rssi, snr, sf, gateway FROM uplinks "
+            "SELECT device, ts_ns, received_ns, fcnt, rssi, snr, sf, substr(gateway, 1, 64) "
+            "FROM uplinks "
             "WHERE pilot = ? AND ts_ns >= ? AND ts_ns < ?"
         )
         params: list[object] = [pilot, start_ns, end_ns]

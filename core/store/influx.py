@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import urllib3
 from urllib3.exceptions import HTTPError
@@ -539,7 +540,10 @@ class InfluxStore(InfluxQuarantine):
             rssi=table.column("rssi").to_numpy(zero_copy_only=False)[keep],
             snr=table.column("snr").to_numpy(zero_copy_only=False)[keep],
             sf=filled("sf", NO_SF),
-            gateway=filled("gateway", "").astype(np.str_),
+            # At most 64 characters: a numpy string column is as wide as its longest value.
+            gateway=pc.utf8_slice_codeunits(table.column("gateway").fill_null(""), 0, 64)
+            .to_numpy(zero_copy_only=False)[keep]
+            .astype(np.str_),
         )
 
     def scan_rollups(

@@ -9,6 +9,7 @@ counter means 0. Their uplinks are matched to registry devices by EUI only (see
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -39,6 +40,11 @@ def refuse(out: Decoded, error: FrameError, records: int) -> None:
     out.rejections.append(replace(error.rejection, records=records))
 
 
+#: A gateway id worth keeping: ChirpStack's are 16 hex digits, The Things Stack's at most 36
+#: characters. Any other (too long, odd characters) is not kept: the uplink is, without it.
+GATEWAY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
 def best_reception(
     receptions: Iterable[dict[str, Any]], gateway_of: Any
 ) -> tuple[float | None, float | None, str | None]:
@@ -53,7 +59,7 @@ def best_reception(
             best = (
                 rssi,
                 optional_number(rx.get("snr")),
-                gateway if isinstance(gateway, str) else None,
+                gateway if isinstance(gateway, str) and GATEWAY_ID.match(gateway) else None,
             )
     return best
 

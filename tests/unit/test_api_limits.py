@@ -376,3 +376,41 @@ def test_expensive_requests_past_the_concurrency_bound_get_503_and_cheap_ones_ar
     first = held["response"]
     assert first.status_code == 200, first.text  # type: ignore[attr-defined]
     store.close()
+
+
+def test_a_pilot_with_more_uplinks_than_the_bound_is_listed_without_reading_them(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """A network server sends 5,000 uplinks of one gauge in an hour; the listings count them
+    and leave today's completeness and the radio medians out rather than read them all."""
+    from core.uplinks import Uplinks
+
+    store = EmbeddedStore(tmp_path / "store.sqlite", registry)
+    now = time.time_ns()
+    ts = [now - (i + 1) * 700_000_000 for i in range(5000)]
+    code = registry.devices["sf-rlv-01"].code
+    store.write(
+        Readings.empty(),
+        Uplinks.from_columns(
+            ts_ns=ts,
+            device=[code] * len(ts),
+            received_ns=ts,
+            fcnt=list(range(len(ts))),
+            rssi=[-80.0] * len(ts),
+            snr=[5.0] * len(ts),
+            sf=[9] * len(ts),
+            gateway=["gw-1"] * len(ts),
+        ),
+    )
+    client = _client(tmp_path, registry, store, api_max_scan_readings=1000)
+    pilots = {p["id"]: p for p in client.get("/pilots").json()}
+    assert pilots["santa-fe"]["completeness_today"] is None
+    assert pilots["resistencia"]["devices"] > 0
+    devices = {d["id"]: d for d in client.get("/pilots/santa-fe/devices").json()}
+    assert devices["sf-rlv-01"]["link"] == {
+        "uplinks": 5000,
+        "rssi_median": None,
+        "snr_median": None,
+    }
+    assert devices["sf-rlv-02"]["completeness_today"] is None
+    store.close()

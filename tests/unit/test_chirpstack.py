@@ -233,6 +233,16 @@ def test_the_strongest_reception_gives_rssi_snr_and_gateway() -> None:
     assert _uplink(checked)[3:] == (-41.0, 9.25, 11, "gw-near")
 
 
+@pytest.mark.parametrize("gateway", ["g" * 200_000, "gw\nnorth", "gw north", ""])
+def test_a_gateway_id_no_gateway_has_is_not_kept_but_the_uplink_is(gateway: str) -> None:
+    """A network server's login sends a 200,000-character gateway id: kept, it would make
+    every array of uplinks that holds it 800 kB a row, in ingest and in the API."""
+    checked = _process(_event(rxInfo=[{"gatewayId": gateway, "rssi": -50, "snr": 5.0}]))
+    assert checked.rejections == []
+    assert _uplink(checked)[3:] == (-50.0, 5.0, 11, "")
+    assert len(checked.value) > 0, "the readings are stored"
+
+
 @pytest.mark.parametrize("receptions", [None, [], "gw", [{"gatewayId": 5}]])
 def test_without_receptions_radio_quality_is_absent(receptions: object) -> None:
     checked = _process(_event(rxInfo=receptions))
