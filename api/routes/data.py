@@ -106,13 +106,15 @@ def export(
             table = exporting.windowed(series, query)
     except QueryError as exc:
         raise Problem(400, str(exc)) from exc
-    chunks = (
+    chunks = exporting.on_disk(
         exporting.csv_chunks(table, found.timezone)
         if format == "csv"
         else exporting.parquet_chunks(table)
     )
+    filename = f"{table.filename}.{format}"
+    del table  # only the file is held while the body is sent
     return StreamingResponse(
         chunks,
         media_type=MEDIA[format],
-        headers={"Content-Disposition": f'attachment; filename="{table.filename}.{format}"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -4,9 +4,9 @@ The answer is produced in chunks (CSV) or as one file built in a temporary spool
 its footer last), so memory stays bounded by one scan; a scan larger than
 `PILOTS_API_EXPORT_MAX_ROWS` is refused before anything is sent. Counting, reading and
 building the table take one of the process's `ScanSlots` (a windowed export takes the series'
-slot). The slot is given back before the table is sent: what is sent from is the Arrow
-columns (four flat columns, a fraction of the scan's peak), and a slow reader must not keep a
-slot.
+slot). The slot is given back before the table is sent, and the table is written whole into
+an unnamed temporary file before the first byte goes out (`on_disk`): a slow or stalled reader
+holds a file, never the table's memory nor a slot.
 """
 
 from __future__ import annotations
@@ -144,6 +144,25 @@ def csv_chunks(export: Export, tz_name: str) -> Iterator[bytes]:
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()
+
+
+def on_disk(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks written to an unnamed temporary file now, then read back from it as sent."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the generator below)
+    try:
+        for chunk in chunks:
+            spool.write(chunk)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+
+    def send() -> Iterator[bytes]:
+        with spool:
+            while chunk := spool.read(1 << 20):
+                yield chunk
+
+    return send()
 
 
 def parquet_chunks(export: Export) -> Iterator[bytes]:

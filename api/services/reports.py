@@ -74,19 +74,23 @@ class ReportCache:
                 self._kept.move_to_end(key)
                 return found
             building = self._building.setdefault(key, threading.Lock())
-        with building:  # concurrent requests for one report build it once
-            try:
+        # Concurrent requests for one report build it once; the others wait for it as long as
+        # they would wait for a slot.
+        if not building.acquire(timeout=self.slots.wait_s):
+            raise self.slots.busy()
+        try:
+            with self._lock:
+                found = self._fresh(key)
+            if found is None:
+                found = self._build(pilot, start_ns, end_ns)
                 with self._lock:
-                    found = self._fresh(key)
-                if found is None:
-                    found = self._build(pilot, start_ns, end_ns)
-                    with self._lock:
-                        self._kept[key] = (time.monotonic(), found)
-                        while len(self._kept) > KEPT:
-                            self._kept.popitem(last=False)
-            finally:  # also when refused or busy: the next request tries afresh
-                with self._lock:
-                    self._building.pop(key, None)
+                    self._kept[key] = (time.monotonic(), found)
+                    while len(self._kept) > KEPT:
+                        self._kept.popitem(last=False)
+        finally:  # also when refused or busy: the next request tries afresh
+            with self._lock:
+                self._building.pop(key, None)
+            building.release()
         return found
 
     def _fresh(self, key: tuple[str, int, int, int]) -> Report | None:
