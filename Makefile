@@ -36,7 +36,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: every benchmark (results go into docs/BENCHMARKS.md by hand, with the command)
-bench: bench-ingest bench-aggregate bench-api
+bench: bench-ingest bench-aggregate bench-api bench-abuse
 
 ## bench-aggregate: the numpy core against pandas, polars, DuckDB and InfluxDB
 bench-aggregate: $(STAMP) services
@@ -49,7 +49,7 @@ bench-api: $(STAMP) services
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.api
 
-## bench-abuse: the costliest requests a read token can make: time and RSS; refusal times
+## bench-abuse: a flooding device against good ones; the costliest requests a read token can make
 bench-abuse: $(STAMP) services
 	$(BIN)/python -m bench.abuse
 
