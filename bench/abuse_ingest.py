@@ -21,8 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.ingest import Result, ingest_variant, single_stream
-from tests.services import Influxd, Mosquitto, free_port
+from bench.ingest import Result, ingest_variant, services, single_stream
 
 FLOODER = "pilots/santa-fe/sf-rlv-01/up"
 
@@ -60,14 +59,8 @@ def interleave(
 
 
 def run(messages: int, workdir: Path) -> list[tuple[str, Result, int]]:
-    """Baseline and the two flood intensities, on one broker and one InfluxDB."""
-    broker = Mosquitto(free_port(), workdir / "mosquitto", max_queued_messages=10_000_000)
-    influxd = Influxd(free_port(), workdir / "influxd")
-    broker.workdir.mkdir()
-    influxd.workdir.mkdir()
-    broker.start()
-    influxd.start()
-    try:
+    """The baseline and the three floods, on one broker and one InfluxDB."""
+    with services(workdir) as (broker, influxd):
         start_ms = int(time.time() * 1000) - 86_400_000
         good = single_stream(messages, start_ms)
         out = []
@@ -85,9 +78,6 @@ def run(messages: int, workdir: Path) -> list[tuple[str, Result, int]]:
             out.append((name, result, len(bad)))
             print(f"  {name}: {result.readings_per_s:,.0f} good readings/s", flush=True)
         return out
-    finally:
-        broker.stop()
-        influxd.stop()
 
 
 def report(results: list[tuple[str, Result, int]]) -> None:

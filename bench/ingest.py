@@ -33,7 +33,8 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -417,6 +418,22 @@ def outage_run(workdir: Path, minutes: float, readings_per_s: int) -> None:
 # -- reporting --------------------------------------------------------------------------------
 
 
+@contextmanager
+def services(workdir: Path) -> Iterator[tuple[Mosquitto, Influxd]]:
+    """A mosquitto with room to queue a whole stream, and an influxd, stopped on the way out."""
+    broker = Mosquitto(free_port(), workdir / "mosquitto", max_queued_messages=10_000_000)
+    influxd = Influxd(free_port(), workdir / "influxd")
+    broker.workdir.mkdir()
+    influxd.workdir.mkdir()
+    broker.start()
+    influxd.start()
+    try:
+        yield broker, influxd
+    finally:
+        broker.stop()
+        influxd.stop()
+
+
 def report(results: list[Result], publish_rate: float) -> None:
     print(f"\npublisher (preload, not timed in any variant): {publish_rate:,.0f} msg/s")
     print(
@@ -460,71 +477,67 @@ def main() -> None:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return
-    broker = Mosquitto(free_port(), workdir / "mosquitto", max_queued_messages=10_000_000)
-    influxd = Influxd(free_port(), workdir / "influxd")
-    broker.workdir.mkdir()
-    influxd.workdir.mkdir()
-    broker.start()
-    influxd.start()
     try:
-        start_ms = int(time.time() * 1000) - 86_400_000
-        single = single_stream(args.messages, start_ms)
-        packs = pack_stream(args.packs, start_ms)
-        publish_rate = publish_all(broker.port, single[: min(50_000, len(single))])
-        runs: list[tuple[str, Callable[[], Result]]] = [
-            ("ceiling-mosquitto_sub", partial(mosquitto_sub_ceiling, broker.port, single)),
-            ("ceiling-paho", partial(paho_ceiling, broker.port, single)),
-            ("naive-bridge", partial(naive_bridge, broker.port, influxd.url, single[: args.naive])),
-        ]
-        for workers in (1, 2):
-            for label, stream, per in (("single", single, 1), ("senml-50", packs, 50)):
-                name = f"ingest-{workers}w {label}"
-                field = "pm25" if per == 1 else "no2"
-                runs.append(
-                    (
-                        name,
-                        partial(
-                            ingest_variant,
-                            name,
-                            broker.port,
-                            influxd.url,
-                            stream,
-                            len(stream) * per,
-                            field,
-                            workers,
-                            workdir,
-                        ),
-                    )
-                )
-        runs.append(
-            (
-                "ingest-1w single mqtt5",
-                partial(
-                    ingest_variant,
-                    "ingest-1w single mqtt5",
-                    broker.port,
-                    influxd.url,
-                    single,
-                    len(single),
-                    "pm25",
-                    1,
-                    workdir,
-                    "5",
+        with services(workdir) as (broker, influxd):
+            start_ms = int(time.time() * 1000) - 86_400_000
+            single = single_stream(args.messages, start_ms)
+            packs = pack_stream(args.packs, start_ms)
+            publish_rate = publish_all(broker.port, single[: min(50_000, len(single))])
+            runs: list[tuple[str, Callable[[], Result]]] = [
+                ("ceiling-mosquitto_sub", partial(mosquitto_sub_ceiling, broker.port, single)),
+                ("ceiling-paho", partial(paho_ceiling, broker.port, single)),
+                (
+                    "naive-bridge",
+                    partial(naive_bridge, broker.port, influxd.url, single[: args.naive]),
                 ),
+            ]
+            for workers in (1, 2):
+                for label, stream, per in (("single", single, 1), ("senml-50", packs, 50)):
+                    name = f"ingest-{workers}w {label}"
+                    field = "pm25" if per == 1 else "no2"
+                    runs.append(
+                        (
+                            name,
+                            partial(
+                                ingest_variant,
+                                name,
+                                broker.port,
+                                influxd.url,
+                                stream,
+                                len(stream) * per,
+                                field,
+                                workers,
+                                workdir,
+                            ),
+                        )
+                    )
+            runs.append(
+                (
+                    "ingest-1w single mqtt5",
+                    partial(
+                        ingest_variant,
+                        "ingest-1w single mqtt5",
+                        broker.port,
+                        influxd.url,
+                        single,
+                        len(single),
+                        "pm25",
+                        1,
+                        workdir,
+                        "5",
+                    ),
+                )
             )
-        )
-        wanted = [p for p in args.only.split(",") if p]
-        results = []
-        for name, run in runs:
-            if wanted and not any(name.startswith(p) for p in wanted):
-                continue
-            result = run()
-            print(f"  {result.name}: {result.readings_per_s:,.0f} readings/s", flush=True)
-            results.append(result)
-        report(results, publish_rate)
+            wanted = [p for p in args.only.split(",") if p]
+            results = []
+            for name, run in runs:
+                if wanted and not any(name.startswith(p) for p in wanted):
+                    continue
+                result = run()
+                print(f"  {result.name}: {result.readings_per_s:,.0f} readings/s", flush=True)
+                results.append(result)
+            report(results, publish_rate)
     finally:
-        broker.stop()
-        influxd.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -23,8 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ingest import Result, ingest_variant, pack_stream, publish_all, single_stream
-from tests.services import Influxd, Mosquitto, free_port
+from bench.ingest import (
+    Result,
+    ingest_variant,
+    pack_stream,
+    publish_all,
+    services,
+    single_stream,
+)
 
 
 def main() -> None:
@@ -35,40 +41,33 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
-    broker = Mosquitto(free_port(), workdir / "mosquitto", max_queued_messages=10_000_000)
-    influxd = Influxd(free_port(), workdir / "influxd")
-    broker.workdir.mkdir()
-    influxd.workdir.mkdir()
-    broker.start()
-    influxd.start()
     try:
-        start_ms = int(time.time() * 1000) - 86_400_000
-        streams = [
-            ("single", single_stream(args.messages, start_ms), 1, "pm25"),
-            ("senml-50", pack_stream(args.packs, start_ms), 50, "no2"),
-        ]
-        publish_rate = publish_all(broker.port, streams[0][1][:20_000])
-        results: list[tuple[int, str, Result]] = []
-        for label, stream, per, field in streams:
-            for workers in counts:
-                name = f"ingest-{workers}w {label}"
-                result = ingest_variant(
-                    name,
-                    broker.port,
-                    influxd.url,
-                    stream,
-                    len(stream) * per,
-                    field,
-                    workers,
-                    workdir,
-                    all_connected=True,
-                )
-                print(f"  {name}: {result.readings_per_s:,.0f} readings/s", flush=True)
-                results.append((workers, label, result))
-        report(results, publish_rate)
+        with services(workdir) as (broker, influxd):
+            start_ms = int(time.time() * 1000) - 86_400_000
+            streams = [
+                ("single", single_stream(args.messages, start_ms), 1, "pm25"),
+                ("senml-50", pack_stream(args.packs, start_ms), 50, "no2"),
+            ]
+            publish_rate = publish_all(broker.port, streams[0][1][:20_000])
+            results: list[tuple[int, str, Result]] = []
+            for label, stream, per, field in streams:
+                for workers in counts:
+                    name = f"ingest-{workers}w {label}"
+                    result = ingest_variant(
+                        name,
+                        broker.port,
+                        influxd.url,
+                        stream,
+                        len(stream) * per,
+                        field,
+                        workers,
+                        workdir,
+                        all_connected=True,
+                    )
+                    print(f"  {name}: {result.readings_per_s:,.0f} readings/s", flush=True)
+                    results.append((workers, label, result))
+            report(results, publish_rate)
     finally:
-        broker.stop()
-        influxd.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
