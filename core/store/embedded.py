@@ -81,20 +81,22 @@ CREATE TABLE IF NOT EXISTS watermarks (
 _ROLLUP_COLUMNS = '"count", "sum", m2, "min", "max", "first", first_ts, "last", last_ts, sketch'
 
 
-def _readings_where(
+def _where(
     pilot: str,
-    sensors: Sequence[str],
     start_ns: int,
     end_ns: int,
     devices: Sequence[str] | None,
+    sensors: Sequence[str] | None = None,
 ) -> tuple[str, list[object]]:
-    """The WHERE clause of a scan (or count) of readings, and its parameters.
+    """The WHERE clause of a scan (or count) of readings or uplinks, and its parameters.
 
     Only `?` placeholders are formatted in; every value is a bound parameter.
     """
-    marks = ",".join("?" * len(sensors))
-    where = f"WHERE pilot = ? AND sensor IN ({marks}) AND ts_ns >= ? AND ts_ns < ?"
-    params: list[object] = [pilot, *sensors, start_ns, end_ns]
+    where = "WHERE pilot = ? AND ts_ns >= ? AND ts_ns < ?"
+    params: list[object] = [pilot, start_ns, end_ns]
+    if sensors is not None:
+        where += f" AND sensor IN ({','.join('?' * len(sensors))})"
+        params.extend(sensors)
     if devices is not None:
         where += f" AND device IN ({','.join('?' * len(devices))})"
         params.extend(devices)
@@ -307,7 +309,7 @@ class EmbeddedStore(EmbeddedQuarantine):
         """Readings of the pilot's sensors (and devices) with `start_ns <= ts < end_ns`."""
         if not sensors or (devices is not None and not devices):
             return Readings.empty()
-        where, params = _readings_where(pilot, sensors, start_ns, end_ns, devices)
+        where, params = _where(pilot, start_ns, end_ns, devices, sensors)
         sql = f"SELECT device, sensor, ts_ns, value FROM readings {where}"  # noqa: S608
         return self._query(sql, params)
 
@@ -322,7 +324,7 @@ class EmbeddedStore(EmbeddedQuarantine):
         """Readings `scan` would return, counted in SQLite."""
         if not sensors or (devices is not None and not devices):
             return 0
-        where, params = _readings_where(pilot, sensors, start_ns, end_ns, devices)
+        where, params = _where(pilot, start_ns, end_ns, devices, sensors)
         return self._count(f"SELECT COUNT(*) FROM readings {where}", params)  # noqa: S608
 
     def count_uplinks(
@@ -331,12 +333,8 @@ class EmbeddedStore(EmbeddedQuarantine):
         """Uplinks `scan_uplinks` would return, counted in SQLite."""
         if devices is not None and not devices:
             return 0
-        sql = "SELECT COUNT(*) FROM uplinks WHERE pilot = ? AND ts_ns >= ? AND ts_ns < ?"
-        params: list[object] = [pilot, start_ns, end_ns]
-        if devices is not None:
-            sql += f" AND device IN ({','.join('?' * len(devices))})"
-            params.extend(devices)
-        return self._count(sql, params)
+        where, params = _where(pilot, start_ns, end_ns, devices)
+        return self._count(f"SELECT COUNT(*) FROM uplinks {where}", params)  # noqa: S608
 
     def _count(self, sql: str, params: list[object]) -> int:
         try:
@@ -363,15 +361,9 @@ class EmbeddedStore(EmbeddedQuarantine):
         """Uplinks of the pilot's devices (or the named ones) with `start_ns <= ts < end_ns`."""
         if devices is not None and not devices:
             return Uplinks.empty()
-        sql = (
-            "SELECT device, ts_ns, received_ns, fcnt, rssi, snr, sf, substr(gateway, 1, 64) "
-            "FROM uplinks "
-            "WHERE pilot = ? AND ts_ns >= ? AND ts_ns < ?"
-        )
-        params: list[object] = [pilot, start_ns, end_ns]
-        if devices is not None:
-            sql += f" AND device IN ({','.join('?' * len(devices))})"
-            params.extend(devices)
+        where, params = _where(pilot, start_ns, end_ns, devices)
+        columns = "device, ts_ns, received_ns, fcnt, rssi, snr, sf, substr(gateway, 1, 64)"
+        sql = f"SELECT {columns} FROM uplinks {where}"  # noqa: S608
         try:
             rows = self._connection().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
