@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     ingest_unhealthy_after_s: float = Field(default=60.0, gt=0)
     ingest_stop_timeout_s: float = Field(default=30.0, ge=0)
     ingest_rollup_every_s: float = Field(default=30.0, gt=0)
+    ingest_adopt_after_s: float = Field(default=30.0, ge=0)
 
     quarantine_keep_bytes: int = Field(default=16_384, ge=0, le=32_768)
     quarantine_max_entries: int = Field(default=100_000, ge=1)

@@ -2,7 +2,9 @@
 
 Health turns unhealthy (HTTP 503) when the store has been unreachable, or the broker
 disconnected, for longer than `PILOTS_INGEST_UNHEALTHY_AFTER_S`, or while the spool is full;
-the body says which. Metrics carry the `pilots_ingest_` prefix.
+the body says which. In a shared group it also lists the members, and for each absent one how
+long it has been away and whether its session was adopted (`ingest.members`). Metrics carry
+the `pilots_ingest_` prefix.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 log = logging.getLogger("pilots.ingest")
 
@@ -87,9 +91,55 @@ class IngestMetrics:
             "pilots_ingest_broker_connected", "1 while connected to the broker", registry=r
         )
 
+        self.adopted = Counter(
+            "pilots_ingest_adopted_messages",
+            "Messages taken from absent workers' sessions (what the broker held for them)",
+            ["member"],
+            registry=r,
+        )
+        self.adoptions = Counter(
+            "pilots_ingest_adoptions",
+            "Adoptions of absent workers' sessions, by outcome (drained, interrupted, refused, "
+            "unreachable)",
+            ["outcome"],
+            registry=r,
+        )
+
+    def watch_members(self, absent: Callable[[], dict[str, float]]) -> None:
+        """Export the shared group's absent members: how many, and each one's absence."""
+        self.registry.register(_AbsentMembers(absent))
+
     def value(self, name: str, **labels: str) -> float:
         """The current value of a sample (0 when it does not exist yet)."""
         return self.registry.get_sample_value(name, labels) or 0.0
+
+
+class _AbsentMembers(Collector):
+    """The shared group's absent members, read from its bookkeeping at each scrape.
+
+    `pilots_ingest_group_absent_members` and `..._member_absent_seconds{member}`: members come
+    and go, and a collector leaves no stale label behind.
+    """
+
+    def __init__(self, absent: Callable[[], dict[str, float]]) -> None:
+        self._absent = absent
+
+    def collect(self) -> Iterable[Metric]:
+        absent = self._absent()
+        count = GaugeMetricFamily(
+            "pilots_ingest_group_absent_members",
+            "Members of the shared group this worker sees as absent",
+            value=len(absent),
+        )
+        seconds = GaugeMetricFamily(
+            "pilots_ingest_group_member_absent_seconds",
+            "How long each absent member of the shared group has been absent",
+            labels=["member"],
+        )
+        for member, absent_s in sorted(absent.items()):
+            seconds.add_metric([member], absent_s)
+        yield count
+        yield seconds
 
 
 class MetricEvents:
@@ -141,6 +191,8 @@ class Health:
         self._store_down_since: float | None = None
         self._broker_down_since: float | None = time.monotonic()
         self.spool_full = False
+        #: The shared group's members as this worker sees them, when it is in one.
+        self.group: Callable[[], dict[str, dict[str, object]]] | None = None
         self._lock = threading.Lock()
 
     def store(self, up: bool) -> None:
@@ -172,7 +224,14 @@ class Health:
                     problems.append(f"{what} unreachable for {now - since:.0f} s")
             if self.spool_full:
                 problems.append("spool full: messages are not acknowledged")
-        return not problems, {"status": "ok" if not problems else "unhealthy", "problems": problems}
+        body: dict[str, object] = {
+            "status": "ok" if not problems else "unhealthy",
+            "problems": problems,
+        }
+        if self.group is not None:
+            # another member's absence is not this worker's ill health: said, not failed on
+            body["members"] = self.group()
+        return not problems, body
 
 
 class _Quiet(WSGIRequestHandler):

@@ -18,6 +18,11 @@ receive maximum) bounds what the receiver holds unacknowledged. While the spool 
 `PILOTS_INGEST_SPOOL_MAX_BYTES` the receiver commits nothing and so acknowledges nothing: the
 broker keeps the rest.
 
+With a shared group (`PILOTS_MQTT_SHARED_GROUP`) the workers keep a presence on the broker and
+a live worker adopts the session of one that stays absent (`ingest.members`,
+`ingest.adoption`): the broker assigns a shared message to a member's session even while the
+member is away, and without adoption that share would wait for the member to come back.
+
 Lifecycle: construct (checks configuration, opens the spool), `start()` (the writer first, so
 messages left in the spool by a previous run are written oldest first; then the broker),
 `stop()` (stops reading, commits and acknowledges what it holds, disconnects, lets the writer
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from typing import Any
@@ -42,7 +48,18 @@ from core.quarantine import KEY_SPACING_NS
 from core.registry import Registry
 from core.settings import Settings
 from core.store import open_store
+from ingest.adoption import Adoption
 from ingest.decoders import Router
+from ingest.members import (
+    PRESENCE_EVERY_S,
+    Members,
+    Presence,
+    State,
+    is_presence,
+    new_epoch,
+    presence_filter,
+    presence_topic,
+)
 from ingest.metrics import Health, HttpEndpoint, IngestMetrics, MetricEvents, make_app
 from ingest.spool import DATABASE, Spool, SpoolError
 from ingest.writer import BACKOFF_MAX_S, SpoolWriter, Tally, start_store, writer_process
@@ -71,8 +88,9 @@ class IngestService:
         self.events = MetricEvents(self.metrics, self.health)
         self.spool = Spool(settings.data_dir / DATABASE)
         self.subscribed = threading.Event()
-        # (mid, qos, received_ns, topic, payload) of messages read but not yet committed
-        self._pending: list[tuple[int, int, int, str, bytes]] = []
+        # (client, mid, qos, received_ns, topic, payload) of messages read but not yet
+        # committed; the client is this worker's own, or an adopted session's
+        self._pending: list[tuple[mqtt.Client, int, int, int, str, bytes]] = []
         self._pending_since = 0.0
         self._last_received_ns = 0
         self._received = 0
@@ -83,10 +101,19 @@ class IngestService:
         self._abort = multiprocessing.get_context("spawn").Event()
         self._spool_full = False
         self._full_checked = 0.0
+        self.group = settings.mqtt_shared_group
+        self.epoch = new_epoch()
+        self.members = Members(self.client_id, settings.ingest_adopt_after_s)
+        self._members_lock = threading.Lock()  # the HTTP thread reads what the receiver writes
+        self._presence_at = 0.0
+        self._adoption: Adoption | None = None
         self._client = self._make_client()
         self._network = threading.Thread(target=self._network_loop, name="ingest-mqtt", daemon=True)
         self._writer: Any = None
         self._events_reader: threading.Thread | None = None
+        if self.group:
+            self.health.group = self.group_view
+            self.metrics.watch_members(self._absent_members)
         self._http = HttpEndpoint(
             settings.ingest_http_host,
             settings.ingest_http_port,
@@ -132,7 +159,71 @@ class IngestService:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        if self.group:
+            # published by the broker if this connection ends without a DISCONNECT
+            absent = Presence(self.client_id, "absent", self.epoch)
+            client.will_set(self._presence_topic, absent.encode(), qos=1, retain=True)
         return client
+
+    # -- the shared group -------------------------------------------------------------------------
+
+    @property
+    def _presence_topic(self) -> str:
+        return presence_topic(self.group or "", self.client_id)
+
+    def group_view(self) -> dict[str, dict[str, object]]:
+        """The group's members as this worker sees them (for /health)."""
+        with self._members_lock:
+            return self.members.view(time.monotonic())
+
+    def _absent_members(self) -> dict[str, float]:
+        now = time.monotonic()
+        with self._members_lock:
+            return {name: m.absent_for(now) for name, m in self.members.absent(now).items()}
+
+    def _announce(self, state: State = "online") -> None:
+        if not self.group:
+            return
+        presence = Presence(self.client_id, state, self.epoch)
+        self._client.publish(self._presence_topic, presence.encode(), qos=1, retain=True)
+        self._presence_at = time.monotonic()
+
+    def _tend_group(self) -> None:
+        """Repeat this worker's presence; start, drive and finish adoptions."""
+        if not self.group or not self.subscribed.is_set():
+            return
+        now = time.monotonic()
+        if now - self._presence_at >= PRESENCE_EVERY_S:
+            self._announce()
+        adoption = self._adoption
+        if adoption is None:
+            with self._members_lock:
+                due = self.members.due(now)
+            if due:
+                self._adoption = Adoption(
+                    due[0],
+                    settings=self.settings,
+                    target=self.target,
+                    own_client_id=self.client_id,
+                    filters=self._shared_filters(),
+                    on_message=self._on_adopted_message,
+                )
+                self._adoption.start()
+            return
+        adoption.loop()
+        if adoption.outcome is None:
+            return
+        # what it read and did not commit goes back to the session it came from
+        self._pending = [p for p in self._pending if p[0] is not adoption.client]
+        self.metrics.adoptions.labels(adoption.outcome).inc()
+        with self._members_lock:
+            self.members.finished(
+                adoption.due,
+                drained=adoption.outcome == "drained",
+                messages=adoption.acked,
+                now=time.monotonic(),
+            )
+        self._adoption = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -164,7 +255,7 @@ class IngestService:
         receive, send = context.Pipe(duplex=False)
         self._writer = context.Process(
             target=writer_process,
-            args=(self.settings, send, self._draining, self._abort),
+            args=(self.settings, send, self._draining, self._abort, os.getpid()),
             name="pilots-ingest-writer",
             daemon=True,
         )
@@ -246,6 +337,7 @@ class IngestService:
             delay = 1.0
             before = self._received
             rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
+            self._tend_group()
             # Nothing arrived during this turn: the socket is quiet, commit what is pending.
             self._maybe_commit(quiet=self._received == before)
             if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
@@ -277,7 +369,7 @@ class IngestService:
 
     def _lost(self, why: str) -> None:
         # Unacknowledged messages are the broker's again: it redelivers them to this session.
-        self._pending.clear()
+        self._pending = [p for p in self._pending if p[0] is not self._client]
         was_connected, self._connected = self._connected, False
         self.subscribed.clear()
         self.health.broker(False)
@@ -288,6 +380,10 @@ class IngestService:
     def _shutdown_session(self) -> None:
         if self._connected:
             self._maybe_commit(force=True)
+            if self._adoption is not None:
+                self._adoption.close()
+            # others see this worker stopped, and adopt its session if it stays away
+            self._announce("stopped")
             self._client.disconnect()
             for _ in range(10):  # let the acknowledgements and the DISCONNECT go out
                 if self._client.loop(timeout=0.01) != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -310,15 +406,22 @@ class IngestService:
             return
         try:
             self.spool.append(
-                [(received, topic, payload) for _, _, received, topic, payload in pending]
+                [(received, topic, payload) for _, _, _, received, topic, payload in pending]
             )
         except SpoolError as exc:
             log.error("cannot commit to the spool, retrying: %s", exc)
             self._stopping.wait(0.5)
             return
-        for mid, qos, *_ in pending:
+        adopted = self._adoption.client if self._adoption is not None else None
+        took = 0
+        for client, mid, qos, *_ in pending:
             if qos:
-                self._client.ack(mid, qos)
+                client.ack(mid, qos)
+            if client is adopted:
+                took += 1
+        if took and self._adoption is not None:
+            self._adoption.took(took)
+            self.metrics.adopted.labels(self._adoption.member).inc(took)
         self.metrics.messages.inc(self._received - self._counted)
         self._counted = self._received
         self.metrics.acked.inc(len(pending))
@@ -358,12 +461,18 @@ class IngestService:
         self.health.broker(True)
         self.metrics.broker_up.set(1)
         log.info("connected to %s (session present: %s)", self.target, flags.session_present)
-        group = self.settings.mqtt_shared_group
-        filters = [
+        subscriptions = [(topic_filter, 1) for topic_filter in self._shared_filters()]
+        if self.group:
+            self._announce()
+            subscriptions.append((presence_filter(self.group), 0))
+        client.subscribe(subscriptions)
+
+    def _shared_filters(self) -> list[str]:
+        group = self.group
+        return [
             f"$share/{group}/{topic_filter}" if group else topic_filter
             for topic_filter in self.router.topic_filters
         ]
-        client.subscribe([(topic_filter, 1) for topic_filter in filters])
 
     def _on_subscribe(
         self,
@@ -390,11 +499,32 @@ class IngestService:
         self._lost(str(reason_code))
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self.group and is_presence(msg.topic, self.group):
+            if msg.qos:  # also routed (a route as wide as `#`): nothing to spool
+                client.ack(msg.mid, msg.qos)
+            member = msg.topic.rsplit("/", 1)[-1]
+            presence = Presence.parse(msg.topic, bytes(msg.payload)) if msg.payload else None
+            if presence is not None or not msg.payload:
+                with self._members_lock:
+                    self.members.heard(presence, member, time.monotonic())
+            return
+        self._take(client, msg)
+
+    def _on_adopted_message(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> bool:
+        """Take a message of an adopted session; False for its presence subscription's."""
+        if self.group and is_presence(msg.topic, self.group):
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
+            return False
+        self._take(client, msg)
+        return True
+
+    def _take(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         if not self._pending:
             self._pending_since = time.monotonic()
         # Receive times of one worker are spaced so that quarantine keys never meet
         # (`core.quarantine.KEY_SPACING_NS`); the shift is nanoseconds, even in bursts.
         received_ns = max(time.time_ns(), self._last_received_ns + KEY_SPACING_NS)
         self._last_received_ns = received_ns
-        self._pending.append((msg.mid, msg.qos, received_ns, msg.topic, bytes(msg.payload)))
+        self._pending.append((client, msg.mid, msg.qos, received_ns, msg.topic, bytes(msg.payload)))
         self._received += 1  # counted into the metric at the next commit, not per message

@@ -20,6 +20,7 @@ it reports its counts to the parent, which serves them at /metrics.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -494,7 +495,9 @@ class _PipeEvents(Tally):
     def flush(self) -> None:
         """Send what was counted since the last flush."""
         if self.counts or self.latencies or self.store_up is not None:
-            self.conn.send(Tally(self.counts, self.latencies, self.store_up))
+            # the receiver may be gone (killed): nobody is left to count for
+            with contextlib.suppress(OSError):
+                self.conn.send(Tally(self.counts, self.latencies, self.store_up))
             self.counts = Counter()
             self.latencies = []
             self.store_up = None
@@ -533,32 +536,68 @@ def start_store(
     return False
 
 
-def writer_process(settings: Settings, conn: Connection, draining: Any, abort: Any) -> None:
-    """Entry point of the writer process (multiprocessing, spawn): runs until told to stop."""
+class _Parent:
+    """The writer process's view of its parent (the receiver) and of the stop it asks for.
+
+    A parent gone (killed) spools nothing more: the writer then drains the spool as on a stop,
+    for at most `PILOTS_INGEST_STOP_TIMEOUT_S`, so that what the killed worker acknowledged is
+    in the store even if it never comes back; the rest waits in the spool for the next start.
+    """
+
+    def __init__(self, parent: int, draining: Any, abort: Any, stop_timeout_s: float) -> None:
+        self._pid = parent
+        self._draining = draining
+        self._abort = abort
+        self._stop_timeout_s = stop_timeout_s
+        self._gone_at: float | None = None
+
+    def gone(self) -> bool:
+        """Whether the parent is gone (noticed once, logged once)."""
+        if self._gone_at is None and os.getppid() != self._pid:
+            self._gone_at = time.monotonic()
+            log.warning(
+                "ingest's receiver is gone: writing what its spool holds for up to %.0f s "
+                "(PILOTS_INGEST_STOP_TIMEOUT_S), as on a stop",
+                self._stop_timeout_s,
+            )
+        return self._gone_at is not None
+
+    def draining(self) -> bool:
+        """Nothing more will be spooled: write what is there and finish."""
+        return bool(self._draining.is_set()) or self.gone()
+
+    def is_set(self) -> bool:
+        """Stop now: the parent said so, or it is gone and its stop timeout has passed."""
+        if self._abort.is_set():
+            return True
+        return self.gone() and time.monotonic() - (self._gone_at or 0.0) > self._stop_timeout_s
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` for `is_set`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_set():
+                return True
+            self._abort.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+        return self.is_set()
+
+
+def writer_process(
+    settings: Settings, conn: Connection, draining: Any, abort: Any, parent: int
+) -> None:
+    """Entry point of the writer process (multiprocessing, spawn): runs until told to stop.
+
+    `parent` is the receiver's pid, given rather than read here: a receiver killed before this
+    process got going would otherwise never be noticed gone.
+    """
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    parent = os.getppid()
-
-    class _Abort:
-        """The parent's abort event, also set when the parent is gone (killed)."""
-
-        def is_set(self) -> bool:
-            return bool(abort.is_set()) or os.getppid() != parent
-
-        def wait(self, timeout: float) -> bool:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.is_set():
-                    return True
-                abort.wait(min(0.2, max(0.0, deadline - time.monotonic())))
-            return self.is_set()
-
-    stop = _Abort()
+    stop = _Parent(parent, draining, abort, settings.ingest_stop_timeout_s)
     lock_path = Path(settings.data_dir) / LOCK_FILE
     with lock_path.open("w") as lock:
-        # One writer per spool: a writer orphaned by a killed ingest finishes its batch and
-        # exits (it notices its parent is gone) before the new one starts.
+        # One writer per spool: a writer orphaned by a killed ingest writes what the spool
+        # holds (for at most the stop timeout) and exits before the new one starts.
         fcntl.flock(lock, fcntl.LOCK_EX)
         registry = load_registry(settings.registry)
         store = open_store(settings, registry)
@@ -567,13 +606,13 @@ def writer_process(settings: Settings, conn: Connection, draining: Any, abort: A
         try:
 
             def nothing_to_write() -> bool:
-                return bool(draining.is_set()) and spool.depth().messages == 0
+                return stop.draining() and spool.depth().messages == 0
 
             if start_store(store, events, stop, nothing_to_write):
                 writer = SpoolWriter(
                     spool, store, settings=settings, registry=registry, events=events, abort=stop
                 )
-                writer.run(draining=draining.is_set)
+                writer.run(draining=stop.draining)
             events.flush()
         finally:
             spool.close()

@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from core.errors import PilotsError
 from core.registry import Registry
+from ingest.members import PRESENCE_PREFIX
 
 #: The dynamic-security plugin's `plugin_opt_config_file`.
 DYNSEC_FILE = "dynamic-security.json"
@@ -275,8 +276,17 @@ def plan_logins(
     # prefix, and each delivered message against its topic: both forms are granted.
     shared = tuple(f"$share/+/{f}" for f in routes)
     workers = (ingest_login,) if isinstance(ingest_login, str) else tuple(ingest_login)
+    # The workers of a group watch each other's presence, each writing its own (and its
+    # will); a worker adopts an absent one's session by logging in as it (ingest.members).
     logins.extend(
-        Login(name, "ingest", read=tuple(routes), subscribe=tuple(routes) + shared, note="ingest")
+        Login(
+            name,
+            "ingest",
+            write=(f"{PRESENCE_PREFIX}/+/members/{name}",),
+            read=(*routes, f"{PRESENCE_PREFIX}/+/members/+"),
+            subscribe=(*routes, *shared, f"{PRESENCE_PREFIX}/+/members/+"),
+            note="ingest",
+        )
         for name in workers
     )
     logins.append(

@@ -57,7 +57,13 @@ class StreamPublisher:
     messages the broker acknowledged (PUBACK): those the broker is responsible for.
     """
 
-    def __init__(self, port: int, messages: list[tuple[str, bytes]], rate_per_s: float) -> None:
+    def __init__(
+        self,
+        port: int,
+        messages: list[tuple[str, bytes]],
+        rate_per_s: float,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.messages = messages
         self.rate_per_s = rate_per_s
         self.infos: list[mqtt.MQTTMessageInfo] = []
@@ -73,7 +79,7 @@ class StreamPublisher:
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(0.2, 2)
         self._client.on_publish = lambda c, u, mid, reason, props: self._acked_mids.add(mid)
-        self._client.connect("127.0.0.1", port)
+        self._client.connect(host, port)
         self._client.loop_start()
         self._thread = threading.Thread(target=self._run, daemon=True)
 

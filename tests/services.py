@@ -94,7 +94,13 @@ def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
         proc.wait()
 
 
-def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_for_port(
+    port: int,
+    timeout_s: float,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    host: str = "127.0.0.1",
+) -> None:
     """Return once something accepts TCP connections on the port."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -102,7 +108,7 @@ def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes], lo
             raise RuntimeError(f"process exited with {proc.returncode}:\n{_tail(log)}")
         with socket.socket() as s:
             s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {port} after {timeout_s} s:\n{_tail(log)}")
@@ -120,10 +126,12 @@ class Mosquitto:
     allow_anonymous: bool = True
     #: Configuration lines appended as they are: the logins' plugin, a TLS listener.
     extra_conf: str = ""
+    #: The address it listens on (another than loopback for hosts in network namespaces).
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"mqtt://{self.host}:{self.port}"
 
     @property
     def log(self) -> Path:
@@ -135,7 +143,7 @@ class Mosquitto:
         data.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            f"listener {self.port} {self.host}\n"
             f"allow_anonymous {str(self.allow_anonymous).lower()}\n"
             f"user {getpass.getuser()}\n"
             "persistence true\n"
@@ -153,7 +161,7 @@ class Mosquitto:
         self.proc = subprocess.Popen(
             [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        wait_for_port(self.port, 15, self.proc, self.log)
+        wait_for_port(self.port, 15, self.proc, self.log, self.host)
 
     def stop(self) -> None:
         terminate(self.proc, 15)
@@ -171,10 +179,12 @@ class Influxd:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: The address it listens on (another than loopback for hosts in network namespaces).
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def log(self) -> Path:
@@ -190,7 +200,7 @@ class Influxd:
             f'[meta]\n  dir = "{self.workdir}/meta"\n'
             f'[data]\n  dir = "{self.workdir}/data"\n  wal-dir = "{self.workdir}/wal"\n'
             "  query-log-enabled = false\n"
-            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            f'[http]\n  bind-address = "{self.host}:{self.port}"\n  log-enabled = false\n'
             "[monitor]\n  store-enabled = false\n"
             "[continuous_queries]\n  enabled = false\n"
         )

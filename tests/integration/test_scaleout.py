@@ -44,6 +44,7 @@ def stream(messages: int, per_message: int, start_ms: int) -> list[tuple[str, by
 def worker_env(
     n: int, mosquitto: Mosquitto, influxd: Influxd, database: str, tmp_path: Path
 ) -> dict[str, str]:
+    """Worker `n` of a group: its own session, spool and metrics port."""
     return {
         "PILOTS_MQTT_URL": mosquitto.url,
         "PILOTS_MQTT_SHARED_GROUP": f"scale{database[-6:]}",
