@@ -171,6 +171,16 @@ class Members:
             self._absent(known, now)
         known.state, known.heard = presence.state, now
 
+    def reset(self) -> None:
+        """Forget the group: called on every (re)connection, before subscribing again.
+
+        What this worker heard, or did not hear, while it was itself away from the broker says
+        nothing of the others: a worker cut off would take every other member as silent and
+        adopt their live sessions. The broker sends every member's retained presence again on
+        subscribing, and the picture is drawn afresh from that.
+        """
+        self.members.clear()
+
     def tick(self, now: float) -> None:
         """Take members that went silent as absent."""
         for member in self.members.values():

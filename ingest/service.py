@@ -463,6 +463,8 @@ class IngestService:
         log.info("connected to %s (session present: %s)", self.target, flags.session_present)
         subscriptions = [(topic_filter, 1) for topic_filter in self._shared_filters()]
         if self.group:
+            with self._members_lock:
+                self.members.reset()
             self._announce()
             subscriptions.append((presence_filter(self.group), 0))
         client.subscribe(subscriptions)

@@ -17,12 +17,21 @@ from tests.helpers import wait_for
 class PilotsProcess:
     """`python -m pilots <args>` with its output in a log file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, name: str) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        name: str,
+        prefix: list[str] | None = None,
+    ) -> None:
+        """`prefix` runs it through another command (e.g. `ip netns exec <host>`, which
+        executes it in place, so that `proc` is still the `pilots` process)."""
         self.log = cwd / f"{name}.log"
         base = {k: v for k, v in os.environ.items() if not k.startswith("PILOTS_")}
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pilots", *args],
+                [*(prefix or []), sys.executable, "-m", "pilots", *args],
                 env={**base, **env},
                 cwd=cwd,
                 stdout=out,
