@@ -223,8 +223,8 @@ class Members:
     def finished(self, due: Due, *, drained: bool, messages: int, now: float) -> None:
         """Record how an adoption ended: drained, or not (retried later while still absent)."""
         member = self.members.get(due.member)
-        if member is None or member.absence != due.absence:
-            return
+        if member is None or member.absence != due.absence or member.absent_since is None:
+            return  # forgotten, or back (and maybe gone again) meanwhile: a new story
         member.drained_messages += messages
         if drained:
             member.drained = due.absence

@@ -447,3 +447,67 @@ def test_passwords_of_an_earlier_password_file_are_kept_and_its_files_removed(
         assert connack(broker.port, INGEST_LOGIN, "old").is_failure
     finally:
         broker.stop()
+
+
+def test_the_provisioned_logins_let_a_worker_adopt_an_absent_one_and_nothing_more(
+    tmp_path: Path, registry: Registry, influxd: Influxd, database: str
+) -> None:
+    workers = ["pilots-ingest-1", "pilots-ingest-2"]
+    logins = plan_logins(registry, ROUTES, ingest_login=workers)
+    # as `pilots devices provision --ingest-workers 2`: one password for the workers
+    done = provision(
+        tmp_path / "auth",
+        logins,
+        given=dict.fromkeys(workers, INGEST_PASSWORD),
+        credentials=tmp_path / "auth" / CREDENTIALS_FILE,
+    )
+    rules = dynsec(done.directory)
+    # each worker writes its own presence only; devices have nothing to do with the group
+    assert rules["pilots-ingest-1"]["publishClientSend"] == ["ingest/+/members/pilots-ingest-1"]
+    assert "ingest/+/members/+" in rules["pilots-ingest-1"]["subscribePattern"]
+    assert not any("ingest/" in t for t in rules["sf-rlv-01"].get("publishClientSend", []))
+    broker = secured_broker(tmp_path / "mosquitto", done.directory)
+    broker.start()
+    processes = []
+    try:
+        envs = [
+            {
+                # each worker logs in as its client id, as deploy/pilots.compose.env has it
+                "PILOTS_MQTT_URL": f"mqtt://{{client_id}}:{INGEST_PASSWORD}@127.0.0.1:{broker.port}",
+                "PILOTS_MQTT_SHARED_GROUP": f"g{database[-8:]}",
+                "PILOTS_MQTT_CLIENT_ID": worker,
+                "PILOTS_INGEST_ADOPT_AFTER_S": "2",
+                "PILOTS_INFLUX_URL": influxd.url,
+                "PILOTS_INFLUX_DATABASE": database,
+                "PILOTS_DATA_DIR": str(tmp_path / worker),
+                "PILOTS_INGEST_HTTP_PORT": str(free_port()),
+            }
+            for worker in workers
+        ]
+        processes = [
+            PilotsProcess(["ingest"], env, tmp_path, env["PILOTS_MQTT_CLIENT_ID"]) for env in envs
+        ]
+        for process in processes:
+            process.wait_for_output("ingest ready", 30)
+        processes[0].proc.kill()
+        processes[0].proc.wait()
+        passwords = credentials(done.credentials or Path())
+        start_ms = time.time_ns() // MS - 3_600_000
+        sent = [(TOPIC_01, level(start_ms + i, 3.0 + i / 100)) for i in range(40)]
+        publish_as(broker.port, "sf-rlv-01", passwords["sf-rlv-01"], sent)
+        store = InfluxStore(influxd.url, database, registry)
+
+        def stored() -> int:
+            got = store.scan(
+                "santa-fe", ["level"], start_ms * MS, (start_ms + 40) * MS, ["sf-rlv-01"]
+            )
+            return len(got.value)
+
+        wait_for(lambda: stored() == 40, 60, "the 40 readings, half of them adopted")
+        processes[1].wait_for_output("adopted the session of pilots-ingest-1", 10)
+        assert "refused" not in processes[1].output()
+        assert processes[1].stop(signal.SIGTERM) == 0, processes[1].output()
+    finally:
+        for process in processes:
+            process.stop(signal.SIGKILL)
+        broker.stop()
