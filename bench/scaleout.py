@@ -324,7 +324,7 @@ def _adoption_lines(logs: list[Path], killed_at: float) -> list[str]:
                 or "adopted the session" in line
                 or ("adoption of" in line and "ended" in line)
             ):
-                at = datetime.strptime(line[:23], LOG_TIME).timestamp()  # noqa: DTZ007
+                at = datetime.strptime(line[:23], LOG_TIME).timestamp()
                 message = line[23:].split(": ", 1)[-1]
                 out.append(f"+{at - killed_at:6.1f} s {log.stem}: {message}")
     return sorted(out)
@@ -352,8 +352,9 @@ def absent_variant(
 ) -> AbsentResult:
     """Three workers, one killed for `absent_s` while `rate` messages/s are published."""
     database = f"absent_{name}_{uuid.uuid4().hex[:6]}"
-    subprocess_db = urllib.parse.urlencode({"q": f'CREATE DATABASE "{database}"'}).encode()
-    urllib.request.urlopen(f"{influx_url}/query", data=subprocess_db, timeout=30).read()
+    create = urllib.parse.urlencode({"q": f'CREATE DATABASE "{database}"'}).encode()
+    with urllib.request.urlopen(f"{influx_url}/query", data=create, timeout=30) as response:
+        response.read()
     group = f"absent{uuid.uuid4().hex[:6]}"
     envs = [
         {
