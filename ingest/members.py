@@ -66,6 +66,11 @@ def is_presence(topic: str, group: str) -> bool:
     return topic.startswith(f"{PRESENCE_PREFIX}/{group}/members/")
 
 
+def valid_member(name: str) -> bool:
+    """Whether a client id can name a member (one topic level, no wildcard)."""
+    return bool(_MEMBER.match(name))
+
+
 def new_epoch() -> str:
     """A fresh id for one run of a worker: tells its messages from an earlier run's."""
     return os.urandom(6).hex()
@@ -87,7 +92,7 @@ class Presence:
     def parse(cls, topic: str, payload: bytes) -> Presence | None:
         """The presence in a message on `presence_filter`, or None when it is not one."""
         member = topic.rsplit("/", 1)[-1]
-        if not _MEMBER.match(member) or len(payload) > MAX_PRESENCE_BYTES:
+        if not valid_member(member) or len(payload) > MAX_PRESENCE_BYTES:
             return None
         try:
             body = orjson.loads(payload)

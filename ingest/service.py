@@ -44,6 +44,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from core.errors import ConfigError
 from core.quarantine import KEY_SPACING_NS
 from core.registry import Registry
 from core.settings import Settings
@@ -59,6 +60,7 @@ from ingest.members import (
     new_epoch,
     presence_filter,
     presence_topic,
+    valid_member,
 )
 from ingest.metrics import Health, HttpEndpoint, IngestMetrics, MetricEvents, make_app
 from ingest.spool import DATABASE, Spool, SpoolError
@@ -102,6 +104,11 @@ class IngestService:
         self._spool_full = False
         self._full_checked = 0.0
         self.group = settings.mqtt_shared_group
+        if self.group and not valid_member(self.client_id):
+            raise ConfigError(
+                f"PILOTS_MQTT_CLIENT_ID {self.client_id!r}: in a shared group a worker's client id "
+                "names its presence topic; use letters, digits and . _ @ - (at most 128)"
+            )
         self.epoch = new_epoch()
         self.members = Members(self.client_id, settings.ingest_adopt_after_s)
         self._members_lock = threading.Lock()  # the HTTP thread reads what the receiver writes

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError
+from core.registry import load_registry
+from core.settings import Settings
 from ingest.members import (
     MAX_MEMBERS,
     SILENT_AFTER_S,
@@ -12,6 +19,7 @@ from ingest.members import (
     presence_filter,
     presence_topic,
 )
+from ingest.service import IngestService
 
 ADOPT = 30.0
 
@@ -149,3 +157,12 @@ def test_no_adoption_when_disabled_a_cleared_member_is_forgotten_and_the_table_i
     # its own presence never makes a worker absent to itself
     crowd.heard(Presence("me", "absent", "e"), "me", 0.0)
     assert "me" not in crowd.members
+
+
+def test_a_client_id_that_cannot_name_a_member_is_refused_in_a_group(tmp_path: Path) -> None:
+    for client_id in ("ingest/1", "ingest+", "ingest#", "a b"):
+        settings = Settings(
+            mqtt_shared_group="g", mqtt_client_id=client_id, data_dir=tmp_path, ingest_http_port=0
+        )
+        with pytest.raises(ConfigError, match="PILOTS_MQTT_CLIENT_ID"):
+            IngestService(settings, load_registry())
