@@ -73,7 +73,9 @@ log = logging.getLogger("pilots.ingest")
 _LOOP_TIMEOUT_S = 0.01
 #: Commit at least this often while messages keep arriving.
 _COMMIT_EVERY_S = 0.05
-_FULL_CHECK_S = 0.5
+#: The spool's size is checked before every commit (two PRAGMAs): a drain of thousands of
+#: messages a second must not overshoot PILOTS_INGEST_SPOOL_MAX_BYTES between checks.
+_FULL_CHECK_S = 0.0
 
 
 class IngestService:
@@ -197,11 +199,15 @@ class IngestService:
 
     def _tend_group(self) -> None:
         """Repeat this worker's presence; start, drive and finish adoptions."""
-        if not self.group or not self.subscribed.is_set():
+        if not self.group or not self._connected:
             return
         now = time.monotonic()
         if now - self._presence_at >= PRESENCE_EVERY_S:
+            # repeated whenever connected, even if a subscription was refused: a live worker
+            # must never look silent to the others
             self._announce()
+        if not self.subscribed.is_set():
+            return
         adoption = self._adoption
         if adoption is None:
             with self._members_lock:
