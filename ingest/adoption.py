@@ -30,13 +30,13 @@ from collections.abc import Callable
 from typing import Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.settings import MqttTarget, Settings
 from ingest.members import Due
+from ingest.session import connect_session, session_client
 
 log = logging.getLogger("pilots.ingest")
 
@@ -90,25 +90,7 @@ class Adoption:
         self.client = self._make_client(username)
 
     def _make_client(self, username: str | None) -> mqtt.Client:
-        if self.settings.mqtt_protocol == "5":
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=self.member,
-                protocol=mqtt.MQTTv5,
-                manual_ack=True,
-            )
-        else:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=self.member,
-                clean_session=False,
-                protocol=mqtt.MQTTv311,
-                manual_ack=True,
-            )
-        if username is not None:
-            client.username_pw_set(username, self.target.password)
-        if self.target.tls:
-            client.tls_set(ca_certs=self.target.ca_file)
+        client = session_client(self.settings, self.target, self.member, username)
         client.on_connect = self._connected_cb
         client.on_unsubscribe = self._unsubscribed_cb
         client.on_disconnect = self._disconnected_cb
@@ -124,21 +106,7 @@ class Adoption:
             self.member,
         )
         try:
-            if self.settings.mqtt_protocol == "5":
-                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
-                props.ReceiveMaximum = self.settings.mqtt_receive_maximum
-                self.client.connect(
-                    self.target.host,
-                    self.target.port,
-                    keepalive=self.settings.mqtt_keepalive_s,
-                    clean_start=False,
-                    properties=props,
-                )
-            else:
-                self.client.connect(
-                    self.target.host, self.target.port, keepalive=self.settings.mqtt_keepalive_s
-                )
+            connect_session(self.client, self.settings, self.target)
         except (OSError, ValueError) as exc:
             self._end("unreachable", str(exc))
 

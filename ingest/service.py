@@ -39,8 +39,7 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -63,6 +62,7 @@ from ingest.members import (
     valid_member,
 )
 from ingest.metrics import Health, HttpEndpoint, IngestMetrics, MetricEvents, make_app
+from ingest.session import connect_session, session_client
 from ingest.spool import DATABASE, Spool, SpoolError
 from ingest.writer import BACKOFF_MAX_S, SpoolWriter, Tally, start_store, writer_process
 
@@ -145,25 +145,7 @@ class IngestService:
         self.metrics.spool_age.set_function(oldest_age)
 
     def _make_client(self) -> mqtt.Client:
-        if self.settings.mqtt_protocol == "5":
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=self.client_id,
-                protocol=mqtt.MQTTv5,
-                manual_ack=True,
-            )
-        else:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=self.client_id,
-                clean_session=False,
-                protocol=mqtt.MQTTv311,
-                manual_ack=True,
-            )
-        if self.target.username is not None:
-            client.username_pw_set(self.target.username, self.target.password)
-        if self.target.tls:
-            client.tls_set(ca_certs=self.target.ca_file)
+        client = session_client(self.settings, self.target, self.client_id, self.target.username)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
@@ -359,21 +341,7 @@ class IngestService:
 
     def _connect(self) -> bool:
         try:
-            if self.settings.mqtt_protocol == "5":
-                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
-                props.ReceiveMaximum = self.settings.mqtt_receive_maximum
-                self._client.connect(
-                    self.target.host,
-                    self.target.port,
-                    keepalive=self.settings.mqtt_keepalive_s,
-                    clean_start=False,
-                    properties=props,
-                )
-            else:
-                self._client.connect(
-                    self.target.host, self.target.port, keepalive=self.settings.mqtt_keepalive_s
-                )
+            connect_session(self._client, self.settings, self.target)
         except (OSError, ValueError) as exc:
             log.warning("cannot reach the broker %s: %s", self.target, exc)
             return False
