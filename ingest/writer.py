@@ -235,6 +235,9 @@ class SpoolWriter:
         after_id = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store") as pool:
             while not self.abort.is_set():
+                # Asked before the spool is read: what the receiver spooled up to the moment
+                # it stopped (or died) is then in this take, or in the next one.
+                last_turn = draining()
                 batch = self.spool.take(
                     self.settings.ingest_write_batch_messages,
                     after_id=after_id,
@@ -248,7 +251,7 @@ class SpoolWriter:
                         continue
                     self.roll_up(idle=True)
                     self._prune()
-                    if draining():
+                    if last_turn:
                         return True
                     self.abort.wait(IDLE_WAIT_S)
                     continue

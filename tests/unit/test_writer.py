@@ -192,6 +192,26 @@ def test_an_aborted_writer_leaves_the_messages_in_the_spool(run: Running) -> Non
     assert run.spool.depth().messages == 3
 
 
+def test_what_the_receiver_spooled_as_it_stopped_is_written_before_the_writer_ends(
+    run: Running,
+) -> None:
+    # The receiver commits its last messages and stops (or is killed) while the writer, idle,
+    # has just found the spool empty: those messages, acknowledged already, must be written
+    # now, not left for a next start that may never come.
+    said_stop = False
+
+    def receiver_stops() -> bool:
+        nonlocal said_stop
+        if not said_stop:
+            said_stop = True
+            run.send([7.0, 8.0, 9.0])
+        return True
+
+    assert run.writer.run(receiver_stops) is True
+    assert run.spool.depth().messages == 0
+    assert sorted(run.store.stored) == [7.0, 8.0, 9.0]
+
+
 def test_a_tally_replays_into_metrics() -> None:
     tally = Tally()
     tally.accepted(5)
