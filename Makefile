@@ -34,6 +34,7 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/pre-commit validate-config .pre-commit-config.yaml
 
 ## bench: every benchmark (results go into docs/BENCHMARKS.md by hand, with the command)
 bench: bench-ingest bench-aggregate bench-api bench-abuse

@@ -1,7 +1,9 @@
 """Dependencies shared by the routes, as `Annotated` aliases.
 
-The app keeps its settings, registry and store on `app.state` (set by `api.app.create_app`);
-these helpers hand them to routes and turn path and query text into validated values once.
+The app's typed state (`api.state.AppState`, built by `api.app.create_app`) is read here and
+nowhere else: each thing a route needs has its alias (`SettingsDep`, `RegistryDep`,
+`StoreDep`, `SeriesDep`, `ReportsDep`, `ScanSlotsDep`, `MetricsDep`). The other helpers turn
+path and query text into validated values once. This module must not query the store.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
+from api.metrics import ApiMetrics
 from api.problems import Problem
+from api.services.report_cache import ReportCache
 from api.services.series import SeriesService
 from api.services.slots import ScanSlots
+from api.state import AppState
 from core.registry import Pilot, Registry
 from core.settings import Settings
 from core.store import Store
@@ -35,36 +40,51 @@ LATEST_NS = 7_258_118_400 * NS_PER_S  # 2200-01-01T00:00:00Z
 MAX_EVERY_S = 366 * 86_400
 
 
-def _registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
-    return registry
+def _state(request: Request) -> AppState:
+    # Not checked with isinstance: an app assembled by hand (bench's baseline server) sets
+    # only the attributes that the aliases it uses read, on a plain `State`.
+    state: AppState = request.app.state
+    return state
 
 
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
+AppStateDep = Annotated[AppState, Depends(_state)]
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def _settings(state: AppStateDep) -> Settings:
+    return state.settings
 
 
-def _series(request: Request) -> SeriesService:
-    service: SeriesService = request.app.state.series
-    return service
+def _registry(state: AppStateDep) -> Registry:
+    return state.registry
 
 
-def _slots(request: Request) -> ScanSlots:
-    slots: ScanSlots = request.app.state.slots
-    return slots
+def _store(state: AppStateDep) -> Store:
+    return state.store
 
 
+def _series(state: AppStateDep) -> SeriesService:
+    return state.series
+
+
+def _reports(state: AppStateDep) -> ReportCache:
+    return state.reports
+
+
+def _slots(state: AppStateDep) -> ScanSlots:
+    return state.slots
+
+
+def _metrics(state: AppStateDep) -> ApiMetrics:
+    return state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 StoreDep = Annotated[Store, Depends(_store)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
 SeriesDep = Annotated[SeriesService, Depends(_series)]
+ReportsDep = Annotated[ReportCache, Depends(_reports)]
 ScanSlotsDep = Annotated[ScanSlots, Depends(_slots)]
+MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
 
 
 def _pilot(

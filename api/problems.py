@@ -15,10 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.services import BusyError, QueryError
+from api.services.errors import BusyError, QueryError
 from core.errors import StoreError
 
-log = logging.getLogger("pilots.api")
+log = logging.getLogger("pilots.api.problems")
 
 #: What a client is told when the store fails: the store's own words go to the log only, since
 #: they can carry its address, its query language or parts of the request.

@@ -1,4 +1,6 @@
-"""Response types of the API: every route returns one of these, never a bare dict.
+"""Response types of the API: every route returns one of these, never an untyped dict.
+
+Series and comparisons are built as plain data: their `TypedDict` twins are here too.
 
 Times are RFC 3339 with the pilot's UTC offset. Statistics of empty windows are null.
 """
@@ -6,6 +8,7 @@ Times are RFC 3339 with the pilot's UTC offset. Statistics of empty windows are 
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,6 +142,61 @@ class CompareOut(_Out):
     end: datetime
     window: str
     pilots: list[CompareLineOut]
+
+
+# Series and comparisons are built as plain data and serialised by orjson (`api.responses`):
+# these are the models above as `TypedDict`s, times as RFC 3339 text.
+
+#: A `WindowOut`: `start`, `count` and the statistics asked for, each null when count is 0.
+WindowJson = dict[str, str | int | float | None]
+
+
+class SeriesLineJson(TypedDict):
+    """A `SeriesLineOut` as plain data."""
+
+    device: str | None
+    windows: list[WindowJson]
+
+
+class SensorSeriesJson(TypedDict):
+    """A `SensorSeriesOut` as plain data."""
+
+    sensor: str
+    unit: str
+    lines: list[SeriesLineJson]
+
+
+class SeriesJson(TypedDict):
+    """A `SeriesOut` as plain data."""
+
+    pilot: str
+    timezone: str
+    start: str
+    end: str
+    window: str
+    statistics: list[str]
+    pooled: bool
+    exclude_flagged: bool
+    source: str
+    sensors: list[SensorSeriesJson]
+
+
+class CompareLineJson(TypedDict):
+    """A `CompareLineOut` as plain data."""
+
+    pilot: str
+    windows: list[WindowJson]
+
+
+class CompareJson(TypedDict):
+    """A `CompareOut` as plain data."""
+
+    sensor: str
+    unit: str
+    start: str
+    end: str
+    window: str
+    pilots: list[CompareLineJson]
 
 
 # -- the pilot report --------------------------------------------------------------------------

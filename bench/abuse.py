@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import tempfile
 import threading
 import time
@@ -33,14 +32,11 @@ from typing import Any, TypeVar
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from core.readings import Readings  # noqa: E402
-from core.registry import Registry  # noqa: E402
-from core.rollups import coarsen, compute_rollups, day_origin_ns  # noqa: E402
-from core.store import Store  # noqa: E402
-from core.uplinks import Uplinks  # noqa: E402
+from core.readings import Readings
+from core.registry import Registry
+from core.rollups import coarsen, compute_rollups, day_origin_ns
+from core.store import Store
+from core.uplinks import Uplinks
 
 S = 1_000_000_000
 HOUR_NS = 3600 * S
@@ -369,7 +365,7 @@ def main() -> None:
     from core.registry import load_registry
     from core.settings import Settings
     from core.store.influx import InfluxStore
-    from tests.services import Influxd, free_port
+    from localservices import Influxd, free_port
 
     registry = load_registry()
     with tempfile.TemporaryDirectory(prefix="bench-abuse-") as tmp:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+#: The working directory of the engines' processes, so that `-m bench.aggregate` imports.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 N = 10_000_000
 SERIES = 3000
@@ -181,7 +181,7 @@ def _timed(run: Callable[[], object]) -> float:
 
 def influx(n: int) -> dict[str, float]:
     """InfluxDB's own GROUP BY time(1m) on the first n readings of the same data."""
-    from tests.services import Influxd, free_port
+    from localservices import Influxd, free_port
 
     ts, sid, value = make_data(N, SERIES)
     keep = np.argsort(ts, kind="stable")[:n]  # the first n readings in time, all series

@@ -14,10 +14,10 @@ Measured, in this order:
               24 h in 10-minute windows, 7 days hourly, 30 days in 6-hour windows, per device,
               one sensor, every pilot) and `report` (each pilot's last 7 and 30 days), against
               `pilots api` once every distinct request has been answered once
-  baseline    the same requests against a server that answers each from InfluxDB: `series` with
-              InfluxQL `GROUP BY time(), device` (InfluxDB aggregates), `report` built from a
-              fresh scan of the period (no cache); one request per client for reports (each
-              takes seconds)
+  baseline    the same requests against a server that answers each from InfluxDB
+              (bench/baseline_api.py): `series` with InfluxQL `GROUP BY time(), device`
+              (InfluxDB aggregates), `report` built from a fresh scan of the period (no
+              cache); one request per client for reports (each takes seconds)
 
 The clients (httpx, asyncio) run in this process on the same two cores as the servers.
 
@@ -45,17 +45,16 @@ import httpx
 import numpy as np
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from core.readings import Readings
+from core.registry import Registry, build_registry
+from core.rollups import coarsen, compute_rollups, day_origin_ns
+from core.settings import Settings
+from core.store.influx import InfluxStore
+from core.uplinks import Uplinks
+from localservices import Influxd, free_port
 
-from api.deps import TimeRangeDep  # noqa: E402
-from core.readings import Readings  # noqa: E402
-from core.registry import Registry, build_registry  # noqa: E402
-from core.rollups import coarsen, compute_rollups, day_origin_ns  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from core.store.influx import InfluxStore  # noqa: E402
-from core.uplinks import Uplinks  # noqa: E402
-from tests.services import Influxd, free_port  # noqa: E402
+#: The repository: the registry the fleets grow from, the servers' working directory.
+ROOT = Path(__file__).resolve().parents[1]
 
 S = 1_000_000_000
 HOUR_NS = 3600 * S
@@ -220,62 +219,6 @@ def wait_ready(server: Server, timeout_s: float = 60) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"server not ready:\n{server.log.read_text()[-3000:]}")
-
-
-def baseline_app() -> Any:
-    """A server answering `series` with InfluxQL GROUP BY time() and `report` from a scan."""
-    from fastapi import FastAPI
-    from fastapi.responses import ORJSONResponse
-
-    from api.services.report import build_report
-    from core.registry import load_registry
-    from core.settings import load_settings
-    from core.timeutil import parse_duration_s
-
-    settings = load_settings()
-    registry = load_registry(settings.registry)
-    store = InfluxStore.from_settings(settings, registry)
-    store.start()
-    app = FastAPI()
-    app.state.settings = settings
-    app.state.registry = registry
-    url = settings.influx_url
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/pilots/{pilot}/series")
-    def series(pilot: str, sensor: str, every: str, window: TimeRangeDep) -> ORJSONResponse:
-        width = parse_duration_s(every)
-        q = (
-            f'SELECT count("{sensor}"), mean("{sensor}"), min("{sensor}"), max("{sensor}") '
-            f'FROM "readings" WHERE "pilot" = \'{pilot}\' AND time >= {window.start_ns} '
-            f'AND time < {window.end_ns} GROUP BY time({width}s, -3h), "device" fill(none)'
-        )
-        query = urllib.parse.urlencode({"db": DATABASE, "q": q, "epoch": "ns"})
-        with urllib.request.urlopen(f"{url}/query?{query}", timeout=600) as response:
-            body = orjson.loads(response.read())
-        lines = [
-            {
-                "device": s["tags"]["device"],
-                "windows": [
-                    {"start": v[0], "count": v[1], "mean": v[2], "min": v[3], "max": v[4]}
-                    for v in s["values"]
-                ],
-            }
-            for s in body["results"][0].get("series", [])
-        ]
-        return ORJSONResponse({"pilot": pilot, "sensors": [{"sensor": sensor, "lines": lines}]})
-
-    @app.get("/pilots/{pilot}/report")
-    def report(pilot: str, window: TimeRangeDep) -> Any:
-        built = build_report(
-            registry, store, registry.pilots[pilot], window.start_ns, window.end_ns
-        )
-        return built.report
-
-    return app
 
 
 # --- clients --------------------------------------------------------------------------------
@@ -637,11 +580,7 @@ def run(
 
     port = free_port()
     base = start_server(
-        [
-            "-c",
-            "import uvicorn, bench.api as b; uvicorn.run(b.baseline_app(), host='127.0.0.1', "
-            f"port={port}, log_level='warning')",
-        ],
+        ["-m", "bench.baseline_api", "--port", str(port)],
         env,
         work / "baseline.log",
         port,

@@ -13,7 +13,7 @@ Variants (all QoS 1, same broker and InfluxDB, same run):
   ingest-1w / ingest-2w   `pilots ingest`, one or two workers (shared subscription), until every
                           reading is queryable in InfluxDB
 
-Run: `.venv/bin/python bench/ingest.py` (defaults below), or `make bench-ingest`.
+Run: `.venv/bin/python -m bench.ingest` (defaults below), or `make bench-ingest`.
 With `--outage`, instead streams 10,000 readings/s for 5 minutes while InfluxDB is stopped and
 reports ingest's peak RSS, then restarts InfluxDB and checks that every reading arrives.
 """
@@ -45,10 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.services import Influxd, Mosquitto, free_port  # noqa: E402
+from localservices import Influxd, Mosquitto, free_port
 
 SINGLE_TOPIC = "pilots/san-nicolas/sn-aq-{n:02d}/up"
 PACK_TOPIC = "pilots/san-nicolas/sn-aq-{n:02d}/senml"

@@ -54,7 +54,7 @@ from bench.ingest import (
     services,
     single_stream,
 )
-from tests.services import free_port
+from localservices import free_port
 
 
 def main() -> None:

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     mqtt_shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$")
     mqtt_keepalive_s: int = Field(default=30, ge=5)
 
+    store: Literal["influx", "embedded"] | None = None
     influx_url: str | None = None
     influx_database: str = "pilots"
     influx_token: SecretStr | None = None
@@ -166,6 +167,12 @@ class Settings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
         return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _chosen_store_is_configured(self) -> Settings:
+        if self.store == "influx" and not self.influx_url:
+            raise ValueError("PILOTS_STORE=influx needs PILOTS_INFLUX_URL (the server to use)")
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:

@@ -64,7 +64,8 @@ from ingest.members import (
 from ingest.metrics import Health, HttpEndpoint, IngestMetrics, MetricEvents, make_app
 from ingest.session import connect_session, session_client
 from ingest.spool import DATABASE, Spool, SpoolError
-from ingest.writer import BACKOFF_MAX_S, SpoolWriter, Tally, start_store, writer_process
+from ingest.writer import BACKOFF_MAX_S, SpoolWriter, start_store
+from ingest.writer_process import Tally, writer_process
 
 log = logging.getLogger("pilots.ingest")
 

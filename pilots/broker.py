@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-log = logging.getLogger("pilots.demo.broker")
+log = logging.getLogger(__name__)
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -29,7 +29,7 @@ from simulators.fleet import Fleet
 from simulators.formats import DEFAULT_MIX
 from simulators.publisher import Publisher, backfill, run_realtime
 
-log = logging.getLogger("pilots.demo")
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager

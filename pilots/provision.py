@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from core.errors import PilotsError
 from core.registry import Registry
+from ingest.decoders import LORAWAN_FORMATS
 from ingest.members import PRESENCE_PREFIX
 
 #: The dynamic-security plugin's `plugin_opt_config_file`.
@@ -155,10 +156,6 @@ class Login:
             )
 
 
-#: Formats a LoRaWAN network server publishes in (see ingest.decoders).
-LORAWAN_FORMATS = frozenset({"chirpstack", "tts"})
-
-
 @dataclass(frozen=True, slots=True)
 class Application:
     """A LoRaWAN application a network-server login publishes uplinks for.
@@ -198,9 +195,9 @@ def parse_network_server(spec: str) -> tuple[str, Application]:
     fmt, colon, app_id = value.rpartition(":")
     if not colon:
         if name not in LORAWAN_FORMATS:
+            examples = (f"{name}={server}:{value}" for server in sorted(LORAWAN_FORMATS))
             raise ProvisionError(
-                f"--network-server {spec}: say which network server it is: "
-                f"{name}=chirpstack:{value} or {name}=tts:{value}"
+                f"--network-server {spec}: say which network server it is: " + " or ".join(examples)
             )
         fmt = name
     return name, Application(fmt, app_id)

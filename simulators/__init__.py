@@ -1,5 +1,8 @@
 """Simulated device fleets of the three pilots, publishing over MQTT like the real devices.
 
-`signals` holds the per-kind signal models, `fleet` turns the registry into timed messages in
-the device contract, `publisher` sends them to a broker in real time or as a backfill.
+`signals` holds the per-kind signal models and `faults` the faults real fleets show; `fleet`
+turns the registry into timed messages, with `schedule` (when each report is due and what
+becomes of it), `values` (what it says) and `formats` (each payload format's encoder, keyed by
+the formats `ingest.decoders` registers); `truth` records what a run injected, `publisher`
+sends the messages to a broker in real time or as a backfill, `load` sizes a fleet for a rate.
 """

@@ -1,4 +1,11 @@
-"""Encoders for the payload formats ingest accepts, each on its own topic (see the README).
+"""Encoders for the payload formats ingest reads: the simulator's side of each format.
+
+The formats are described once, in `ingest.decoders.PAYLOAD_FORMATS`: name, default route,
+whether a LoRaWAN network server publishes it, decoder. This module attaches to each of them,
+by the same name, what the simulated fleet needs to send it: the topic a device publishes on
+and the payload of one report (`ENCODERS`, one entry per format; a unit test keeps the two
+tables in step). It must not describe a format a second time: the names, the order the mix is
+drawn in and which formats are LoRaWAN come from the ingest table.
 
 A device publishes in one format for a whole run, chosen from a weighted mix by a hash of its
 id and the seed. The LoRaWAN network-server formats (ChirpStack v4, The Things Stack v3) need a
@@ -10,17 +17,21 @@ from __future__ import annotations
 import base64
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from zlib import crc32
 
 import orjson
 
 from core.registry import Device
+from ingest.decoders import LORAWAN_FORMATS, PAYLOAD_FORMATS
 
-FORMATS = ("plain", "senml", "chirpstack", "tts")
-LORAWAN = frozenset({"chirpstack", "tts"})
+#: Every format, in the order ingest registers them (the mix is drawn in this order).
+FORMATS = tuple(PAYLOAD_FORMATS)
+#: Formats a LoRaWAN network server publishes: timed by the network, for devices with an EUI.
+LORAWAN = LORAWAN_FORMATS
 DEFAULT_MIX = {"plain": 0.55, "senml": 0.15, "chirpstack": 0.2, "tts": 0.1}
 
 #: Where the network servers put the fleet: one application per pilot, one tenant. ChirpStack
@@ -48,6 +59,20 @@ class Uplink:
     rssi: float
     snr: float
     sf: int
+
+
+@dataclass(frozen=True, slots=True)
+class Encoder:
+    """How a simulated device sends one format.
+
+    `topic` is the topic a device publishes on (one of the format's routes, filled in);
+    `encode` the payload of one report; `counted` says that its messages carry a frame counter,
+    so that a device's reboot shows in them (SenML packs have none).
+    """
+
+    topic: Callable[[Device], str]
+    encode: Callable[[Device, Uplink], bytes]
+    counted: bool
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -89,13 +114,66 @@ def choose(device: Device, seed: int, mix: Mapping[str, float]) -> str:
 
 def topic(fmt: str, device: Device) -> str:
     """The topic a device of this format publishes on."""
-    if fmt == "senml":
-        return f"pilots/{device.pilot}/{device.id}/senml"
-    if fmt == "chirpstack":
-        return f"application/{_uuid(device.pilot)}/device/{device.dev_eui}/event/up"
-    if fmt == "tts":
-        return f"v3/{device.pilot}@{TENANT}/devices/{device.lns_id or device.id}/up"
+    return ENCODERS[fmt].topic(device)
+
+
+def encode(fmt: str, device: Device, up: Uplink) -> bytes:
+    """One message's payload."""
+    return ENCODERS[fmt].encode(device, up)
+
+
+# -- plain JSON and SenML: the device's own message ---------------------------------------------
+
+
+def _plain_topic(device: Device) -> str:
     return f"pilots/{device.pilot}/{device.id}/up"
+
+
+def _plain(device: Device, up: Uplink) -> bytes:
+    return orjson.dumps(
+        {
+            "ts": up.ts_ns // 1_000_000,
+            "seq": up.seq,
+            "readings": dict(up.values),
+            "battery_v": up.battery_v,
+        }
+    )
+
+
+def _senml_topic(device: Device) -> str:
+    return f"pilots/{device.pilot}/{device.id}/senml"
+
+
+def _senml(device: Device, up: Uplink) -> bytes:
+    records: list[dict[str, object]] = [
+        {"n": name, "v": value} for name, value in up.values.items()
+    ]
+    records.append({"n": "battery_v", "v": up.battery_v})
+    # the base name and time ride on the first record, as RFC 8428's examples do
+    records[0] = {"bn": f"{device.id}/", "bt": up.ts_ns // 1_000_000_000, **records[0]}
+    return orjson.dumps(records)
+
+
+# -- LoRaWAN network servers: the uplink as the network server forwards it ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """What a network server adds to an uplink: decoded values, receive time, radio."""
+
+    decoded: dict[str, float]
+    when: str
+    frequency: int
+    gateway: str
+
+    @classmethod
+    def of(cls, device: Device, up: Uplink) -> _Received:
+        return cls(
+            decoded={**up.values, "battery_v": up.battery_v},
+            when=_rfc3339(up.ts_ns),
+            frequency=FREQUENCIES_HZ[up.seq % len(FREQUENCIES_HZ)],
+            gateway=f"{device.pilot}-gw-{crc32(device.site.encode()) % 3 + 1}",
+        )
 
 
 def _rfc3339(ts_ns: int) -> str:
@@ -109,65 +187,55 @@ def _frm_payload(up: Uplink) -> str:
     return base64.b64encode(raw).decode()
 
 
-def encode(fmt: str, device: Device, up: Uplink) -> bytes:
-    """One message's payload."""
-    if fmt == "plain":
-        return orjson.dumps(
-            {
-                "ts": up.ts_ns // 1_000_000,
-                "seq": up.seq,
-                "readings": dict(up.values),
-                "battery_v": up.battery_v,
-            }
-        )
-    if fmt == "senml":
-        records: list[dict[str, object]] = [
-            {"n": name, "v": value} for name, value in up.values.items()
-        ]
-        records.append({"n": "battery_v", "v": up.battery_v})
-        # the base name and time ride on the first record, as RFC 8428's examples do
-        records[0] = {"bn": f"{device.id}/", "bt": up.ts_ns // 1_000_000_000, **records[0]}
-        return orjson.dumps(records)
-    decoded = {**up.values, "battery_v": up.battery_v}
-    when = _rfc3339(up.ts_ns)
-    frequency = FREQUENCIES_HZ[up.seq % len(FREQUENCIES_HZ)]
-    gateway = f"{device.pilot}-gw-{crc32(device.site.encode()) % 3 + 1}"
-    if fmt == "chirpstack":
-        event: dict[str, object] = {
-            "deduplicationId": _uuid(f"{device.id}/{up.ts_ns}/{up.seq}"),
-            "time": when,
-            "deviceInfo": {
-                "tenantId": _uuid(TENANT),
-                "tenantName": TENANT,
-                "applicationId": _uuid(device.pilot),
-                "applicationName": device.pilot,
-                "deviceName": device.lns_id or device.id,
-                "devEui": device.dev_eui,
-            },
-            "fPort": F_PORT,
-            "data": _frm_payload(up),
-            "object": decoded,
-            "rxInfo": [{"gatewayId": gateway, "rssi": int(up.rssi), "snr": up.snr}],
-            "txInfo": {
-                "frequency": frequency,
-                "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": up.sf}},
-            },
-        }
-        if up.seq:  # proto3 JSON leaves zero out
-            event["fCnt"] = up.seq
-        return orjson.dumps(event)
+def _chirpstack_topic(device: Device) -> str:
+    return f"application/{_uuid(device.pilot)}/device/{device.dev_eui}/event/up"
+
+
+def _chirpstack(device: Device, up: Uplink) -> bytes:
+    rx = _Received.of(device, up)
+    event: dict[str, object] = {
+        "deduplicationId": _uuid(f"{device.id}/{up.ts_ns}/{up.seq}"),
+        "time": rx.when,
+        "deviceInfo": {
+            "tenantId": _uuid(TENANT),
+            "tenantName": TENANT,
+            "applicationId": _uuid(device.pilot),
+            "applicationName": device.pilot,
+            "deviceName": device.lns_id or device.id,
+            "devEui": device.dev_eui,
+        },
+        "fPort": F_PORT,
+        "data": _frm_payload(up),
+        "object": rx.decoded,
+        "rxInfo": [{"gatewayId": rx.gateway, "rssi": int(up.rssi), "snr": up.snr}],
+        "txInfo": {
+            "frequency": rx.frequency,
+            "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": up.sf}},
+        },
+    }
+    if up.seq:  # proto3 JSON leaves zero out
+        event["fCnt"] = up.seq
+    return orjson.dumps(event)
+
+
+def _tts_topic(device: Device) -> str:
+    return f"v3/{device.pilot}@{TENANT}/devices/{device.lns_id or device.id}/up"
+
+
+def _tts(device: Device, up: Uplink) -> bytes:
+    rx = _Received.of(device, up)
     message: dict[str, object] = {
         "f_port": F_PORT,
         "frm_payload": _frm_payload(up),
-        "decoded_payload": decoded,
+        "decoded_payload": rx.decoded,
         "rx_metadata": [
-            {"gateway_ids": {"gateway_id": gateway}, "rssi": int(up.rssi), "snr": up.snr}
+            {"gateway_ids": {"gateway_id": rx.gateway}, "rssi": int(up.rssi), "snr": up.snr}
         ],
         "settings": {
             "data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": up.sf}},
-            "frequency": str(frequency),
+            "frequency": str(rx.frequency),
         },
-        "received_at": when,
+        "received_at": rx.when,
     }
     if up.seq:  # The Things Stack omits zero fields
         message["f_cnt"] = up.seq
@@ -178,7 +246,19 @@ def encode(fmt: str, device: Device, up: Uplink) -> bytes:
                 "application_ids": {"application_id": device.pilot},
                 "dev_eui": (device.dev_eui or "").upper(),
             },
-            "received_at": when,
+            "received_at": rx.when,
             "uplink_message": message,
         }
     )
+
+
+#: The encoder of each format in `ingest.decoders.PAYLOAD_FORMATS`, by the same name: one entry
+#: per format, no more, no fewer.
+ENCODERS: Mapping[str, Encoder] = MappingProxyType(
+    {
+        "plain": Encoder(_plain_topic, _plain, counted=True),
+        "senml": Encoder(_senml_topic, _senml, counted=False),
+        "chirpstack": Encoder(_chirpstack_topic, _chirpstack, counted=True),
+        "tts": Encoder(_tts_topic, _tts, counted=True),
+    }
+)

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 from core.registry import Registry, build_registry
-from simulators.fleet import COUNTERS
+from simulators.values import COUNTERS
 
 MIN_DEVICES, MAX_DEVICES = 10, 100_000
 

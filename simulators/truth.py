@@ -26,6 +26,10 @@ or by when its message was published (`sent`, `late`, `duplicates`, `malformed`,
 the same as one run. A second copy of a report due before the run began counts as sent, not
 as a duplicate: ingest never saw the first. Episodes and events are sorted by time.
 The file describes what was published: a run stopped by a signal finishes the batch in hand.
+
+`GroundTruth.record` is told each batch's plan (`simulators.schedule`) and value faults
+(`simulators.values`) and recomputes nothing else: it must never decide a fault itself, or the
+truth would describe another run than the one published.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ import orjson
 from numpy.typing import NDArray
 
 from core.registry import Device
+from simulators import faults as fl
+from simulators.faults import Faults
+from simulators.schedule import DeviceRun, Plan
+from simulators.values import COUNTERS, UNFAULTED, Events, sensor_key
 
 I64 = NDArray[np.int64]
 
@@ -137,6 +145,62 @@ class GroundTruth:
             if sensor is not None:
                 entry["sensor"] = sensor
             self.events.append(entry)
+
+    def record(self, run: DeviceRun, plan: Plan, faulty: Events, faults: Faults) -> None:
+        """Add what one batch of one device did: its plan, with its value faults `faulty`."""
+        d = run.device
+        f = faults
+        ks, due = plan.ks, plan.due
+        self.count(d, "due", int(due.sum()))
+        self.count(d, "dropped", int((due & plan.dropped).sum()))
+        self.runs("dropout", d, ks[due & plan.dropped])
+        late = due & plan.held
+        self.runs("backlog", d, ks[late], delivered_ns=plan.released_ns[late])
+        at_due = ks[due]
+        # a reboot shows in a frame counter, or in a counter sensor going back to 0
+        if f.counter_reset > 0 and (run.encoder.counted or COUNTERS & set(d.sensors)):
+            resets = at_due[fl.chance(run.key, fl.S_RESET, at_due, f.counter_reset)]
+            self.count(d, "counter_resets", len(resets))
+            self.event("counter_reset", d, run.at(resets))
+
+        k_msg, copy, malformed = plan.k_msg, plan.copy, plan.malformed
+        # The second copy of a report due before the run began arrives without its first:
+        # for ingest it is the first.
+        assert self.start_ns is not None
+        repeat = (copy == 1) & (run.at(k_msg) >= self.start_ns)
+        first = ~repeat
+        self.count(d, "sent", int(first.sum()))
+        self.count(d, "late", int((copy == 2).sum()))
+        self.count(d, "duplicates", int(repeat.sum()))
+        self.count(d, "malformed", int(malformed.sum()))
+        self.event("duplicate", d, run.at(k_msg[repeat]))
+        self.event("malformed", d, run.at(k_msg[malformed]))
+        self.quarantine["malformed_json"] += int(malformed.sum())
+        # a repeated LoRaWAN frame is recognised (frame counter) and dropped before its values
+        # are read; a device-timed copy is read again, and refused again for what was wrong
+        read = ~malformed & (first | (not run.lorawan))
+        for sensor, (spikes, out_of_range) in faulty.items():
+            bad = out_of_range[k_msg - ks[0]]
+            self.count(d, "due", len(at_due), sensor=sensor)
+            self.count(d, "sent", int(first.sum()), sensor=sensor)
+            self.count(d, "expected_stored", int((first & ~malformed & ~bad).sum()), sensor=sensor)
+            self.count(d, "out_of_range", int((first & ~malformed & bad).sum()), sensor=sensor)
+            self.quarantine["out_of_range"] += int((read & bad).sum())
+            self.event("out_of_range", d, run.at(at_due[out_of_range[due]]), sensor=sensor)
+            if sensor in COUNTERS or sensor in UNFAULTED or len(at_due) == 0:
+                continue
+            hit = at_due[spikes[due]]
+            self.count(d, "spikes", len(hit), sensor=sensor)
+            self.event("spike", d, run.at(hit), sensor=sensor)
+            skey = sensor_key(run, sensor)
+            span = (int(at_due[0]), int(at_due[-1]) + 1)
+            for fault, stream, rate, counter in (
+                ("stuck", fl.S_STUCK, f.stuck, "stuck"),
+                ("drift", fl.S_DRIFT, f.drift, "drifting"),
+            ):
+                on = fl.covered(*fl.episodes(skey, stream, span, rate, fault), at_due)
+                self.count(d, counter, int(on.sum()), sensor=sensor)
+                self.runs(fault, d, at_due[on], sensor=sensor)
 
     def as_dict(self, instant_of: Any) -> dict[str, Any]:
         """The truth as the file holds it; `instant_of(device, k)` gives a report's time (ns)."""

@@ -1,56 +1,49 @@
 """Real Mosquitto and InfluxDB processes for the integration and end-to-end tests.
 
-Each runs on a free loopback port with its own temporary data directory and is stopped by its
-fixture. A missing binary fails the test run with what to install; it never skips.
+The processes are `localservices`' (the benchmarks start the same ones); each runs on a free
+loopback port with its own temporary data directory and is stopped by its fixture. Here a
+missing binary fails the test run with what to install; it never skips.
 """
 
 from __future__ import annotations
 
-import getpass
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
+import localservices
+from localservices import (
+    INSTALL_HINT,
+    MAX_PACKET_SIZE,
+    PACKET_HEADROOM_BYTES,
+    MissingServiceError,
+    free_port,
+    terminate,
+    wait_for_port,
+)
 from pilots.provision import DYNSEC_FILE
 
-INSTALL_HINT = (
-    "install Debian's mosquitto and influxdb packages (apt-get install -y mosquitto influxdb), "
-    "or run `make test` as root, which installs them"
-)
-
-
-#: Added to ingest's payload limit for `max_packet_size` in every shipped broker configuration:
-#: the packet's fixed header, its topic and MQTT 5 properties.
-PACKET_HEADROOM_BYTES = 4096
-#: The test broker's `max_packet_size`, as deploy/ sets it for the default payload limit.
-MAX_PACKET_SIZE = (
-    int(Settings.model_fields["ingest_max_payload_bytes"].default) + PACKET_HEADROOM_BYTES
-)
-
-
-def free_port() -> int:
-    """A loopback port that is free now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = [
+    "INSTALL_HINT",
+    "MAX_PACKET_SIZE",
+    "PACKET_HEADROOM_BYTES",
+    "Influxd",
+    "Mosquitto",
+    "dynsec_conf",
+    "find_binary",
+    "find_dynsec_plugin",
+    "free_port",
+    "terminate",
+    "wait_for_port",
+]
 
 
 def find_binary(name: str) -> str:
     """The path of a service binary, or fail the run saying what to install."""
-    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    pytest.fail(f"`{name}` not found: {INSTALL_HINT}", pytrace=False)
+    try:
+        return localservices.find_binary(name)
+    except MissingServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def find_dynsec_plugin() -> str:
@@ -75,156 +68,21 @@ def dynsec_conf(auth: Path) -> str:
     return f"plugin {find_dynsec_plugin()}\nplugin_opt_config_file {auth / DYNSEC_FILE}\n"
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
-    """SIGTERM (a graceful stop, which persists state), then SIGKILL after the timeout."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def wait_for_port(
-    port: int,
-    timeout_s: float,
-    proc: subprocess.Popen[bytes],
-    log: Path,
-    host: str = "127.0.0.1",
-) -> None:
-    """Return once something accepts TCP connections on the port."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{_tail(log)}")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port} after {timeout_s} s:\n{_tail(log)}")
-
-
-@dataclass
-class Mosquitto:
-    """A mosquitto process; `restart()` stops it gracefully (persisting) and starts it again."""
-
-    port: int
-    workdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-    max_queued_messages: int = 200_000
-    #: False for a broker that needs logins (with `dynsec_conf(...)` in `extra_conf`).
-    allow_anonymous: bool = True
-    #: Configuration lines appended as they are: the logins' plugin, a TLS listener.
-    extra_conf: str = ""
-    #: The address it listens on (another than loopback for hosts in network namespaces).
-    host: str = "127.0.0.1"
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / "mosquitto.log"
+class Mosquitto(localservices.Mosquitto):
+    """`localservices.Mosquitto`; a missing binary fails the test run."""
 
     def start(self) -> None:
-        binary = find_binary("mosquitto")
-        data = self.workdir / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            f"allow_anonymous {str(self.allow_anonymous).lower()}\n"
-            f"user {getpass.getuser()}\n"
-            "persistence true\n"
-            f"persistence_location {data}/\n"
-            "autosave_interval 60\n"
-            # Ingest acknowledges in batches: the in-flight window must hold a batch.
-            "max_inflight_messages 1000\n"
-            f"max_queued_messages {self.max_queued_messages}\n"
-            "max_queued_bytes 0\n"
-            # as every shipped configuration: ingest's payload limit plus room for the topic
-            f"max_packet_size {MAX_PACKET_SIZE}\n"
-            f"log_dest file {self.log}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n" + self.extra_conf
-        )
-        self.proc = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
-        wait_for_port(self.port, 15, self.proc, self.log, self.host)
-
-    def stop(self) -> None:
-        terminate(self.proc, 15)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+        try:
+            super().start()
+        except MissingServiceError as exc:
+            pytest.fail(str(exc), pytrace=False)
 
 
-@dataclass
-class Influxd:
-    """An influxd (1.x) process with authentication off."""
-
-    port: int
-    workdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-    #: The address it listens on (another than loopback for hosts in network namespaces).
-    host: str = "127.0.0.1"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / "influxd.log"
+class Influxd(localservices.Influxd):
+    """`localservices.Influxd`; a missing binary fails the test run."""
 
     def start(self) -> None:
-        binary = find_binary("influxd")
-        conf = self.workdir / "influxdb.conf"
-        rpc_port = free_port()
-        conf.write_text(
-            "reporting-disabled = true\n"
-            f'bind-address = "127.0.0.1:{rpc_port}"\n'
-            f'[meta]\n  dir = "{self.workdir}/meta"\n'
-            f'[data]\n  dir = "{self.workdir}/data"\n  wal-dir = "{self.workdir}/wal"\n'
-            "  query-log-enabled = false\n"
-            f'[http]\n  bind-address = "{self.host}:{self.port}"\n  log-enabled = false\n'
-            "[monitor]\n  store-enabled = false\n"
-            "[continuous_queries]\n  enabled = false\n"
-        )
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [binary, "-config", str(conf)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "INFLUXDB_DATA_QUERY_LOG_ENABLED": "false"},
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"influxd exited with {self.proc.returncode}:\n{_tail(self.log)}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
-                    if response.status == 204:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        raise RuntimeError(f"influxd did not answer /ping:\n{_tail(self.log)}")
-
-    def stop(self) -> None:
-        terminate(self.proc, 20)
-        self.proc = None
+        try:
+            super().start()
+        except MissingServiceError as exc:
+            pytest.fail(str(exc), pytrace=False)

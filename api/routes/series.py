@@ -19,7 +19,7 @@ from api.deps import (
 from api.problems import BUSY_503, Problem, responses
 from api.responses import json_response
 from api.schemas import CompareOut, SeriesOut
-from api.services import QueryError
+from api.services.errors import QueryError
 from api.services.series import SERIES_STATS, SeriesQuery, label
 from core.registry import Pilot
 from core.timeutil import utc_offset_ns

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from api.services import QueryError
+from api.services.errors import QueryError
 from core.registry import Device
 from core.timeutil import NS_PER_S
 

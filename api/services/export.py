@@ -21,10 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from api.services import QueryError, cost
-from api.services.common import too_many
+from api.services import cost
+from api.services.errors import QueryError
 from api.services.series import SeriesQuery, SeriesService
 from api.services.slots import ScanSlots
+from api.services.sources import too_many
 from core.registry import Pilot, Registry
 from core.store import Store
 from core.timeutil import ns_to_datetime

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from api.schemas import DeviceOut, LinkOut, PilotOut, SensorOut, ThresholdOut
-from api.services.common import SILENT_AFTER_INTERVALS, device_rows, local, now_ns, number
+from api.services.values import SILENT_AFTER_INTERVALS, device_rows, local, now_ns, number
 from core import quality
 from core.registry import Pilot, Registry
 from core.store import Store
@@ -16,7 +16,7 @@ from core.uplinks import Uplinks
 
 DAY_NS = 86_400 * NS_PER_S
 
-log = logging.getLogger("pilots.api.pilots")
+log = logging.getLogger("pilots.api.services.pilots")
 
 
 def _sensor_out(registry: Registry, sensor_id: str) -> SensorOut:

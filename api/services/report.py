@@ -30,15 +30,8 @@ from api.schemas import (
     SensorSummaryOut,
     ThresholdReportOut,
 )
-from api.services.common import (
-    SILENT_AFTER_INTERVALS,
-    Scanner,
-    at,
-    devices_with,
-    now_ns,
-    number,
-    scan_flagged,
-)
+from api.services.sources import Scanner, scan_flagged
+from api.services.values import SILENT_AFTER_INTERVALS, at, devices_with, now_ns, number
 from core import flood, latency, quality, thresholds
 from core.aggregate import window_stats
 from core.readings import Readings

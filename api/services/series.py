@@ -24,24 +24,25 @@ import numpy as np
 import orjson
 
 from api.cache import HotCache
-from api.services import QueryError, cost
-from api.services.common import (
-    FLAG_CONTEXT_INTERVALS,
-    NS_PER_S,
-    CachedScanner,
-    at,
-    devices_with,
-    now_ns,
-    numbers,
-    scan_flagged,
+from api.schemas import (
+    CompareJson,
+    CompareLineJson,
+    SensorSeriesJson,
+    SeriesJson,
+    SeriesLineJson,
+    WindowJson,
 )
+from api.services import cost
+from api.services.errors import QueryError
 from api.services.slots import ScanSlots
+from api.services.sources import FLAG_CONTEXT_INTERVALS, CachedScanner, scan_flagged
+from api.services.values import at, devices_with, now_ns, numbers
 from core.aggregate import window_stats
 from core.registry import Device, Pilot, Registry
 from core.rollups import RESOLUTIONS, Rollups, day_origin_ns, to_table
 from core.stats import Table
 from core.store import Store
-from core.timeutil import format_duration
+from core.timeutil import NS_PER_S, format_duration
 from core.windows import Calendar, Fixed, WindowSpec, count_windows, edges
 
 HOUR_NS = RESOLUTIONS["1h"]
@@ -85,7 +86,7 @@ def _hour_aligned(window_edges: np.ndarray) -> bool:
 
 def _columns(
     table: Table, statistics: Sequence[str], row: int, starts: list[str]
-) -> list[dict[str, Any]]:
+) -> list[WindowJson]:
     """The windows of one line, as `WindowOut`-shaped dicts.
 
     Built directly: an answer can hold tens of thousands of windows, and a model per window
@@ -236,7 +237,7 @@ class SeriesService:
             devices = [d for d in devices if d.id in query.devices]
         return devices
 
-    def series(self, query: SeriesQuery) -> dict[str, Any]:
+    def series(self, query: SeriesQuery) -> SeriesJson:
         """The windows of each sensor asked for, shaped as `SeriesOut`, ready for JSON.
 
         Checked first (`QueryError`), then built in one of the process's slots (`BusyError`).
@@ -245,7 +246,7 @@ class SeriesService:
         with self.slots.held():
             return self._series(query)
 
-    def _series(self, query: SeriesQuery) -> dict[str, Any]:
+    def _series(self, query: SeriesQuery) -> SeriesJson:
         window_edges, use_rollups = self._plan(query)
         start, end = int(window_edges[0]), int(window_edges[-1])
         quantiles = [QUANTILE_STATS[s] for s in query.statistics if s in QUANTILE_STATS]
@@ -255,9 +256,9 @@ class SeriesService:
             tables = self._from_readings(query, window_edges, quantiles)
         starts = [at(query.pilot, t).isoformat() for t in window_edges[:-1].tolist()]
         stats = query.statistics
-        sensors = []
+        sensors: list[SensorSeriesJson] = []
         for sensor, (devices, table) in zip(query.sensors, tables, strict=True):
-            lines = (
+            lines: list[SeriesLineJson] = (
                 [{"device": None, "windows": _columns(table, stats, 0, starts)}]
                 if query.pooled
                 else [
@@ -370,7 +371,7 @@ class SeriesService:
         window_label: str,
         start_ns: int,
         end_ns: int,
-    ) -> dict[str, Any]:
+    ) -> CompareJson:
         """One sensor, every pilot that measures it, devices pooled; shaped as `CompareOut`."""
         queries = []
         for pilot in pilots:
@@ -389,7 +390,7 @@ class SeriesService:
             self._check_size(query, 1)
             queries.append(query)
         self.check_scan(sum(self.scan_cost(q) for q in queries), "this comparison")
-        lines = []
+        lines: list[CompareLineJson] = []
         bounds: tuple[str, str] | None = None
         with self.slots.held():  # one slot for the whole comparison
             for query in queries:

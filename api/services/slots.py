@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from api.services import BusyError
+from api.services.errors import BusyError
 
 
 class ScanSlots:

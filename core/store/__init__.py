@@ -4,16 +4,25 @@ A store keeps readings as points keyed by (pilot, device, sensor, time): writing
 twice leaves one point, so redelivered or replayed readings overwrite themselves. It keeps
 rollups (`core.rollups`) the same way, keyed by (resolution, pilot, device, sensor, window
 start), and a few named watermarks (small integers the rollup maintainer uses to remember how
-far it got). Two adapters implement the contract and pass the same test suite: `influx` (the
-store of record) and `embedded` (SQLite, for the zero-setup demo and offline use). This module
-must not import an adapter at module level: each pulls in its own client library.
+far it got).
+
+The contract is split into small protocols (`Lifecycle`, `ReadingWriter`, `ReadingReader`,
+`RollupStore`, `Watermarks`, `QuarantineStore`) so that a caller can ask for only the part it
+uses; `Store` is all of them. Two adapters implement it and pass the same test suite: `influx`
+(the store of record) and `embedded` (SQLite, for the zero-setup demo and offline use). They
+are registered in `ADAPTERS` under their `PILOTS_STORE` names. This module must not import an
+adapter at module level: each pulls in its own client library.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from core.quarantine import QuarantineEntry, QuarantineSummary, Usage
 from core.readings import Readings
@@ -74,17 +83,21 @@ class QuarantineStore(Protocol):
         """
 
 
-class Store(QuarantineStore, Protocol):
-    """What ingest writes to and what the API and core read from.
-
-    Times are int64 nanoseconds since the epoch; ranges are half-open `[start_ns, end_ns)`.
-    Every method raises `core.errors.StoreError` on failure: `StoreUnavailableError` when
-    retrying later may help, `StoreRejectedError` when the data itself was refused,
-    `StoreTooLargeError` when the request must be split.
-    """
+class Lifecycle(Protocol):
+    """Connecting to a store, checking it answers, letting it go."""
 
     def start(self) -> None:
         """Connect and prepare (create the database where allowed); raises if unreachable."""
+
+    def ping(self) -> None:
+        """Raise unless the store answers now."""
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+
+
+class ReadingWriter(Protocol):
+    """Where ingest writes readings, uplinks and repeats."""
 
     def write(
         self, readings: Readings, uplinks: Uplinks | None = None, repeats: Uplinks | None = None
@@ -94,6 +107,10 @@ class Store(QuarantineStore, Protocol):
         `repeats` are transmissions ingest received again and dropped, each timed (`ts_ns`) by
         the repeated frame's own time.
         """
+
+
+class ReadingReader(Protocol):
+    """Reading back raw readings, uplinks and repeats, and counting them first."""
 
     def scan(
         self,
@@ -135,6 +152,10 @@ class Store(QuarantineStore, Protocol):
     def latest(self, pilot: str) -> Readings:
         """The most recent reading of every (device, sensor) of the pilot."""
 
+
+class RollupStore(Protocol):
+    """Rollup rows (`core.rollups`), kept per resolution and keyed by window."""
+
     def write_rollups(self, resolution: str, rollups: Rollups) -> None:
         """Store rollup rows of one resolution (`1m`, `1h`, `1d`).
 
@@ -157,17 +178,27 @@ class Store(QuarantineStore, Protocol):
         Rows come sorted by device code, sensor code and window start.
         """
 
+
+class Watermarks(Protocol):
+    """A few named integers, such as how far the rollup maintainer got."""
+
     def get_watermark(self, name: str) -> int | None:
         """The value last set for the watermark `name`, None if it was never set."""
 
     def set_watermark(self, name: str, value_ns: int) -> None:
         """Set the watermark `name` (an identifier, see `check_watermark_name`)."""
 
-    def ping(self) -> None:
-        """Raise unless the store answers now."""
 
-    def close(self) -> None:
-        """Release connections; the store is not used afterwards."""
+class Store(
+    Lifecycle, ReadingWriter, ReadingReader, RollupStore, Watermarks, QuarantineStore, Protocol
+):
+    """What ingest writes to and what the API and core read from: every part above.
+
+    Times are int64 nanoseconds since the epoch; ranges are half-open `[start_ns, end_ns)`.
+    Every method raises `core.errors.StoreError` on failure: `StoreUnavailableError` when
+    retrying later may help, `StoreRejectedError` when the data itself was refused,
+    `StoreTooLargeError` when the request must be split.
+    """
 
 
 #: Watermark names become InfluxDB tag values: keep them as boring as registry identifiers.
@@ -188,19 +219,65 @@ def check_watermark_value(value_ns: int) -> int:
     return int(value_ns)
 
 
+def embedded_path(settings: Settings) -> Path:
+    """The embedded store's file in the data directory."""
+    return settings.data_dir / "store.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """One store adapter in `ADAPTERS`: its class, imported only when opened, and its name.
+
+    `path` is `module:Class`; the class builds itself with `from_settings(settings, registry)`,
+    which must not wait for a server (`Store.start` connects, retried by its callers).
+    """
+
+    path: str
+    describe: Callable[[Settings], str]
+
+    def open(self, settings: Settings, registry: Registry) -> Store:
+        """The adapter, built from the settings (not started yet)."""
+        module, _, name = self.path.partition(":")
+        adapter = getattr(importlib.import_module(module), name)
+        store: Store = adapter.from_settings(settings, registry)
+        return store
+
+
+def _describe_influx(settings: Settings) -> str:
+    # A user and password written into the URL stay out of logs and /health.
+    parts = urlsplit(settings.influx_url or "")
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return f"influx {url} database={settings.influx_database}"
+
+
+def _describe_embedded(settings: Settings) -> str:
+    return f"embedded {embedded_path(settings)}"
+
+
+#: The store adapters by `PILOTS_STORE` name (`core.settings.Settings.store`).
+ADAPTERS: Mapping[str, Adapter] = {
+    "influx": Adapter("core.store.influx:InfluxStore", _describe_influx),
+    "embedded": Adapter("core.store.embedded:EmbeddedStore", _describe_embedded),
+}
+
+
+def store_name(settings: Settings) -> str:
+    """The name of the adapter the settings select, in `ADAPTERS`.
+
+    `PILOTS_STORE` when set; otherwise `influx` when `PILOTS_INFLUX_URL` is set, else `embedded`.
+    """
+    if settings.store is not None:
+        return settings.store
+    return "influx" if settings.influx_url else "embedded"
+
+
 def open_store(settings: Settings, registry: Registry) -> Store:
-    """The InfluxDB adapter when `PILOTS_INFLUX_URL` is set, otherwise the embedded store."""
-    if settings.influx_url:
-        from core.store.influx import InfluxStore
-
-        return InfluxStore.from_settings(settings, registry)
-    from core.store.embedded import EmbeddedStore
-
-    return EmbeddedStore(settings.data_dir / "store.sqlite", registry)
+    """The adapter the settings select (`store_name`), built but not started."""
+    return ADAPTERS[store_name(settings)].open(settings, registry)
 
 
 def describe_store(settings: Settings) -> str:
     """One line naming the store the settings select, for logs and `/health`."""
-    if settings.influx_url:
-        return f"influx {settings.influx_url} database={settings.influx_database}"
-    return f"embedded {settings.data_dir / 'store.sqlite'}"
+    return ADAPTERS[store_name(settings)].describe(settings)

@@ -22,9 +22,10 @@ import numpy as np
 from core.errors import StoreError
 from core.readings import Readings
 from core.registry import Registry
-from core.rollups import Rollups, resolution_ns
+from core.rollups import SKETCH_COLUMN, VALUE_COLUMNS, Rollups, resolution_ns
+from core.settings import Settings
 from core.sketch import Sketches
-from core.store import check_watermark_name, check_watermark_value
+from core.store import check_watermark_name, check_watermark_value, embedded_path
 from core.store.embedded_quarantine import SCHEMA as QUARANTINE_SCHEMA
 from core.store.embedded_quarantine import EmbeddedQuarantine
 from core.uplinks import Uplinks
@@ -60,25 +61,30 @@ CREATE TABLE IF NOT EXISTS rollups (
     device     TEXT    NOT NULL,
     sensor     TEXT    NOT NULL,
     start_ns   INTEGER NOT NULL,
-    "count"    INTEGER NOT NULL,
-    "sum"      REAL    NOT NULL,
-    m2         REAL    NOT NULL,
-    "min"      REAL    NOT NULL,
-    "max"      REAL    NOT NULL,
-    "first"    REAL    NOT NULL,
-    first_ts   INTEGER NOT NULL,
-    "last"     REAL    NOT NULL,
-    last_ts    INTEGER NOT NULL,
-    sketch     TEXT    NOT NULL,
+{rollup_values}
     PRIMARY KEY (resolution, pilot, device, sensor, start_ns)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS watermarks (
     name     TEXT    NOT NULL PRIMARY KEY,
     value_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
-""".replace("{uplinks}", "".join(_UPLINK_TABLE.format(name=n) for n in ("uplinks", "repeats")))
+"""
 
-_ROLLUP_COLUMNS = '"count", "sum", m2, "min", "max", "first", first_ts, "last", last_ts, sketch'
+#: A rollup row's stored values (`core.rollups.VALUE_COLUMNS`), then its sketch, as SQL names.
+_ROLLUP_VALUES = [f'"{c.name}"' for c in VALUE_COLUMNS] + [f'"{SKETCH_COLUMN}"']
+_ROLLUP_TYPES = ["INTEGER" if c.dtype.kind == "i" else "REAL" for c in VALUE_COLUMNS] + ["TEXT"]
+#: Every column of table `rollups`, in the order of its definition.
+_ROLLUP_TABLE = ["resolution", "pilot", "device", "sensor", "start_ns", *_ROLLUP_VALUES]
+
+_SCHEMA = _SCHEMA.replace(
+    "{uplinks}", "".join(_UPLINK_TABLE.format(name=n) for n in ("uplinks", "repeats"))
+).replace(
+    "{rollup_values}",
+    "\n".join(
+        f"    {name:<10} {sql_type:<7} NOT NULL,"
+        for name, sql_type in zip(_ROLLUP_VALUES, _ROLLUP_TYPES, strict=True)
+    ),
+)
 
 
 def _where(
@@ -119,6 +125,11 @@ class EmbeddedStore(EmbeddedQuarantine):
                 db.executescript(_SCHEMA + QUARANTINE_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open embedded store {path}: {exc}") from exc
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: Registry) -> EmbeddedStore:
+        """The store in `PILOTS_DATA_DIR` (the file is opened, and created if missing)."""
+        return cls(embedded_path(settings), registry)
 
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -169,30 +180,24 @@ class EmbeddedStore(EmbeddedQuarantine):
             return
         rollups.check_finite()
         codes = rollups.device.tolist()
-        n = len(rollups)
         rows = list(
             zip(
-                [resolution] * n,
+                [resolution] * len(rollups),
                 [self._pilot_of[d] for d in codes],
                 [self._device_ids[d] for d in codes],
                 [self._sensor_ids[s] for s in rollups.sensor.tolist()],
                 rollups.start_ns.tolist(),
-                rollups.count.tolist(),
-                rollups.sum.tolist(),
-                rollups.m2.tolist(),
-                rollups.min.tolist(),
-                rollups.max.tolist(),
-                rollups.first.tolist(),
-                rollups.first_ts.tolist(),
-                rollups.last.tolist(),
-                rollups.last_ts.tolist(),
+                *(getattr(rollups, c.name).tolist() for c in VALUE_COLUMNS),
                 rollups.sketch.encode(),
                 strict=True,
             )
         )
-        # Only `?` placeholders are formatted in.
-        marks = ", ".join("?" * 15)
-        self._transaction((f"INSERT OR REPLACE INTO rollups VALUES ({marks})", rows))  # noqa: S608
+        # Only column names of `core.rollups` and `?` placeholders are formatted in.
+        sql = (
+            f"INSERT OR REPLACE INTO rollups ({', '.join(_ROLLUP_TABLE)}) "  # noqa: S608
+            f"VALUES ({', '.join('?' * len(_ROLLUP_TABLE))})"
+        )
+        self._transaction((sql, rows))
 
     def scan_rollups(
         self,
@@ -208,9 +213,9 @@ class EmbeddedStore(EmbeddedQuarantine):
         resolution_ns(resolution)
         if not sensors or (devices is not None and not devices):
             return Rollups.empty()
-        # Only `?` placeholders are formatted in; every value is a bound parameter.
+        # Only column names and `?` placeholders are formatted in; values are bound parameters.
         sql = (
-            f"SELECT device, sensor, start_ns, {_ROLLUP_COLUMNS} FROM rollups "  # noqa: S608
+            f"SELECT device, sensor, start_ns, {', '.join(_ROLLUP_VALUES)} FROM rollups "  # noqa: S608
             f"WHERE resolution = ? AND pilot = ? AND sensor IN ({','.join('?' * len(sensors))}) "
             "AND start_ns >= ? AND start_ns < ?"
         )
@@ -228,22 +233,16 @@ class EmbeddedStore(EmbeddedQuarantine):
         if not rows:
             return Rollups.empty()
         columns = list(zip(*rows, strict=True))
-        ints = [np.asarray(columns[i], dtype=np.int64) for i in (2, 3, 9, 11)]
-        floats = [np.asarray(columns[i], dtype=np.float64) for i in (4, 5, 6, 7, 8, 10)]
+        values = {
+            c.name: np.asarray(column, dtype=c.dtype)
+            for c, column in zip(VALUE_COLUMNS, columns[3:-1], strict=True)
+        }
         rollups = Rollups(
-            start_ns=ints[0],
+            start_ns=np.asarray(columns[2], dtype=np.int64),
             device=np.asarray([known_devices[d].code for d in columns[0]], dtype=np.int32),
             sensor=np.asarray([known_sensors[s].code for s in columns[1]], dtype=np.int16),
-            count=ints[1],
-            sum=floats[0],
-            m2=floats[1],
-            min=floats[2],
-            max=floats[3],
-            first=floats[4],
-            first_ts=ints[2],
-            last=floats[5],
-            last_ts=ints[3],
-            sketch=Sketches.decode(list(columns[12])),
+            **values,
+            sketch=Sketches.decode(list(columns[-1])),
         )
         return rollups.take(rollups.sort_order())
 

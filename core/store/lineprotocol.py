@@ -10,9 +10,10 @@ transmissions ingest received again and dropped (retransmissions), timed by the 
 frame's own time (a LoRaWAN retransmission's: when the network server received it again).
 Measurements `rollups_1m`, `rollups_1h`, `rollups_1d`: the readings' tags plus `sensor`, the
 window start as the point time, every field always written (integer `count`, `first_ts`,
-`last_ts`; float `sum`, `m2`, `min`, `max`, `first`, `last`; string `sketch`), so a rewrite of a
-window replaces the whole point. Measurement `watermarks`: tag `name`, integer field `value`,
-time 0, so setting a watermark again overwrites it.
+`last_ts`; float `sum`, `m2`, `min`, `max`, `first`, `last`; string `sketch`: the columns of
+`core.rollups.COLUMNS`), so a rewrite of a window replaces the whole point. Measurement
+`watermarks`: tag `name`, integer field `value`, time 0, so setting a watermark again
+overwrites it.
 Registry identifiers are restricted to `[a-z0-9_-]`, so tags and field keys need no escaping.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from core.readings import Readings
 from core.registry import Registry
-from core.rollups import Rollups, resolution_ns
+from core.rollups import SKETCH_COLUMN, VALUE_COLUMNS, Rollups, resolution_ns
 from core.uplinks import NO_FCNT, NO_SF, Uplinks
 
 MEASUREMENT = "readings"
@@ -117,24 +118,22 @@ class LineEncoder:
         # Tags stay sorted: device, kind, pilot, sensor.
         prefix = [p.replace(MEASUREMENT, measurement, 1).rstrip() + "," for p in self._prefix]
         sensors = self._sensor_ids
+        # Column by column: every field of `core.rollups.VALUE_COLUMNS`, then the sketch.
+        fields = [
+            [f"{name}={v}i" for v in getattr(rollups, name).tolist()]
+            if dtype.kind == "i"
+            else [f"{name}={v!r}" for v in getattr(rollups, name).tolist()]
+            for name, dtype, _ in VALUE_COLUMNS
+        ]
+        # base64: nothing to escape in a string field
+        fields.append([f'{SKETCH_COLUMN}="{sketch}"' for sketch in rollups.sketch.encode()])
         lines = [
-            f"{prefix[d]}sensor={sensors[s]} count={n}i,sum={total!r},m2={m2!r},min={low!r},"
-            f"max={high!r},first={first!r},first_ts={first_ts}i,last={last!r},"
-            f'last_ts={last_ts}i,sketch="{sketch}" {start}'
-            for d, s, start, n, total, m2, low, high, first, first_ts, last, last_ts, sketch in zip(
+            f"{prefix[d]}sensor={sensors[s]} {','.join(row)} {start}"
+            for d, s, start, *row in zip(
                 rollups.device.tolist(),
                 rollups.sensor.tolist(),
                 rollups.start_ns.tolist(),
-                rollups.count.tolist(),
-                rollups.sum.tolist(),
-                rollups.m2.tolist(),
-                rollups.min.tolist(),
-                rollups.max.tolist(),
-                rollups.first.tolist(),
-                rollups.first_ts.tolist(),
-                rollups.last.tolist(),
-                rollups.last_ts.tolist(),
-                rollups.sketch.encode(),  # base64: nothing to escape in a string field
+                *fields,
                 strict=True,
             )
         ]

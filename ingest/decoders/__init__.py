@@ -1,4 +1,4 @@
-"""Payload decoders: one module per format, one registration line each in `FORMATS`.
+"""Payload formats: one decoder module each, described once in `PAYLOAD_FORMATS`.
 
 A decoder turns one MQTT message (topic and raw bytes) into `Frame`s, each one device's values
 at one instant with what the transmission says about itself, and `Rejection`s for whatever it
@@ -6,68 +6,100 @@ could not read. It knows the format only: the registry checks (known device, sen
 range, time) belong to `ingest.validate`. A decoder never raises on bad input; it reports it.
 
 Which decoder reads a message is chosen by its topic (`PILOTS_INGEST_ROUTES`, a map from MQTT
-topic filter to format name).
+topic filter to format name; `Router`).
+
+Each format is described once, by a `PayloadFormat` registered in `PAYLOAD_FORMATS`: its name,
+the topic filter it arrives on by default, whether a LoRaWAN network server publishes it, and
+its decoder. Everything else that asks about formats reads that table: ingest's routing
+(`FORMATS`), the broker logins (`pilots.provision`: which routes a network server or the
+simulator may publish on) and the simulated fleets (`simulators.formats`, whose `ENCODERS`
+table gives each registered format, by the same name, the encoder that writes its messages).
+The encoders are attached there rather than here so that ingest never imports the simulators:
+this package stays what the ingest workers load, and nothing here may import `simulators`.
+
+Adding a format:
+
+1. a decoder module here, `ingest/decoders/<name>.py`, with `decode(topic, payload) -> Decoded`
+   built on `ingest.decoders.base` (and `ingest.decoders.lorawan` for a network server's);
+2. its tests, `tests/unit/test_<name>.py`;
+3. one registration line in `PAYLOAD_FORMATS` below;
+4. its simulator encoder: one entry in `simulators.formats.ENCODERS` (a unit test checks that
+   every registered format has one and that no encoder is left without a format);
+5. when devices should use it out of the box, its route in `core.settings`' default
+   `ingest_routes` (core imports nothing from ingest; a unit test checks that the default
+   routes are the registered ones).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from core.errors import ConfigError
-from ingest.reasons import Rejection
+from ingest.decoders import chirpstack, plain, senml, tts
+from ingest.decoders.base import Decoded, Decoder, Frame
+
+__all__ = [
+    "FORMATS",
+    "LORAWAN_FORMATS",
+    "PAYLOAD_FORMATS",
+    "Decoded",
+    "Decoder",
+    "Frame",
+    "PayloadFormat",
+    "Router",
+    "default_routes",
+    "topic_matches",
+]
 
 
-@dataclass(slots=True)
-class Frame:
-    """One device's readings at one instant, as the payload stated them (not yet validated).
+@dataclass(frozen=True, slots=True)
+class PayloadFormat:
+    """One payload format ingest reads: what the rest of the system may ask about it.
 
-    The device is named by `device` (a registry id, or the device's id at a LoRaWAN network
-    server) and/or `dev_eui`; `claimed_device` is a device id the payload names besides the
-    topic, which validation requires to match. `ts_ns` is None when the payload carries no time
-    of its own; validation then uses the receive time plus `relative_ns`. `values` maps sensor
-    ids to whatever the payload held; `units`, when the format states them, maps sensor ids to
-    units.
-    `time_is_reception` says that `ts_ns` is when the network received the frame rather than
-    when the device measured: a retransmission of the frame then carries another time, and is
-    recognised by its frame counter instead. `from_network_server` says that a LoRaWAN network
-    server forwarded the frame: its device is then the registry device with its `dev_eui`, and
-    `device` (the network server's name for it) can only confirm that, never stand in for it.
-    A frame holds at most one value per sensor; a format that can state a sensor twice at one
-    instant (SenML) makes a second frame for the same instant, and validation refuses the repeat.
+    `name` is what `PILOTS_INGEST_ROUTES` routes topics to (and what the simulators' encoders
+    are keyed by); `route` the MQTT topic filter its messages arrive on by default; `lorawan`
+    says that a LoRaWAN network server publishes it: its uplinks are timed by the network and
+    matched to devices by EUI, and a network-server login may publish on its routes; `decode`
+    reads one message.
     """
 
-    device: str | None
-    pilot: str | None
-    ts_ns: int | None
-    values: dict[str, object]
-    relative_ns: int = 0
-    seq: int | None = None
-    dev_eui: str | None = None
-    claimed_device: str | None = None
-    units: dict[str, str] | None = None
-    rssi: float | None = None
-    snr: float | None = None
-    sf: int | None = None
-    gateway: str | None = None
-    time_is_reception: bool = False
-    from_network_server: bool = False
+    name: str
+    route: str
+    decode: Decoder
+    lorawan: bool = False
 
 
-@dataclass(slots=True)
-class Decoded:
-    """What a decoder made of one message."""
+def _by_name(*formats: PayloadFormat) -> Mapping[str, PayloadFormat]:
+    """The formats by name, in registration order; a name or route given twice is a bug."""
+    for what, keys in (("name", [f.name for f in formats]), ("route", [f.route for f in formats])):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"payload formats: {what} registered twice: {twice}")
+    return MappingProxyType({f.name: f for f in formats})
 
-    frames: list[Frame] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
+
+#: Every format ingest reads, one line each. The order is the simulators' too (their format mix
+#: is drawn in it): append a new format, never insert one.
+PAYLOAD_FORMATS = _by_name(
+    PayloadFormat("plain", "pilots/+/+/up", plain.decode),
+    PayloadFormat("senml", "pilots/+/+/senml", senml.decode),
+    PayloadFormat("chirpstack", "application/+/device/+/event/up", chirpstack.decode, lorawan=True),
+    PayloadFormat("tts", "v3/+/devices/+/up", tts.decode, lorawan=True),
+)
+
+#: Format name → decoder (the names `PILOTS_INGEST_ROUTES` may use).
+FORMATS: Mapping[str, Decoder] = MappingProxyType(
+    {name: f.decode for name, f in PAYLOAD_FORMATS.items()}
+)
+#: The formats a LoRaWAN network server publishes in.
+LORAWAN_FORMATS = frozenset(name for name, f in PAYLOAD_FORMATS.items() if f.lorawan)
 
 
-class Decoder(Protocol):
-    """Decode one message; never raises for bad input."""
-
-    def __call__(self, topic: str, payload: bytes) -> Decoded:
-        """Frames and rejections of one message."""
+def default_routes() -> dict[str, str]:
+    """Topic filter → format name, every registered format on its own default route."""
+    return {f.route: name for name, f in PAYLOAD_FORMATS.items()}
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -82,17 +114,6 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if i >= len(got) or (level not in ("+", got[i])):
             return False
     return len(want) == len(got)
-
-
-from ingest.decoders import chirpstack, plain, senml, tts  # noqa: E402  (registered below)
-
-#: Format name → decoder. Adding a format: a module here, its test, and one line below.
-FORMATS: dict[str, Decoder] = {
-    "plain": plain.decode,
-    "senml": senml.decode,
-    "chirpstack": chirpstack.decode,
-    "tts": tts.decode,
-}
 
 
 class Router:

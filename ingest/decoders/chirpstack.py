@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingest.decoders import Decoded
-from ingest.decoders.common import INVALID, FrameError, kind_of, load_json, rfc3339_ns
+from ingest.decoders.base import INVALID, Decoded, FrameError, kind_of, load_json, rfc3339_ns
 from ingest.decoders.lorawan import count_values, decoded_values, dig, refuse, uplink_frame
 from ingest.reasons import Reason, Rejection
 

@@ -14,8 +14,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from ingest.decoders import Decoded, Frame
-from ingest.decoders.common import FrameError, frame_counter, kind_of, optional_number
+from ingest.decoders.base import Decoded, Frame, FrameError, frame_counter, kind_of, optional_number
 from ingest.reasons import Reason
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ingest.decoders import Decoded, Frame
-from ingest.decoders.common import (
+from ingest.decoders.base import (
     INVALID,
+    Decoded,
+    Frame,
     FrameError,
     frame_counter,
     kind_of,

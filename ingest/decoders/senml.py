@@ -28,8 +28,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from ingest.decoders import Decoded, Frame
-from ingest.decoders.common import INVALID, FrameError, kind_of, load_json
+from ingest.decoders.base import INVALID, Decoded, Frame, FrameError, kind_of, load_json
 from ingest.reasons import Reason, Rejection
 
 SUPPORTED_VERSION = 10

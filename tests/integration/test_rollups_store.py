@@ -13,13 +13,11 @@ import pytest
 
 from core.readings import Readings
 from core.registry import Registry
-from core.rollups import RollupMaintainer, Rollups, to_table
+from core.rollups import Rollups, to_table
 from core.stats import aggregate
 from core.store import Store
-from core.store.embedded import EmbeddedStore
-from core.store.influx import InfluxStore
 from core.windows import fixed_edges
-from tests.services import Influxd
+from ingest.rollups import RollupMaintainer
 
 pytestmark = pytest.mark.integration
 
@@ -37,20 +35,6 @@ SERIES = [
     ("santa-fe", "sf-rlv-02", "level"),
     ("resistencia", "rs-wq-01", "ph"),
 ]
-
-
-@pytest.fixture(params=["embedded", "influx"])
-def store(
-    request: pytest.FixtureRequest, registry: Registry, tmp_path: Path, database: str
-) -> Iterator[Store]:
-    if request.param == "embedded":
-        store: Store = EmbeddedStore(tmp_path / "store.sqlite", registry)
-    else:
-        influxd: Influxd = request.getfixturevalue("influxd")
-        store = InfluxStore(influxd.url, database, registry)
-    store.start()
-    yield store
-    store.close()
 
 
 @pytest.fixture

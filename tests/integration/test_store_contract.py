@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,29 +13,12 @@ from core.registry import Registry
 from core.rollups import Rollups, compute_rollups
 from core.sketch import Sketches
 from core.store import Store
-from core.store.embedded import EmbeddedStore
-from core.store.influx import InfluxStore
 from core.uplinks import NO_FCNT, NO_SF, Uplinks
-from tests.services import Influxd
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_764_300_000 * 1_000_000_000  # 2025-11-28T03:20:00Z, an arbitrary instant
 S = 1_000_000_000
-
-
-@pytest.fixture(params=["embedded", "influx"])
-def store(
-    request: pytest.FixtureRequest, registry: Registry, tmp_path: Path, database: str
-) -> Iterator[Store]:
-    if request.param == "embedded":
-        store: Store = EmbeddedStore(tmp_path / "store.sqlite", registry)
-    else:
-        influxd: Influxd = request.getfixturevalue("influxd")
-        store = InfluxStore(influxd.url, database, registry)
-    store.start()
-    yield store
-    store.close()
 
 
 def batch(registry: Registry, rows: list[tuple[int, str, str, float]]) -> Readings:

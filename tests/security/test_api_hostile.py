@@ -67,7 +67,8 @@ def world(
 
 
 def _operations() -> list[tuple[str, str]]:
-    from api.routes import data, health, pilots, quarantine, report, series
+    from api.routes import export as data
+    from api.routes import health, pilots, quarantine, report, series
 
     return sorted(
         (method, route.path)

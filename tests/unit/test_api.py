@@ -25,7 +25,7 @@ from schemathesis import Case, checks
 
 from api.app import create_app
 from api.auth import TokenStore
-from api.routes import data as data_routes
+from api.routes import export as data_routes
 from api.routes import health as health_routes
 from api.routes import pilots as pilot_routes
 from api.routes import quarantine as quarantine_routes
@@ -35,7 +35,6 @@ from core import flood, quality
 from core.aggregate import window_stats
 from core.readings import Readings
 from core.registry import Registry
-from core.rollups import RollupMaintainer
 from core.settings import Settings
 from core.store.embedded import EmbeddedStore
 from core.timeutil import datetime_to_ns
@@ -43,6 +42,7 @@ from core.uplinks import Uplinks
 from core.windows import calendar_edges, fixed_edges
 from ingest.quarantine import Keeper
 from ingest.reasons import Reason, Rejection
+from ingest.rollups import RollupMaintainer
 from ingest.spool import Refused
 
 S = 1_000_000_000

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 
 from api.cache import HotCache
-from api.services.common import CachedScanner
+from api.services.sources import CachedScanner
 from core.readings import Readings
 from core.registry import Registry
-from core.rollups import RollupMaintainer, Rollups
+from core.rollups import Rollups
 from core.store.embedded import EmbeddedStore
+from ingest.rollups import RollupMaintainer
 from tests.helpers import wait_for
 
 S = 1_000_000_000

@@ -23,10 +23,11 @@ from ingest.dedupe import FrameCache
 from ingest.process import process
 from ingest.validate import Checked, Validator
 from simulators.faults import Faults
-from simulators.fleet import SCALE, Fleet, Message
+from simulators.fleet import Fleet, Message
 from simulators.formats import DEFAULT_MIX, FORMATS, topic
 from simulators.load import load_registry
 from simulators.truth import GroundTruth
+from simulators.values import SCALE
 
 from .helpers import shipped_registry
 

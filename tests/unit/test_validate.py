@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import ingest.decoders.base
 import ingest.decoders.chirpstack
-import ingest.decoders.common
 import ingest.decoders.lorawan
 import ingest.decoders.plain
 import ingest.decoders.senml
@@ -365,7 +365,7 @@ REFUSALS: list[Case] = [
 
 #: The modules that turn a message into readings or refusals (the store's refusals are elsewhere).
 MODULES = (
-    ingest.decoders.common,
+    ingest.decoders.base,
     ingest.decoders.plain,
     ingest.decoders.senml,
     ingest.decoders.lorawan,

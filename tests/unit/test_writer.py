@@ -25,7 +25,8 @@ from core.uplinks import Uplinks
 from ingest import writer as writer_module
 from ingest.metrics import Health, IngestMetrics, MetricEvents
 from ingest.spool import Spool
-from ingest.writer import SpoolWriter, Tally
+from ingest.writer import SpoolWriter
+from ingest.writer_process import Tally
 from tests.helpers import wait_for
 
 TOPIC = "pilots/santa-fe/sf-rlv-01/up"

@@ -1,4 +1,7 @@
-"""`GET /export`: raw readings or windowed statistics as CSV or Parquet."""
+"""`GET /export`: raw readings or windowed statistics as CSV or Parquet.
+
+Tagged `data` in the OpenAPI document: the tag its clients already group it under.
+"""
 
 from typing import Annotated, Literal
 
@@ -19,8 +22,8 @@ from api.deps import (
     unique,
 )
 from api.problems import BUSY_503, Problem, responses
-from api.services import QueryError
 from api.services import export as exporting
+from api.services.errors import QueryError
 from api.services.series import SeriesQuery, label
 from core.timeutil import utc_offset_ns
 

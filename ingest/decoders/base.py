@@ -1,18 +1,78 @@
-"""Pieces every decoder needs: JSON parsing, timestamps, frame counters, the frame error.
+"""What every decoder builds on: the frame it yields, its result, and the readers formats share.
 
-Kept here so that each format module holds only what is particular to its format.
+`Frame` and `Decoded` are what a decoder returns; `FrameError` is how a format module refuses one
+frame (or the whole message) from deep inside its parsing; the rest reads what several formats
+hold alike (JSON, RFC 3339 times, frame counters, optional numbers), so that each format module
+holds only what is particular to its format.
+
+This module imports nothing from the `ingest.decoders` package itself: the format modules import
+it, and the package imports them at its top to register them (no import cycle to break).
+It knows no format and no registry: it must not grow format-specific or validation code.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 
 from core.timeutil import parse_instant_ns
-from ingest.decoders import Decoded
 from ingest.reasons import Reason, Rejection
+
+
+@dataclass(slots=True)
+class Frame:
+    """One device's readings at one instant, as the payload stated them (not yet validated).
+
+    The device is named by `device` (a registry id, or the device's id at a LoRaWAN network
+    server) and/or `dev_eui`; `claimed_device` is a device id the payload names besides the
+    topic, which validation requires to match. `ts_ns` is None when the payload carries no time
+    of its own; validation then uses the receive time plus `relative_ns`. `values` maps sensor
+    ids to whatever the payload held; `units`, when the format states them, maps sensor ids to
+    units.
+    `time_is_reception` says that `ts_ns` is when the network received the frame rather than
+    when the device measured: a retransmission of the frame then carries another time, and is
+    recognised by its frame counter instead. `from_network_server` says that a LoRaWAN network
+    server forwarded the frame: its device is then the registry device with its `dev_eui`, and
+    `device` (the network server's name for it) can only confirm that, never stand in for it.
+    A frame holds at most one value per sensor; a format that can state a sensor twice at one
+    instant (SenML) makes a second frame for the same instant, and validation refuses the repeat.
+    """
+
+    device: str | None
+    pilot: str | None
+    ts_ns: int | None
+    values: dict[str, object]
+    relative_ns: int = 0
+    seq: int | None = None
+    dev_eui: str | None = None
+    claimed_device: str | None = None
+    units: dict[str, str] | None = None
+    rssi: float | None = None
+    snr: float | None = None
+    sf: int | None = None
+    gateway: str | None = None
+    time_is_reception: bool = False
+    from_network_server: bool = False
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What a decoder made of one message."""
+
+    frames: list[Frame] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class Decoder(Protocol):
+    """Decode one message; never raises for bad input."""
+
+    def __call__(self, topic: str, payload: bytes) -> Decoded:
+        """Frames and rejections of one message."""
+
 
 MAX_FCNT = 2**32 - 1
 

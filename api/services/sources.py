@@ -1,73 +1,30 @@
-"""Small conversions shared by the services."""
+"""Where the services read readings: the store, or the hot cache in front of it (`Scanner`).
+
+`CachedScanner` answers from the cache's recent readings when it holds the range, and can
+refuse a scan past a count of readings (`QueryError`). `scan_flagged` reads a range with the
+readings around it that the flags need. This module must not shape answers.
+"""
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-from numpy.typing import NDArray
-
-from api.services import QueryError
+from api.services.errors import QueryError
+from api.services.values import now_ns
 from core import flags as flagging
 from core.readings import Readings
-from core.registry import Device, Pilot, Registry
+from core.registry import Pilot, Registry
 from core.store import Store
-from core.timeutil import ns_to_datetime
+from core.timeutil import NS_PER_S
 
 if TYPE_CHECKING:
     from api.cache import HotCache
 
-#: A device is silent when it has not reported for this many of its intervals.
-SILENT_AFTER_INTERVALS = 3
 #: Device intervals either side of a range whose readings the flags look at, so that a reading
 #: is judged the same whatever range it is asked in: the stuck check's minimum run is this long
 #: and the spike check's window of 7 readings fits well within it.
 FLAG_CONTEXT_INTERVALS = 12
-NS_PER_S = 1_000_000_000
-
-
-def local(pilot: Pilot, ts_ns: int | None) -> datetime | None:
-    """An instant in the pilot's time zone, None for None."""
-    return None if ts_ns is None else ns_to_datetime(int(ts_ns), pilot.tz)
-
-
-def at(pilot: Pilot, ts_ns: int) -> datetime:
-    """An instant in the pilot's time zone."""
-    return ns_to_datetime(int(ts_ns), pilot.tz)
-
-
-def number(value: float | np.floating | None) -> float | None:
-    """A float for JSON: None for NaN, infinities and None."""
-    if value is None:
-        return None
-    result = float(value)
-    return result if math.isfinite(result) else None
-
-
-def numbers(values: NDArray[np.floating]) -> list[float | None]:
-    """`number` of every element."""
-    return [None if not math.isfinite(v) else v for v in values.tolist()]
-
-
-def devices_with(pilot: Pilot, sensor: str) -> list[Device]:
-    """The pilot's devices that report a sensor."""
-    return [d for d in pilot.devices if sensor in d.sensors]
-
-
-def device_rows(registry: Registry, devices: list[Device]) -> NDArray[np.int32]:
-    """Row of each device code (-1 for devices not listed), to map store codes to output rows."""
-    rows = np.full(len(registry.device_list), -1, dtype=np.int32)
-    rows[[d.code for d in devices]] = np.arange(len(devices), dtype=np.int32)
-    return rows
-
-
-def now_ns() -> int:
-    """The current instant (one place, so that tests and services agree on what now is)."""
-    return time.time_ns()
 
 
 class Scanner(Protocol):

@@ -3,7 +3,8 @@
 The hot cache's version of a pilot changes whenever the recent data it holds does; data older
 than the cache holds (a late backlog, a quarantine replay) is caught by rebuilding every report
 at least every `max_age_s`. Building one takes one of the process's `ScanSlots`; a report
-kept from before takes none.
+kept from before takes none. Building is `api.services.report`'s; this module must not
+compute any figure of a report, only decide when to build one.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from collections import OrderedDict
 
 from api.cache import HotCache
 from api.services import cost
-from api.services.common import FLAG_CONTEXT_INTERVALS, NS_PER_S, CachedScanner, too_many
 from api.services.report import Report, build_report
 from api.services.slots import ScanSlots
+from api.services.sources import FLAG_CONTEXT_INTERVALS, CachedScanner, too_many
 from core.registry import Pilot, Registry
 from core.store import Store
+from core.timeutil import NS_PER_S
 
 #: Reports kept at most (each holds its charts too).
 KEPT = 32

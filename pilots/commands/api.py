@@ -1,0 +1,55 @@
+"""`pilots api`: the command's options and handler; the application itself is `api.app`."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import typer
+
+from core.errors import PilotsError
+from pilots.commands.common import fail, setup
+
+
+def api(
+    host: Annotated[str | None, typer.Option(help="bind address [PILOTS_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [PILOTS_API_PORT]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="processes serving the port [PILOTS_API_WORKERS]")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs) over the configured store; SIGTERM stops it."""
+    import uvicorn
+
+    from api.app import app_from_environment
+
+    settings, _ = setup()
+    if workers is None and settings.api_workers == 1:
+        try:
+            app = app_from_environment()  # built here, so that a bad store URL fails now
+        except PilotsError as exc:
+            raise fail(exc) from exc
+        # uvicorn re-raises the signal that stopped it once it has shut down (closing the
+        # store); a handler of ours turns that into a clean exit.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        uvicorn.run(
+            app,
+            host=host or settings.api_host,
+            port=port if port is not None else settings.api_port,
+            log_level=settings.log_level.lower(),
+        )
+        return
+    uvicorn.run(
+        "api.app:app_from_environment",
+        factory=True,
+        workers=workers or settings.api_workers,
+        host=host or settings.api_host,
+        port=port if port is not None else settings.api_port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `pilots api`."""
+    app.command()(api)
