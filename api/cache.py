@@ -26,11 +26,10 @@ from core.readings import Readings
 from core.registry import Registry
 from core.rollups import Rollups
 from core.store import Store
-from core.timeutil import NS_PER_S
+from core.timeutil import HOUR_NS, NS_PER_S
 
 log = logging.getLogger("pilots.api.cache")
 
-HOUR_NS = 3600 * NS_PER_S
 RESOLUTION = "1h"
 
 

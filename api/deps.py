@@ -24,14 +24,13 @@ from api.state import AppState
 from core.registry import Pilot, Registry
 from core.settings import Settings
 from core.store import Store
-from core.timeutil import NS_PER_S, parse_instant_ns, parse_local_instant_ns
+from core.timeutil import MINUTE_NS, NS_PER_S, parse_instant_ns, parse_local_instant_ns
 from core.windows import Fixed, WindowSpec, parse_window
 
 #: Most values of a repeated query parameter (repeats are dropped first, then counted).
 MAX_SENSORS = 20
 MAX_DEVICES = 64
 DEFAULT_RANGE_S = 24 * 3600
-MINUTE_NS = 60 * NS_PER_S
 #: Instants a request may name: far enough from int64's ends (1677-2262) that widening to
 #: whole windows and adding the flags' context never overflows, and wide enough for any data.
 EARLIEST_NS = -2_208_988_800 * NS_PER_S  # 1900-01-01T00:00:00Z

@@ -20,6 +20,7 @@ from api.services.sources import FLAG_CONTEXT_INTERVALS
 from core.registry import Registry
 from core.settings import Settings
 from core.store import Store
+from core.timeutil import HOUR_NS
 
 
 class AppState(State):
@@ -98,7 +99,7 @@ def build_state(
         hot,
         Limits(
             max_points=settings.api_max_points,
-            raw_max_ns=int(settings.api_raw_max_hours * 3600 * 1_000_000_000),
+            raw_max_ns=int(settings.api_raw_max_hours * HOUR_NS),
             answers_kept=settings.api_answers_kept,
             answers_max_bytes=settings.api_answers_max_bytes,
             max_scan_readings=settings.api_max_scan_readings,

@@ -20,9 +20,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from core.quality import NS_PER_S, distinct_order, interval_s_of_device
+from core.quality import distinct_order, interval_s_of_device
 from core.readings import Readings
 from core.registry import Registry
+from core.timeutil import NS_PER_S
 
 Bools = NDArray[np.bool_]
 F64 = NDArray[np.float64]

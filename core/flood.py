@@ -1,7 +1,7 @@
 """Report figures over windows of time: river rise, trend, rain intensity, windows over a level.
 
 Flood reports give the river's rise in cm/day and the rain's intensity in mm/h; air quality
-reports give the hours over a WHO guideline (DOMAIN.md, "What researchers report on"). Each
+reports give the hours over a WHO guideline (docs/DOMAIN.md, "What researchers report on"). Each
 function takes parallel arrays of one sensor (times, values and the output row of each
 reading's device, `rows`, in `[0, n_rows)`) plus the windows the caller chose
 (`core.windows`: local days, hours). As everywhere in the core, a reading repeated with the
@@ -22,15 +22,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from core.quality import NS_PER_S, distinct_order
+from core.quality import distinct_order
 from core.stats import aggregate
+from core.timeutil import DAY_NS
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
 Rows = NDArray[np.integer[Any]]
 Bools = NDArray[np.bool_]
-
-DAY_NS = 86_400 * NS_PER_S
 
 
 def _known(ts_ns: I64, value: F64, rows: Rows) -> tuple[I64, F64, Rows]:

@@ -2,8 +2,9 @@
 
 A reading travels in an uplink of the same device with the same device time (one uplink
 carries one reading per sensor); the uplink's `received_ns` is when ingest got it. A gateway's
-backlog arriving hours later is the case this exists for (DOMAIN.md, "late data"). The flag
-joins the two batches by (device, device time) with one sort, in whole-array numpy.
+backlog arriving hours later is the case this exists for (docs/DOMAIN.md, "Faults real fleets
+show"). The flag joins the two batches by (device, device time) with one sort, in whole-array
+numpy.
 
 Latency statistics per device are `core.quality.latency`, and the latency of one uplink is
 `Uplinks.latency_ns`; this module does not repeat them. It must not loop over readings in
@@ -15,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from core.quality import NEVER_NS, NS_PER_S, PerDevice
+from core.quality import NEVER_NS, PerDevice
 from core.readings import Readings
+from core.timeutil import NS_PER_S
 from core.uplinks import Uplinks
 
 I64 = NDArray[np.int64]

@@ -1,6 +1,6 @@
 """Data quality of the pilots' streams, as whole-array numpy.
 
-Completeness, gaps, silent devices, packet delivery, latency and duplicate readings (DOMAIN.md,
+Completeness, gaps, silent devices, packet delivery, latency and duplicate readings (docs/DOMAIN.md,
 "What researchers report on").
 
 Inputs are parallel arrays: the instants of the reports (uplink times, or one sensor's reading
@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from core.readings import Readings
 from core.registry import Registry
 from core.stats import aggregate
+from core.timeutil import NS_PER_S
 from core.windows import window_index
 
 I64 = NDArray[np.int64]
@@ -34,7 +35,6 @@ Bools = NDArray[np.bool_]
 #: A registered interval: one for every device, or one per device row.
 PerDevice = float | NDArray[np.floating[Any]] | NDArray[np.integer[Any]]
 
-NS_PER_S = 1_000_000_000
 #: `last_seen_ns` of a device that never reported.
 NEVER_NS = int(np.iinfo(np.int64).min)
 

@@ -41,15 +41,12 @@ from numpy.typing import NDArray
 from core.readings import Readings
 from core.sketch import DEFAULT_ALPHA, Sketches
 from core.stats import Table
+from core.timeutil import DAY_NS, HOUR_NS, MINUTE_NS, NS_PER_S
 from core.windows import window_index
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
-NS_PER_S = 1_000_000_000
-MINUTE_NS = 60 * NS_PER_S
-HOUR_NS = 3600 * NS_PER_S
-DAY_NS = 86_400 * NS_PER_S
 #: Rollup resolutions and their window lengths.
 RESOLUTIONS: Mapping[str, int] = {"1m": MINUTE_NS, "1h": HOUR_NS, "1d": DAY_NS}
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from core.quality import NS_PER_S, distinct_order
+from core.quality import distinct_order
 from core.stats import aggregate
-from core.timeutil import ns_to_datetime
+from core.timeutil import NS_PER_S, ns_to_datetime
 from core.windows import calendar_edges
 
 I64 = NDArray[np.int64]

@@ -11,7 +11,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, tzinfo
 
+#: The project's time unit conversions, defined here once.
 NS_PER_S = 1_000_000_000
+NS_PER_MS = 1_000_000
+MINUTE_NS = 60 * NS_PER_S
+HOUR_NS = 3600 * NS_PER_S
+DAY_NS = 86_400 * NS_PER_S
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION = re.compile(r"^(\d{1,9})([smhdw])$")

@@ -19,11 +19,10 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from core.timeutil import datetime_to_ns, ns_to_datetime, parse_duration_s
+from core.timeutil import NS_PER_S, datetime_to_ns, ns_to_datetime, parse_duration_s
 
 CalendarUnit = Literal["day", "week", "month"]
 CALENDAR_UNITS: tuple[CalendarUnit, ...] = ("day", "week", "month")
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from core.quarantine import (
 from core.registry import Registry
 from core.settings import Settings
 from core.store import QuarantineStore
+from core.timeutil import DAY_NS, MINUTE_NS
 from ingest.spool import LegacyRefusal, Refused, Spool
 
 log = logging.getLogger("pilots.ingest.quarantine")
@@ -52,8 +53,6 @@ log = logging.getLogger("pilots.ingest.quarantine")
 PRUNE_EVERY_S = 60.0
 #: Why refusals were not kept: the store refused their entries.
 DROPPED_STORE = "store_refused"
-NS_PER_DAY = 86_400 * 1_000_000_000
-MINUTE_NS = 60 * 1_000_000_000
 #: Most entry bytes sent to the store in one request (a proxy or a cloud store may refuse
 #: larger bodies with 413).
 WRITE_CHUNK_BYTES = 2 << 20
@@ -293,7 +292,7 @@ class Keeper:
             return
         with self._lock:
             now_ns = time.time_ns()
-            before_ns = now_ns - int(self.settings.quarantine_max_age_days * NS_PER_DAY)
+            before_ns = now_ns - int(self.settings.quarantine_max_age_days * DAY_NS)
             pruned = self.store.prune_quarantine(self.worker, before_ns, now_ns)
             if pruned:
                 log.info(

@@ -27,8 +27,6 @@ from core.errors import StoreError
 from core.readings import Readings
 from core.registry import Registry
 from core.rollups import (
-    DAY_NS,
-    HOUR_NS,
     I64,
     Rollups,
     coarsen,
@@ -40,6 +38,7 @@ from core.rollups import (
 )
 from core.sketch import DEFAULT_ALPHA
 from core.store import ReadingReader, RollupStore, Watermarks
+from core.timeutil import DAY_NS, HOUR_NS
 
 log = logging.getLogger("pilots.rollups")
 

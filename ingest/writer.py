@@ -41,6 +41,7 @@ from core.readings import Readings
 from core.registry import Registry
 from core.settings import Settings
 from core.store import Lifecycle, Store
+from core.timeutil import NS_PER_S
 from core.uplinks import Uplinks
 from ingest.decoders import Router
 from ingest.dedupe import FrameCache
@@ -139,7 +140,7 @@ class SpoolWriter:
         self.router = Router(settings.ingest_routes)
         self.rollups = RollupMaintainer(Path(settings.data_dir) / ROLLUP_NOTES, registry)
         self._rolled_up = time.monotonic()
-        window_ns = settings.ingest_dedupe_window_s * 1_000_000_000
+        window_ns = settings.ingest_dedupe_window_s * NS_PER_S
         self.validator = Validator(
             registry,
             max_future_s=settings.ingest_max_future_s,

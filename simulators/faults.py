@@ -67,7 +67,7 @@ class Faults:
 
     @classmethod
     def realistic(cls) -> Faults:
-        """Rates in the ranges the pilots' notes give for real fleets (the demo's default)."""
+        """Rates in the ranges docs/DOMAIN.md gives for real fleets (the demo's default)."""
         return cls(
             dropout=0.05,
             stuck=0.01,

@@ -26,6 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from core.errors import PilotsError
 from core.settings import MqttTarget
 from core.timeutil import NS_PER_S
 from simulators.fleet import Fleet, Message
@@ -36,7 +37,7 @@ _INFLIGHT = 1000
 _TICK_S = 1.0
 
 
-class PublishError(RuntimeError):
+class PublishError(PilotsError):
     """The broker refused the connection or a publication."""
 
 

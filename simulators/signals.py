@@ -4,7 +4,8 @@ Each function takes the instants (int64 ns) at which a device reports and return
 array per sensor. Values follow the pilot's local clock (weather peaks mid-afternoon, dissolved
 oxygen is lowest at dawn, air pollution peaks at rush hours) and carry noise that is a hash of
 (device, seed, instant): the same device at the same instant always reads the same, whatever
-batches a run is cut into. Ranges come from the project's DOMAIN notes (late spring).
+batches a run is cut into. Ranges: docs/DOMAIN.md, "Typical values and daily patterns" (late
+spring).
 """
 
 from __future__ import annotations

@@ -11,10 +11,8 @@ from api.services.values import SILENT_AFTER_INTERVALS, device_rows, local, now_
 from core import quality
 from core.registry import Pilot, Registry
 from core.store import Store
-from core.timeutil import NS_PER_S, datetime_to_ns, ns_to_datetime
+from core.timeutil import DAY_NS, datetime_to_ns, ns_to_datetime
 from core.uplinks import Uplinks
-
-DAY_NS = 86_400 * NS_PER_S
 
 log = logging.getLogger("pilots.api.services.pilots")
 

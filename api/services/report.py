@@ -37,11 +37,10 @@ from core.aggregate import window_stats
 from core.readings import Readings
 from core.registry import Pilot, Registry
 from core.store import Store
-from core.timeutil import NS_PER_S, utc_offset_ns
+from core.timeutil import HOUR_NS, NS_PER_S, utc_offset_ns
 from core.uplinks import NO_SF, Uplinks
 from core.windows import calendar_edges, fixed_edges
 
-HOUR_NS = 3600 * NS_PER_S
 DAY_S = 86_400.0
 #: Gaps longer than this many of a device's intervals are reported.
 GAP_INTERVALS = 3

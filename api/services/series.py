@@ -417,5 +417,5 @@ class SeriesService:
 def label(spec: WindowSpec) -> str:
     """How a window spec is written back in answers (`10m`, `day`, ...)."""
     if isinstance(spec, Fixed):
-        return format_duration(spec.every_ns // 1_000_000_000)
+        return format_duration(spec.every_ns // NS_PER_S)
     return spec.unit

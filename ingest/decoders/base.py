@@ -19,6 +19,7 @@ from typing import Protocol
 
 import orjson
 
+from core.errors import PilotsError
 from core.timeutil import parse_instant_ns
 from ingest.reasons import Reason, Rejection
 
@@ -77,7 +78,7 @@ class Decoder(Protocol):
 MAX_FCNT = 2**32 - 1
 
 
-class FrameError(Exception):
+class FrameError(PilotsError):
     """One frame (or the whole message) cannot be read; carries the rejection."""
 
     def __init__(self, reason: Reason, detail: str) -> None:

@@ -1,4 +1,4 @@
-"""The simulated signals follow the pilots' days and seasons as the project's DOMAIN notes say."""
+"""The simulated signals follow the pilots' days and seasons as docs/DOMAIN.md says."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_air_temperature_is_lowest_near_dawn_and_highest_mid_afternoon() -> None
     humidity = _by_local_hour(values["humidity"])
     assert int(np.argmin(temperature)) in {5, 6, 7}
     assert int(np.argmax(temperature)) in {14, 15, 16}
-    assert 13 <= temperature.min() <= 21 and 27 <= temperature.max() <= 35  # DOMAIN's lows/highs
+    assert 13 <= temperature.min() <= 21 and 27 <= temperature.max() <= 35  # DOMAIN.md
     # relative humidity moves opposite
     assert int(np.argmax(humidity)) in {5, 6, 7}
     assert np.corrcoef(values["temperature"], values["humidity"])[0, 1] < -0.8

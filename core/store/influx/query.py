@@ -26,10 +26,11 @@ from core.registry import Registry
 from core.rollups import SKETCH_COLUMN, VALUE_COLUMNS, Rollups
 from core.sketch import Sketches
 from core.store.lineprotocol import MEASUREMENT, REPEATS, UPLINKS, WATERMARKS
+from core.timeutil import DAY_NS
 from core.uplinks import NO_FCNT, NO_SF, Uplinks
 
 #: Scans of more than this are split into `SCAN_PARTS` parts queried at once (see `split`).
-SPLIT_SCAN_NS = 2 * 86_400 * 1_000_000_000
+SPLIT_SCAN_NS = 2 * DAY_NS
 SCAN_PARTS = 4
 
 #: Every column of a CSV answer starts with these (`time` in ns: the queries ask `epoch=ns`).
