@@ -24,7 +24,7 @@ from core.registry import Registry, load_registry
 from core.settings import Settings, load_settings
 from core.store import Store, describe_store, open_store
 
-log = logging.getLogger("pilots.api.app")
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Results of the UTN IoT pilots in Santa Fe, San Nicolás and Resistencia: pilots, devices,

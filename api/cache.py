@@ -28,7 +28,7 @@ from core.rollups import Rollups
 from core.store import Store
 from core.timeutil import HOUR_NS, NS_PER_S
 
-log = logging.getLogger("pilots.api.cache")
+log = logging.getLogger(__name__)
 
 RESOLUTION = "1h"
 

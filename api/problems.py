@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.services.errors import BusyError, QueryError
 from core.errors import StoreError
 
-log = logging.getLogger("pilots.api.problems")
+log = logging.getLogger(__name__)
 
 #: What a client is told when the store fails: the store's own words go to the log only, since
 #: they can carry its address, its query language or parts of the request.

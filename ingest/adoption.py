@@ -38,7 +38,7 @@ from core.settings import MqttTarget, Settings
 from ingest.members import Due
 from ingest.session import connect_session, session_client
 
-log = logging.getLogger("pilots.ingest")
+log = logging.getLogger(__name__)
 
 #: Drained: nothing held and nothing arrived for this long after the broker confirmed the
 #: unsubscription (the broker sends a session's queue as fast as acknowledgements free its

@@ -11,7 +11,7 @@ from ingest.decoders import Router
 from ingest.reasons import Reason, Rejection
 from ingest.validate import Checked, Validator
 
-log = logging.getLogger("pilots.ingest")
+log = logging.getLogger(__name__)
 
 
 def process(

@@ -46,7 +46,7 @@ from core.store import QuarantineStore
 from core.timeutil import DAY_NS, MINUTE_NS
 from ingest.spool import LegacyRefusal, Refused, Spool
 
-log = logging.getLogger("pilots.ingest.quarantine")
+log = logging.getLogger(__name__)
 
 #: How often a worker prunes its entries by age, re-reads what it holds, and looks for
 #: refusals an older release kept in the spool database (seconds).

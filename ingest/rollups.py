@@ -40,7 +40,7 @@ from core.sketch import DEFAULT_ALPHA
 from core.store import ReadingReader, RollupStore, Watermarks
 from core.timeutil import DAY_NS, HOUR_NS
 
-log = logging.getLogger("pilots.rollups")
+log = logging.getLogger(__name__)
 
 
 class MaintainedStore(ReadingReader, RollupStore, Watermarks, Protocol):

@@ -67,7 +67,7 @@ from ingest.spool import DATABASE, Spool, SpoolError
 from ingest.writer import BACKOFF_MAX_S, SpoolWriter, start_store
 from ingest.writer_process import Tally, writer_process
 
-log = logging.getLogger("pilots.ingest")
+log = logging.getLogger(__name__)
 
 #: How long the receiver waits on the socket when idle, and so how long a lone message waits
 #: before it is committed and acknowledged.

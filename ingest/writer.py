@@ -52,7 +52,7 @@ from ingest.rollups import RollupMaintainer
 from ingest.spool import FrameKey, Refused, Spool, Spooled
 from ingest.validate import Checked, Validator
 
-log = logging.getLogger("pilots.ingest.writer")
+log = logging.getLogger(__name__)
 
 #: The topic of quarantine entries for lines the store refused (they came from no one message).
 STORE_TOPIC = "(store)"

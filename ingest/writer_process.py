@@ -27,7 +27,7 @@ from core.store import open_store
 from ingest.spool import Spool
 from ingest.writer import Events, SpoolWriter, start_store
 
-log = logging.getLogger("pilots.ingest.writer")
+log = logging.getLogger(__name__)
 
 LOCK_FILE = "ingest.writer.lock"
 

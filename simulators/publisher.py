@@ -31,7 +31,7 @@ from core.settings import MqttTarget
 from core.timeutil import NS_PER_S
 from simulators.fleet import Fleet, Message
 
-log = logging.getLogger("pilots.simulate")
+log = logging.getLogger(__name__)
 
 _INFLIGHT = 1000
 _TICK_S = 1.0

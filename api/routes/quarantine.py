@@ -12,7 +12,7 @@ from api.schemas import QuarantineOut
 from api.services import quarantine as quarantining
 from core.errors import StoreError
 
-log = logging.getLogger("pilots.api.routes.quarantine")
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["quarantine"])
 

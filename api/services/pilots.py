@@ -14,7 +14,7 @@ from core.store import Store
 from core.timeutil import DAY_NS, datetime_to_ns, ns_to_datetime
 from core.uplinks import Uplinks
 
-log = logging.getLogger("pilots.api.services.pilots")
+log = logging.getLogger(__name__)
 
 
 def _sensor_out(registry: Registry, sensor_id: str) -> SensorOut:

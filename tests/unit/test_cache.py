@@ -302,7 +302,7 @@ def test_late_reading_older_than_the_overlap_appears_after_a_reload(world: World
 def test_reload_without_new_data_keeps_the_version(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pilots.api.cache")
+    caplog.set_level(logging.INFO, logger="api.cache")
     with running(world.cache(refresh_s=REFRESH_S, reload_s=0.1)) as cache:
         held(world, cache)
         loaded = cache.version

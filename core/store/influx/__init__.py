@@ -40,7 +40,7 @@ from core.uplinks import Uplinks
 
 __all__ = ["SCAN_PARTS", "SPLIT_SCAN_NS", "InfluxStore", "WriteApi", "write_api_for_version"]
 
-log = logging.getLogger("pilots.store.influx")
+log = logging.getLogger(__name__)
 
 
 class InfluxStore(InfluxQuarantine):
