@@ -380,7 +380,7 @@ def main() -> None:
             began = time.perf_counter()
             written = fill(store, registry, args.days, end_ns)
             print(f"load: {written:,} readings in {time.perf_counter() - began:.1f} s")
-            settings = Settings(  # type: ignore[call-arg]
+            settings = Settings(
                 data_dir=work, influx_url=server.url, influx_database="abuse", _env_file=None
             )
             token = TokenStore.in_data_dir(work).create("bench", "read")

@@ -457,7 +457,7 @@ def run(
         # per-request bound (docs/OPERATIONS.md, Hostile input), which this bench is not about.
         "PILOTS_API_MAX_SCAN_READINGS": "100000000",
     }
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         influx_url=url,
         influx_database=DATABASE,
         registry=registry_path,

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -15,10 +15,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
+def wait_for(
+    check: Callable[[], T | Literal[False] | None],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+) -> T:
     """Poll `check` until it returns something truthy; fail naming `what` after the timeout."""
     deadline = time.monotonic() + timeout_s
-    last: T = check()
+    last = check()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(
@@ -77,7 +82,8 @@ class StreamPublisher:
         )
         self._client.max_inflight_messages_set(200)
         self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(0.2, 2)
+        # paho annotates whole seconds; its reconnect wait takes a float as well
+        self._client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]
         self._client.on_publish = lambda c, u, mid, reason, props: self._acked_mids.add(mid)
         self._client.connect(host, port)
         self._client.loop_start()

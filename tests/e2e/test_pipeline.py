@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -92,7 +93,7 @@ def test_known_readings_come_out_of_the_api_exactly(
             f"&start={iso(w0)}&end={iso(w0 + 30 * MIN_MS)}"
         )
 
-        def complete() -> dict[str, list[dict[str, object]]] | None:
+        def complete() -> dict[str, list[dict[str, Any]]] | None:
             response = httpx.get(url, headers=auth, timeout=10)
             assert response.status_code == 200, response.text
             [level] = response.json()["sensors"]
@@ -120,7 +121,8 @@ def test_known_readings_come_out_of_the_api_exactly(
         starts = [datetime.fromisoformat(w["start"]) for w in one]
         assert [s.timestamp() * 1000 for s in starts] == [w0, w0 + 10 * MIN_MS, w0 + 20 * MIN_MS]
         assert all(
-            s.utcoffset() is not None and s.utcoffset().total_seconds() == -3 * 3600 for s in starts
+            (offset := s.utcoffset()) is not None and offset.total_seconds() == -3 * 3600
+            for s in starts
         ), "window starts are given in the pilot's local offset"
 
         devices = httpx.get(f"{base}/pilots/santa-fe/devices", headers=auth, timeout=10).json()

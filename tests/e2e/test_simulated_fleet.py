@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -54,7 +55,7 @@ def _stored(influxd: Influxd, database: str) -> Counter[tuple[str, str]]:
     return out
 
 
-def _expected_gaps(truth: dict, start_ns: int, end_ns: int) -> dict[str, int]:
+def _expected_gaps(truth: dict[str, Any], start_ns: int, end_ns: int) -> dict[str, int]:
     """Gaps per device by the report's rule, from the reports the truth says never arrived."""
     registry = shipped_registry()
     schedule = Fleet(registry, seed=SEED)

@@ -166,6 +166,7 @@ def test_the_owner_returning_mid_drain_takes_its_session_back(
     owner_id = owner_env["PILOTS_MQTT_CLIENT_ID"]
     owner = PilotsProcess(["ingest"], owner_env, tmp_path, "owner")
     adopter: PilotsProcess | None = None
+    worker: PilotsProcess | None  # both loops below; the adopter may not have started
     try:
         owner.wait_for_output("ingest ready", 30)
         owner.proc.kill()  # its session stays, the group's only member: it is handed everything

@@ -46,7 +46,7 @@ def settings_for(
             "ingest_stop_timeout_s": 5,
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return Settings(_env_file=None, **values)
 
     return make
 
@@ -146,6 +146,7 @@ def test_every_format_is_ingested_with_its_radio_metadata(
     now_s = time.time_ns() // 1_000_000_000 - 600
     aq = registry.devices["sn-aq-02"]
     rlv = registry.devices["rs-rlv-01"]
+    assert rlv.dev_eui is not None
     wq = registry.devices["rs-wq-03"]
 
     def chirpstack(when_s: int, fcnt: int, pm25: float) -> bytes:

@@ -22,6 +22,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
@@ -200,7 +201,8 @@ def test_devices_publish_only_on_their_own_topics_and_ingest_stores_it(
 
     def stored(device: str) -> list[float]:
         got = store.scan("santa-fe", ["level"], start_ms * MS, (start_ms + 10) * MS, [device])
-        return got.value.tolist()
+        values: list[float] = got.value.tolist()
+        return values
 
     wait_for(lambda: len(stored("sf-rlv-01")) == 2, 60, "both readings of sf-rlv-01")
     wait_for(lambda: stored("sf-rlv-02"), 60, "the reading of sf-rlv-02")
@@ -233,7 +235,19 @@ def test_a_device_cannot_read_what_others_send(broker: Mosquitto, provisioned: P
             CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:6]}"
         )
         client.username_pw_set(login, password)
-        client.on_subscribe = lambda c, u, mid, codes, props, n=name: suback.setdefault(n, codes)
+
+        # a def, not `lambda ..., n=name:`, whose type mypy cannot infer (python/mypy#15459)
+        def on_subscribe(
+            c: mqtt.Client,
+            u: object,
+            mid: int,
+            codes: list[ReasonCode],
+            props: Properties,
+            n: str = name,
+        ) -> None:
+            suback.setdefault(n, codes)
+
+        client.on_subscribe = on_subscribe
         client.on_message = lambda c, u, msg, n=name: received.append(f"{n}:{msg.topic}")
         client.on_connect = lambda c, u, f, code, props, t=topic: c.subscribe(t, qos=1)
         client.connect("127.0.0.1", broker.port)
@@ -244,7 +258,11 @@ def test_a_device_cannot_read_what_others_send(broker: Mosquitto, provisioned: P
         wait_for(lambda: len(suback) == 2, 10, "both SUBACKs")
         for n in (1, 2):
             publish_as(broker.port, "sf-rlv-01", passwords["sf-rlv-01"], [(own, b"{}")])
-            wait_for(lambda n=n: len(received) >= n, 10, f"ingest to receive message {n}")
+
+            def got(n: int = n) -> bool:  # not `lambda n=n:` (python/mypy#15459)
+                return len(received) >= n
+
+            wait_for(got, 10, f"ingest to receive message {n}")
     finally:
         for client in clients:
             client.disconnect()
@@ -294,7 +312,7 @@ def test_a_device_cannot_take_over_ingest_s_session(
     broker: Mosquitto, provisioned: Provisioned
 ) -> None:
     passwords = credentials(provisioned.credentials or Path())
-    received: list[bytes] = []
+    received: list[bytes | bytearray] = []
     dropped: list[object] = []
     subscribed: list[object] = []
     ingest = mqtt.Client(

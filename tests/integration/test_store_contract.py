@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -284,7 +285,7 @@ def test_scan_rollups_filters_pilot_sensor_device_resolution_and_time(
     store.write_rollups("1m", minutes)
     store.write_rollups("1h", compute_rollups(batch(registry, rows), "1h"))
 
-    def scanned(*args: object, **kwargs: object) -> list[tuple[int, str, float]]:
+    def scanned(*args: Any, **kwargs: Any) -> list[tuple[int, str, float]]:
         got = store.scan_rollups(*args, **kwargs)
         return [
             (t - start, registry.device_list[d].id, v)

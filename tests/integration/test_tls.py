@@ -133,7 +133,9 @@ def test_ingest_over_mqtts_stores_what_a_device_sends_over_tls(
     store = InfluxStore(influxd.url, database, registry)
 
     def stored() -> list[float]:
-        return store.scan("santa-fe", ["level"], start_ms * MS, (start_ms + 1) * MS).value.tolist()
+        got = store.scan("santa-fe", ["level"], start_ms * MS, (start_ms + 1) * MS)
+        values: list[float] = got.value.tolist()
+        return values
 
     got = wait_for(stored, 60, "the reading sent over TLS")
     assert got == [2.75]

@@ -34,7 +34,7 @@ FLOODER = "pilots/santa-fe/sf-rlv-01/up"
 def test_a_flooding_device_stops_nobody_and_every_refusal_has_a_number(
     mosquitto: Mosquitto, influxd: Influxd, database: str, data_dir: Path, registry: Registry
 ) -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         mqtt_url=mosquitto.url,
         mqtt_client_id=f"ingest-{uuid.uuid4().hex[:8]}",

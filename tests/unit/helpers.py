@@ -27,7 +27,7 @@ def process_message(
     """What ingest makes of one message (a document, or raw bytes) received at `received_ns`."""
     payload = document if isinstance(document, bytes) else orjson.dumps(document)
     validator = Validator(registry or shipped_registry(), max_future_s=600, max_age_days=3650)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     return process(
         Router(settings.ingest_routes),
         validator,
@@ -51,7 +51,9 @@ def accepted(
     }
 
 
-def only_uplink(checked: Checked, registry: Registry | None = None) -> tuple[object, ...]:
+def only_uplink(
+    checked: Checked, registry: Registry | None = None
+) -> tuple[str, int, int, float, float, int, str]:
     """The one accepted uplink as (device id, ts_ns, fcnt, rssi, snr, sf, gateway)."""
     reg = registry or shipped_registry()
     assert len(checked.up_ts_ns) == 1, checked

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import numpy as np
@@ -99,7 +100,7 @@ def world(tmp_path: Path, registry: Registry) -> Iterator[tuple[TestClient, dict
     maintainer = RollupMaintainer(tmp_path / "rollups.sqlite", registry)
     maintainer.note(readings)
     maintainer.run(store)
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         data_dir=tmp_path, api_max_points=2000, api_raw_max_hours=48, _env_file=None
     )
     Keeper(store, settings, "pilots-ingest-2", registry).keep(
@@ -171,7 +172,8 @@ def test_pilots_show_the_fleet(world: tuple[TestClient, dict[str, str]]) -> None
     assert [p["id"] for p in body] == ["santa-fe", "san-nicolas", "resistencia"]
     santa_fe = body[0]
     assert {"sensor": "level", "name": "alert", "value": 5.3} in santa_fe["thresholds"]
-    assert datetime.fromisoformat(santa_fe["last_seen"]).utcoffset().total_seconds() == -3 * 3600
+    offset = datetime.fromisoformat(santa_fe["last_seen"]).utcoffset()
+    assert offset is not None and offset.total_seconds() == -3 * 3600
     assert body[1]["last_seen"] is None and body[1]["completeness_today"] == 0.0
 
 
@@ -292,7 +294,9 @@ def test_long_ranges_come_from_rollups_with_the_same_numbers(
         devices=devices,
         edges_ns=fixed_edges(start, end, 24 * H, 3 * H),
     )
-    for row, line in enumerate(body["sensors"][0]["lines"]):
+    sensors = body["sensors"]
+    assert isinstance(sensors, list)
+    for row, line in enumerate(sensors[0]["lines"]):
         for w, window in enumerate(line["windows"]):
             assert window["count"] == table.count[row, w]
             for name in ("mean", "min", "max", "std", "first", "last"):
@@ -494,7 +498,7 @@ OPERATIONS = sorted(
         series_routes,
     )
     for route in module.router.routes
-    if isinstance(route, APIRoute) and route.include_in_schema
+    if isinstance(route, APIRoute) and route.include_in_schema and route.methods is not None
     for method in route.methods
 )
 
@@ -511,7 +515,7 @@ def test_no_request_the_schema_allows_breaks_the_api(
     @hypothesis.settings(
         max_examples=25, deadline=None, suppress_health_check=list(hypothesis.HealthCheck)
     )
-    def check(case: Case) -> None:
+    def check(case: Case[Any]) -> None:
         # `positive_data_acceptance` is left out: a schema cannot say which strings are valid
         # instants or windows, so a 422 naming the parameter is the right answer to them.
         case.call_and_validate(headers=admin, excluded_checks=[checks.positive_data_acceptance])

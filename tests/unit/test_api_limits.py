@@ -172,9 +172,7 @@ def test_a_device_reporting_faster_than_registered_cannot_make_a_request_read_mo
             [3.0] * len(ts),
         )
     )
-    config = Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path, api_max_scan_readings=50_000, _env_file=None
-    )
+    config = Settings(data_dir=tmp_path, api_max_scan_readings=50_000, _env_file=None)
     token = TokenStore.in_data_dir(tmp_path).create("ana", "read")
     with TestClient(create_app(config, registry, store, cache=cache)) as client:
         client.headers["Authorization"] = f"Bearer {token}"
@@ -277,7 +275,7 @@ def test_the_openapi_pages_load_nothing_from_elsewhere(api: TestClient) -> None:
 
 def test_kept_answers_are_bounded_in_bytes(tmp_path: Path, registry: Registry) -> None:
     store = EmbeddedStore(tmp_path / "store.sqlite", registry)
-    config = Settings(  # type: ignore[call-arg]
+    config = Settings(
         data_dir=tmp_path, _env_file=None, api_answers_max_bytes=20_000, api_answers_kept=256
     )
     tokens = TokenStore.in_data_dir(tmp_path)
@@ -315,7 +313,7 @@ def test_the_dashboards_periods_are_answered_for_every_pilot_at_the_defaults(
     Fixed windows follow the pilot's local clock, not the start, so a period longer than
     `PILOTS_API_RAW_MAX_HOURS` is read from hourly rollups and fits the default scan limit
     (the `api` fixture's settings are the defaults)."""
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
     periods, fixed = _dashboard_requests()
     assert set(periods) == {"24h", "7d", "30d"} and set(fixed) == {"stats", "pooled"}
     now = datetime.fromtimestamp(END_NS / S, UTC) + timedelta(minutes=17, seconds=23.456)

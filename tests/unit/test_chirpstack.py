@@ -84,7 +84,7 @@ def _event(**changes: object) -> dict[str, Any]:
 
 
 def _device_info(**changes: object) -> dict[str, Any]:
-    info = copy.deepcopy(EVENT["deviceInfo"])
+    info: dict[str, Any] = copy.deepcopy(EVENT["deviceInfo"])
     for key, value in changes.items():
         if value is None:
             info.pop(key, None)

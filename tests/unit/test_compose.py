@@ -389,7 +389,7 @@ def test_mosquitto_keeps_what_ingest_has_not_acknowledged(
 def test_mosquitto_refuses_packets_larger_than_ingest_accepts() -> None:
     # A bigger packet disconnects its sender before the broker queues it for ingest, which
     # would refuse its payload anyway; the headroom is for the header and the topic.
-    payload_limit = Settings(_env_file=None).ingest_max_payload_bytes  # type: ignore[call-arg]
+    payload_limit = Settings(_env_file=None).ingest_max_payload_bytes
     max_packet_size = int(_mosquitto_options()["max_packet_size"])
     assert max_packet_size == payload_limit + PACKET_HEADROOM_BYTES
     assert max_packet_size == MAX_PACKET_SIZE, "the integration tests' broker has another limit"
@@ -398,7 +398,7 @@ def test_mosquitto_refuses_packets_larger_than_ingest_accepts() -> None:
 def test_health_checks_ask_the_ports_the_services_listen_on(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
     checks = [("api", defaults.api_port)] + [(name, defaults.ingest_http_port) for name in INGEST]
     for name, port in checks:
         test = " ".join(str(part) for part in services[name]["healthcheck"]["test"])

@@ -33,7 +33,7 @@ NOW_S = 1_704_110_400  # 2024-01-01T12:00:00Z, when ingest received each message
 NOW_NS = NOW_S * 1_000_000_000
 NOW_MS = NOW_S * 1_000
 REGISTRY = shipped_registry()
-ROUTER = Router(Settings(_env_file=None).ingest_routes)  # type: ignore[call-arg]
+ROUTER = Router(Settings(_env_file=None).ingest_routes)
 VALIDATOR = Validator(REGISTRY, max_future_s=600, max_age_days=3650)
 SF_RLV_01_EUI = "a840410001010101"  # core/registry.toml
 SF_RLV_02_EUI = "a840410001010201"
@@ -131,7 +131,7 @@ def test_senml_records_sharing_a_name_and_time_keep_the_one_in_the_registrys_uni
     checked = _run("pilots/santa-fe/sf-rlv-01/senml", pack)
     _assert_accounted(checked, len(pack))
     # For each time, the first record in metres (the registry's unit) is the one stored.
-    expected = {}
+    expected: dict[int, float] = {}
     for unit, value, offset in records:
         if unit == "m":
             expected.setdefault((NOW_S + offset) * 1_000_000_000, value)
@@ -171,7 +171,7 @@ def test_plain_every_reading_is_stored_or_refused(document: object) -> None:
 
 # --- LoRaWAN -------------------------------------------------------------------------------------
 
-codec_output = st.one_of(
+codec_output: st.SearchStrategy[object] = st.one_of(
     st.dictionaries(st.sampled_from(SENSORS), VALUES, min_size=1, max_size=5),
     st.sampled_from([None, {}, [3.5], "level"]),
 )

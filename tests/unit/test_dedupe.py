@@ -178,7 +178,7 @@ def test_the_same_counter_and_values_from_another_device_is_not_a_repeat() -> No
 
 
 def test_a_tts_webhook_retry_is_dropped() -> None:
-    message = {
+    message: dict[str, Any] = {
         "end_device_ids": {"device_id": "sf-rlv-01", "dev_eui": SF_RLV_01_EUI.upper()},
         "received_at": "2024-01-01T12:00:00.2Z",
         "uplink_message": {

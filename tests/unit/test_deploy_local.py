@@ -145,7 +145,7 @@ def test_the_env_example_is_valid_production_settings_once_installed(
         monkeypatch.delenv(key)
     for key, value in installed.items():
         monkeypatch.setenv(key, value)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.env == "production"
     assert settings.mqtt_shared_group
     assert settings.mqtt().username
@@ -163,7 +163,7 @@ def test_the_broker_snippet_matches_the_installer_and_the_ingest_url(install: st
     assert Path(plugin).name == "mosquitto_dynamic_security.so"
     assert 's|^plugin .*|plugin $plugin|" "$here/mosquitto-pilots.conf"' in install
     assert "dpkg -L mosquitto | grep '/mosquitto_dynamic_security" in install
-    payload_limit = Settings(_env_file=None).ingest_max_payload_bytes  # type: ignore[call-arg]
+    payload_limit = Settings(_env_file=None).ingest_max_payload_bytes
     assert options["max_packet_size"] == [str(payload_limit + PACKET_HEADROOM_BYTES)]
     script = (ROOT / "deploy" / "tls" / "make-dev-ca.sh").read_text()
     for key in ("cafile", "certfile", "keyfile"):

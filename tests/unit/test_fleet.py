@@ -127,7 +127,7 @@ def test_every_message_decodes_and_validates_without_rejections() -> None:
 
 
 def _mean_by_local_hours(device_id: str, sensor: str, hours: range) -> float:
-    values = [
+    values: list[float] = [
         document["readings"][sensor]
         for m in _by_device(_two_days())[device_id]
         if _local_hour((document := orjson.loads(m.payload))["ts"]) in hours

@@ -71,8 +71,12 @@ def test_a_stopped_load_run_publishes_every_batch_it_recorded(tmp_path: Path) ->
     truth = GroundTruth(seed=2, faults=Faults().as_dict())
     fleet = Fleet(registry, seed=2, truth=truth, devices=set(copies))
     recorder = Recorder()
-    result = run_load(  # type: ignore[arg-type]
-        recorder, fleet, _stop_after(1.2), target_per_s=100.0, duration_s=30.0
+    result = run_load(
+        recorder,  # type: ignore[arg-type]  # a recorder, not a connection, stands in
+        fleet,
+        _stop_after(1.2),
+        target_per_s=100.0,
+        duration_s=30.0,
     )
     assert result.seconds < 25  # the stop ended the 30-second run early
     sent = sum(c.get("sent", 0) for c in truth.messages.values())

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -32,8 +33,8 @@ T0 = 1_764_300_000 * 1_000_000_000
 FLOODER = "pilots/santa-fe/sf-rlv-01/up"
 
 
-def settings(tmp_path: Path, **limits: object) -> Settings:
-    return Settings(data_dir=tmp_path, _env_file=None, **limits)  # type: ignore[call-arg]
+def settings(tmp_path: Path, **limits: Any) -> Settings:
+    return Settings(data_dir=tmp_path, _env_file=None, **limits)
 
 
 def refusals(topic: str, payload: bytes, n: int, at_ns: int) -> list[Refused]:

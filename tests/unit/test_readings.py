@@ -86,10 +86,10 @@ def test_empty_has_no_readings_and_the_right_dtypes() -> None:
     r = Readings.empty()
     assert len(r) == 0
     assert (r.ts_ns.dtype, r.device.dtype, r.sensor.dtype, r.value.dtype) == (
-        np.int64,
-        np.int32,
-        np.int16,
-        np.float64,
+        np.dtype(np.int64),
+        np.dtype(np.int32),
+        np.dtype(np.int16),
+        np.dtype(np.float64),
     )
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.errors import ConfigError, RegistryError
-from core.registry import COMMON_SENSORS, load_registry
+from core.registry import COMMON_SENSORS, Registry, load_registry
 
 from .helpers import shipped_registry
 
@@ -44,7 +44,7 @@ kind = "river_level"
 """
 
 
-def _load(tmp_path: Path, text: str):
+def _load(tmp_path: Path, text: str) -> Registry:
     path = tmp_path / "registry.toml"
     path.write_text(text, encoding="utf-8")
     return load_registry(path)

@@ -32,7 +32,7 @@ def ingest(
     """What ingest does with these messages: quarantine the refusals (readings discarded)."""
     router = Router(settings.ingest_routes)
     validator = Validator(registry, max_future_s=600, max_age_days=3650)
-    refused = []
+    refused: list[Refused] = []
     for i, (topic, payload) in enumerate(messages):
         received_ns = time.time_ns() + i * KEY_SPACING_NS
         checked = process(router, validator, topic, payload, received_ns, max_payload_bytes=10_000)
@@ -42,7 +42,7 @@ def ingest(
 
 
 def test_replay_stores_what_the_fixed_registry_accepts(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "var", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(data_dir=tmp_path / "var", _env_file=None)
     before = load_registry()
     now_ms = time.time_ns() // 1_000_000
     good = orjson.dumps({"ts": now_ms - 60_000, "readings": {"level": 4.25, "water_temp": 23.5}})
@@ -78,7 +78,7 @@ def test_replay_stores_what_the_fixed_registry_accepts(tmp_path: Path) -> None:
 
 
 def test_a_dry_run_changes_nothing(tmp_path: Path, registry: Registry) -> None:
-    settings = Settings(data_dir=tmp_path / "var", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(data_dir=tmp_path / "var", _env_file=None)
     now_ms = time.time_ns() // 1_000_000
     store = EmbeddedStore(tmp_path / "store.sqlite", registry)
     ingest(settings, registry, store, [("pilots/santa-fe/sf-rlv-01/up", b"{oops")])
@@ -92,7 +92,7 @@ def test_replaying_one_reason_replaces_the_messages_other_entries_too(tmp_path: 
     """A gauge also sends pm25, unknown to it, and a level out of range: two refusals. Once
     the registry gives it pm25, replaying `unknown_sensor` stores pm25 and leaves exactly one
     entry, the level's, though its place in the message changed."""
-    settings = Settings(data_dir=tmp_path / "var", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(data_dir=tmp_path / "var", _env_file=None)
     before_path, after_path = tmp_path / "before.toml", tmp_path / "after.toml"
     before_path.write_text(DEFAULT_REGISTRY_PATH.read_text() + NEW_DEVICE)
     after_path.write_text(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -78,7 +79,7 @@ def assert_same_statistics(got: Table, want: Table, scale: float) -> None:
         )
 
 
-WINDOWS = {
+WINDOWS: dict[str, tuple[str, Callable[[int, int], NDArray[np.int64]]]] = {
     "1m": ("1m", lambda a, b: fixed_edges(a, b, MIN)),
     "5m": ("1m", lambda a, b: fixed_edges(a, b, 5 * MIN)),
     "1h": ("1h", lambda a, b: fixed_edges(a, b, HOUR)),
@@ -197,7 +198,10 @@ def test_sketch_quantiles_of_merged_rollups_keep_the_bound() -> None:
     rng = np.random.default_rng(5)
     n = 5000
     readings = Readings.from_arrays(
-        MIDNIGHT + rng.integers(0, DAY, n), np.zeros(n), np.zeros(n), rng.lognormal(2, 1, n)
+        MIDNIGHT + rng.integers(0, DAY, n),
+        np.zeros(n, dtype=np.int32),
+        np.zeros(n, dtype=np.int16),
+        rng.lognormal(2, 1, n),
     )
     day = coarsen(compute_rollups(readings, "1h"), "1h", "1d", origin_ns=ORIGIN)
     qs = [0.0, 0.05, 0.5, 0.95, 1.0]

@@ -11,6 +11,7 @@ from collections import Counter
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -46,7 +47,9 @@ def _faulty(**rates: float) -> list[Message]:
     return Fleet(shipped_registry(), seed=4, faults=Faults(**rates)).messages(START_NS, END_NS)
 
 
-def _by_report(messages: list[Message] | tuple[Message, ...]) -> dict[tuple[str, int], dict]:
+def _by_report(
+    messages: list[Message] | tuple[Message, ...],
+) -> dict[tuple[str, int], dict[str, Any]]:
     """Plain JSON messages by (device, device time in ms); the last copy wins."""
     out = {}
     for m in messages:
@@ -55,7 +58,7 @@ def _by_report(messages: list[Message] | tuple[Message, ...]) -> dict[tuple[str,
     return out
 
 
-def _readings(docs: dict[tuple[str, int], dict]) -> dict[tuple[str, int, str], float]:
+def _readings(docs: dict[tuple[str, int], dict[str, Any]]) -> dict[tuple[str, int, str], float]:
     return {(d, ts, s): v for (d, ts), doc in docs.items() for s, v in doc["readings"].items()}
 
 

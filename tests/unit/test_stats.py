@@ -24,7 +24,7 @@ from core.aggregate import window_stats
 from core.readings import Readings
 from core.stats import STATISTICS, Workspace, aggregate
 from core.timeutil import datetime_to_ns
-from core.windows import Calendar, Fixed, calendar_edges, edges, fixed_edges
+from core.windows import Calendar, CalendarUnit, Fixed, calendar_edges, edges, fixed_edges
 
 S = 1_000_000_000
 CORDOBA = ZoneInfo("America/Argentina/Cordoba")
@@ -152,7 +152,7 @@ def test_fixed_windows_match_the_reference(
 @st.composite
 def calendar_cases(draw: st.DrawFn) -> tuple[list[Row], list[int], ZoneInfo]:
     tz = draw(st.sampled_from([CORDOBA, MADRID]))
-    unit = draw(st.sampled_from(["day", "week", "month"]))
+    unit: CalendarUnit = draw(st.sampled_from(["day", "week", "month"]))
     # Around month ends and Madrid's March and October clock changes of 2024.
     base = draw(
         st.sampled_from(

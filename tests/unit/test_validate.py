@@ -522,7 +522,7 @@ def test_accepted_columns_become_batches_with_the_store_dtypes() -> None:
         readings.device.dtype,
         readings.sensor.dtype,
         readings.value.dtype,
-    ) == (np.int64, np.int32, np.int16, np.float64)
+    ) == (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.int16), np.dtype(np.float64))
     assert readings.value.tolist() == [3.0, 4.0, 20.0]
     assert uplinks.fcnt.tolist() == [1, NO_FCNT]
     assert uplinks.received_ns.tolist() == [NOW_NS, NOW_NS + 5]  # each message's own

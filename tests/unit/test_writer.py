@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -59,7 +60,7 @@ class ScriptedStore:
         self.uplinks += len(uplinks) if uplinks is not None else 0
         self.rollups.write(readings, uplinks)
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:
         # scan, scan_rollups, write_rollups and the watermarks, for the rollup maintainer.
         return getattr(self.rollups, name)
 
@@ -77,10 +78,10 @@ class Running:
         self.health = Health(unhealthy_after_s=0.05)
         self.abort = threading.Event()
         self.draining = threading.Event()
-        settings = Settings(data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+        settings = Settings(data_dir=tmp_path, _env_file=None)
         self.writer = SpoolWriter(
             self.spool,
-            self.store,  # type: ignore[arg-type]
+            self.store,
             settings=settings,
             registry=registry,
             events=MetricEvents(self.metrics, self.health),
