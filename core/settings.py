@@ -161,12 +161,45 @@ class Settings(BaseSettings):
             MqttTarget.parse(value)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _influx_login_out_of_the_url(cls, data: object) -> object:
+        """A user and password written into `PILOTS_INFLUX_URL` become the login settings.
+
+        The HTTP client ignores credentials in a URL, and a URL is logged and shown by
+        /health/details: kept there, a password would leak and never be used.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("influx_url"), str):
+            return data
+        parts = urlsplit(data["influx_url"])
+        if parts.username is None:
+            return data
+        if data.get("influx_username") or data.get("influx_password"):
+            raise ValueError(
+                "PILOTS_INFLUX_URL: a user in the URL and PILOTS_INFLUX_USERNAME/PASSWORD as "
+                "well: give the login once, in PILOTS_INFLUX_USERNAME and PILOTS_INFLUX_PASSWORD"
+            )
+        host = parts.netloc.rpartition("@")[2]
+        login = {"influx_username": unquote(parts.username)}
+        if parts.password is not None:
+            login["influx_password"] = unquote(parts.password)
+        return {**data, **login, "influx_url": parts._replace(netloc=host).geturl()}
+
     @field_validator("influx_url")
     @classmethod
     def _influx_url_is_http(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
-        return value.rstrip("/") if value else value
+        try:
+            parts.port  # noqa: B018  (parsing the port is the check: it raises when invalid)
+        except ValueError as exc:
+            raise ValueError(f"invalid port in {value!r}: {exc}") from exc
+        if not parts.hostname:
+            raise ValueError(f"no host in {value!r}")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _chosen_store_is_configured(self) -> Settings:

@@ -244,11 +244,10 @@ class Adapter:
 
 
 def _describe_influx(settings: Settings) -> str:
-    # A user and password written into the URL stay out of logs and /health.
+    # Settings keep no login in the URL; dropping a user part here too is belt and braces.
     parts = urlsplit(settings.influx_url or "")
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    host = parts.netloc.rpartition("@")[2]
+    url = urlunsplit((parts.scheme, host, parts.path, "", ""))
     return f"influx {url} database={settings.influx_database}"
 
 

@@ -211,3 +211,30 @@ def test_each_ingest_worker_logs_in_as_its_client_id(monkeypatch: pytest.MonkeyP
         "a0b1c2d3",
         "mosquitto",
     )
+
+
+def test_a_login_in_the_influx_url_becomes_the_login_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The HTTP client would ignore it there, and the URL is logged and shown by /health/details.
+    monkeypatch.setenv("PILOTS_INFLUX_URL", "http://reader:p%40ss@[::1]:8086/")
+    s = load_settings()
+    assert s.influx_url == "http://[::1]:8086"
+    assert s.influx_username == "reader"
+    assert s.influx_password is not None and s.influx_password.get_secret_value() == "p@ss"
+
+
+def test_a_login_given_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PILOTS_INFLUX_URL", "http://reader:pw@influx:8086")
+    monkeypatch.setenv("PILOTS_INFLUX_USERNAME", "writer")
+    with pytest.raises(ConfigError, match="give the login once"):
+        load_settings()
+
+
+@pytest.mark.parametrize("url", ["http://influx:99999", "http://:8086", "https://"])
+def test_an_influx_url_without_a_usable_host_or_port_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("PILOTS_INFLUX_URL", url)
+    with pytest.raises(ConfigError, match="PILOTS_INFLUX_URL"):
+        load_settings()
