@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -65,7 +66,7 @@ from ingest.metrics import Health, HttpEndpoint, IngestMetrics, MetricEvents, ma
 from ingest.session import connect_session, session_client
 from ingest.spool import DATABASE, Spool, SpoolError
 from ingest.writer import BACKOFF_MAX_S, SpoolWriter, start_store
-from ingest.writer_process import Tally, writer_process
+from ingest.writer_process import STOP_SIGNALS, Tally, writer_process
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,14 @@ class IngestService:
             name="pilots-ingest-writer",
             daemon=True,
         )
-        self._writer.start()
+        # The child inherits this thread's signal mask: a stop signal sent to the whole group
+        # while it starts stays pending until `writer_process` ignores it (a stop is ours to
+        # order); here it is only delayed, never lost.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self._writer.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         send.close()
         self._events_reader = threading.Thread(
             target=self._read_events, args=(receive,), name="ingest-events", daemon=True
@@ -303,12 +311,15 @@ class IngestService:
         if self._writer.is_alive():
             self._abort.set()
             self._writer.join(15)
-            log.warning(
-                "store not reachable in time: %d messages stay in the spool for the next start",
-                self.spool.depth().messages,
-            )
         if self._writer.is_alive() and hasattr(self._writer, "terminate"):
             self._writer.terminate()
+        left = self.spool.depth().messages
+        if left:
+            log.warning(
+                "the spool was not drained within PILOTS_INGEST_STOP_TIMEOUT_S: %d messages "
+                "stay in it for the next start",
+                left,
+            )
         if self._events_reader is not None:
             self._events_reader.join(5)
         self._http.stop()

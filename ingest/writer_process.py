@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +29,9 @@ from ingest.spool import Spool
 from ingest.writer import Events, SpoolWriter, start_store
 
 log = logging.getLogger(__name__)
+
+#: Signals that stop ingest: the receiver's to handle; its writer process ignores them.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 LOCK_FILE = "ingest.writer.lock"
 
@@ -174,6 +178,12 @@ def writer_process(
     `parent` is the receiver's pid, given rather than read here: a receiver killed before this
     process got going would otherwise never be noticed gone.
     """
+    # A stop is the receiver's to order (`draining`, then `abort`) or its death's: a SIGTERM or
+    # Ctrl-C sent to the whole process group (systemd's default, a terminal) must not kill the
+    # writer before it has drained the spool.
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the receiver at spawn
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )

@@ -24,9 +24,12 @@ class PilotsProcess:
         cwd: Path,
         name: str,
         prefix: list[str] | None = None,
+        *,
+        own_group: bool = False,
     ) -> None:
         """`prefix` runs it through another command (e.g. `ip netns exec <host>`, which
-        executes it in place, so that `proc` is still the `pilots` process)."""
+        executes it in place, so that `proc` is still the `pilots` process); `own_group` starts
+        it in a process group of its own, which a test may signal as a whole."""
         self.log = cwd / f"{name}.log"
         base = {k: v for k, v in os.environ.items() if not k.startswith("PILOTS_")}
         with self.log.open("wb") as out:
@@ -36,6 +39,7 @@ class PilotsProcess:
                 cwd=cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=own_group,
             )
 
     def output(self) -> str:

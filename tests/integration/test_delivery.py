@@ -6,6 +6,7 @@ holds exactly the readings that were sent (nothing lost, nothing doubled).
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 
 from core.registry import Registry
 from core.store.influx import InfluxStore
+from ingest.spool import DATABASE, Spool
 from tests.helpers import StreamPublisher, wait_for
 from tests.processes import PilotsProcess
 from tests.services import Influxd, Mosquitto, free_port
@@ -106,6 +108,31 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(
     time.sleep(1)  # anything doubled or late would show now
     assert stored_times(store, start_ms, total) == expected_times(start_ms, total)
     assert restarted.stop(signal.SIGTERM) == 0, restarted.output()
+
+
+def test_a_sigterm_to_the_whole_process_group_still_drains_the_spool(
+    mosquitto: Mosquitto, influxd: Influxd, registry: Registry, database: str, tmp_path: Path
+) -> None:
+    # systemd's default and a terminal's Ctrl-C signal every process of the group: the writer
+    # process must leave the stop to the receiver, which drains the spool before it exits.
+    n_messages, per_message = 20_000, 5  # 100,000 distinct readings, spooled before the start
+    start_ms = time.time_ns() // MS - 86_400_000
+    env = ingest_env(mosquitto.url, influxd.url, database, tmp_path)
+    (tmp_path / "var").mkdir()
+    spool = Spool(tmp_path / "var" / DATABASE)
+    spool.append([(time.time_ns(), t, p) for t, p in stream(n_messages, per_message, start_ms)])
+    spool.close()
+    ingest = PilotsProcess(["ingest"], env, tmp_path, "ingest", own_group=True)
+    ingest.wait_for_output("ingest ready", 30)
+    os.killpg(ingest.proc.pid, signal.SIGTERM)
+    assert ingest.proc.wait(60) == 0, ingest.output()
+    assert "stay in it for the next start" not in ingest.output()
+    spool = Spool(tmp_path / "var" / DATABASE)
+    assert spool.depth().messages == 0
+    spool.close()
+    store = InfluxStore(influxd.url, database, registry)
+    total = n_messages * per_message
+    assert stored_times(store, start_ms, total) == expected_times(start_ms, total)
 
 
 def test_an_influxdb_outage_loses_nothing_and_shows_in_health(
