@@ -22,12 +22,18 @@ Adding a format:
 1. a decoder module here, `ingest/decoders/<name>.py`, with `decode(topic, payload) -> Decoded`
    built on `ingest.decoders.base` (and `ingest.decoders.lorawan` for a network server's);
 2. its tests, `tests/unit/test_<name>.py`;
-3. one registration line in `PAYLOAD_FORMATS` below;
-4. its simulator encoder: one entry in `simulators.formats.ENCODERS` (a unit test checks that
-   every registered format has one and that no encoder is left without a format);
-5. when devices should use it out of the box, its route in `core.settings`' default
-   `ingest_routes` (core imports nothing from ingest; a unit test checks that the default
-   routes are the registered ones).
+3. one registration line in `PAYLOAD_FORMATS` below, at its end (the simulators draw their
+   format mix in table order);
+4. its route in `core.settings`' default `ingest_routes` and in `pilots.env.example` (core
+   imports nothing from ingest; unit tests check that both hold the registered routes). A
+   format devices publish themselves is routed as `pilots/+/+/<name>`, the shape provisioning
+   gives device logins;
+5. its simulator encoder: one entry in `simulators.formats.ENCODERS` (a unit test checks that
+   every registered format has one and that no encoder is left without a format), and a share
+   in its `DEFAULT_MIX` if the simulated fleets should use it;
+6. its entries in the fuzzing tables of `tests/unit/test_decoder_fuzz.py`.
+
+docs/ARCHITECTURE.md shows the same steps with the files each touches.
 """
 
 from __future__ import annotations
