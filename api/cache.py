@@ -26,7 +26,7 @@ from core.readings import Readings
 from core.registry import Registry
 from core.rollups import Rollups
 from core.store import Store
-from core.timeutil import HOUR_NS, NS_PER_S
+from core.timeutil import DAY_NS, HOUR_NS, NS_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class HotCache:
     ) -> None:
         self.store = store
         self.registry = registry
-        self.span_ns = days * 86_400 * NS_PER_S
+        self.span_ns = days * DAY_NS
         self.raw_span_ns = int(raw_hours * 3600 * NS_PER_S)
         self.refresh_s = refresh_s
         self.overlap_ns = int(overlap_s * NS_PER_S)

@@ -24,7 +24,7 @@ from api.state import AppState
 from core.registry import Pilot, Registry
 from core.settings import Settings
 from core.store import Store
-from core.timeutil import MINUTE_NS, NS_PER_S, parse_instant_ns, parse_local_instant_ns
+from core.timeutil import DAY_NS, MINUTE_NS, NS_PER_S, parse_instant_ns, parse_local_instant_ns
 from core.windows import Fixed, WindowSpec, parse_window
 
 #: Most values of a repeated query parameter (repeats are dropped first, then counted).
@@ -159,7 +159,7 @@ def _time_range(
     if start_ns >= end_ns:
         raise Problem(422, "start must be before end")
     limit_days = settings.api_max_range_days
-    if end_ns - start_ns > limit_days * 86_400 * NS_PER_S:
+    if end_ns - start_ns > limit_days * DAY_NS:
         raise Problem(
             400, f"the range is longer than {limit_days} days (PILOTS_API_MAX_RANGE_DAYS)"
         )

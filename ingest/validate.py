@@ -23,7 +23,7 @@ from zlib import crc32
 import orjson
 
 from core.registry import Device, Registry
-from core.timeutil import NS_PER_S
+from core.timeutil import DAY_NS, NS_PER_S
 from core.uplinks import NO_FCNT, NO_SF
 from ingest.decoders import Frame
 from ingest.dedupe import FrameCache
@@ -91,7 +91,7 @@ class Validator:
         self.registry = registry
         self.frames = frames
         self.max_future_ns = max_future_s * NS_PER_S
-        self.max_age_ns = max_age_days * 86_400 * NS_PER_S
+        self.max_age_ns = max_age_days * DAY_NS
         self._sensors = {s.id: (s.code, s.min, s.max, s.unit) for s in registry.sensor_list}
         self._allowed = {d.code: frozenset(d.sensors) for d in registry.device_list}
         # Per device: its sensors' (code, min, max, unit), for the common path of _readings.

@@ -1,8 +1,9 @@
 """`pilots demo`: the whole system in one process on embedded defaults.
 
 An in-process MQTT broker (unless `PILOTS_MQTT_URL` names a real one), the simulated fleets of
-the three pilots with a backfill so charts are not empty, ingest over real MQTT/TCP, the
-embedded store (unless `PILOTS_INFLUX_URL` is set) and the API. Ctrl-C stops it cleanly.
+the three pilots with a backfill so charts are not empty, ingest over real MQTT/TCP, the store
+`PILOTS_STORE` selects (`influx` or `embedded`; unset, InfluxDB when `PILOTS_INFLUX_URL` is set,
+else the embedded one) and the API. Ctrl-C stops it cleanly.
 """
 
 from __future__ import annotations

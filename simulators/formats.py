@@ -26,6 +26,7 @@ from zlib import crc32
 import orjson
 
 from core.registry import Device
+from core.timeutil import NS_PER_MS, NS_PER_S
 from ingest.decoders import LORAWAN_FORMATS, PAYLOAD_FORMATS
 
 #: Every format, in the order ingest registers them (the mix is drawn in this order).
@@ -117,11 +118,6 @@ def topic(fmt: str, device: Device) -> str:
     return ENCODERS[fmt].topic(device)
 
 
-def encode(fmt: str, device: Device, up: Uplink) -> bytes:
-    """One message's payload."""
-    return ENCODERS[fmt].encode(device, up)
-
-
 # -- plain JSON and SenML: the device's own message ---------------------------------------------
 
 
@@ -132,7 +128,7 @@ def _plain_topic(device: Device) -> str:
 def _plain(device: Device, up: Uplink) -> bytes:
     return orjson.dumps(
         {
-            "ts": up.ts_ns // 1_000_000,
+            "ts": up.ts_ns // NS_PER_MS,
             "seq": up.seq,
             "readings": dict(up.values),
             "battery_v": up.battery_v,
@@ -150,7 +146,7 @@ def _senml(device: Device, up: Uplink) -> bytes:
     ]
     records.append({"n": "battery_v", "v": up.battery_v})
     # the base name and time ride on the first record, as RFC 8428's examples do
-    records[0] = {"bn": f"{device.id}/", "bt": up.ts_ns // 1_000_000_000, **records[0]}
+    records[0] = {"bn": f"{device.id}/", "bt": up.ts_ns // NS_PER_S, **records[0]}
     return orjson.dumps(records)
 
 
@@ -177,8 +173,8 @@ class _Received:
 
 
 def _rfc3339(ts_ns: int) -> str:
-    moment = datetime.fromtimestamp(ts_ns // 1_000_000_000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts_ns % 1_000_000_000:09d}Z"
+    moment = datetime.fromtimestamp(ts_ns // NS_PER_S, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts_ns % NS_PER_S:09d}Z"
 
 
 def _frm_payload(up: Uplink) -> str:

@@ -18,13 +18,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.registry import Device, Pilot
-from core.timeutil import NS_PER_S, utc_offset_ns
+from core.timeutil import DAY_NS, HOUR_NS, utc_offset_ns
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
-_HOUR_NS = 3600 * NS_PER_S
-_DAY_NS = 24 * _HOUR_NS
 _STORM_WIDTH_H = 1.2
 _SUNRISE_H, _SUNSET_H = 6.5, 19.5
 _RAIN_MEMORY_DAYS = 8
@@ -87,7 +85,7 @@ def local_hour(pilot: Pilot, ts_ns: I64) -> F64:
     if len(ts_ns) == 0:
         return np.empty(0)
     offset = utc_offset_ns(pilot.tz, int(ts_ns[0]))
-    return ((ts_ns + offset) % _DAY_NS).astype(np.float64) / _HOUR_NS
+    return ((ts_ns + offset) % DAY_NS).astype(np.float64) / HOUR_NS
 
 
 def _daily(hour: F64, peak_hour: float) -> F64:
@@ -125,7 +123,7 @@ def _storm_days(ctx: Context, day: I64) -> tuple[F64, F64, F64]:
 
 
 def _local_day(ctx: Context, ts_ns: I64) -> I64:
-    return ((ts_ns + utc_offset_ns(ctx.pilot.tz, int(ts_ns[0]))) // _DAY_NS).astype(np.int64)
+    return ((ts_ns + utc_offset_ns(ctx.pilot.tz, int(ts_ns[0]))) // DAY_NS).astype(np.int64)
 
 
 def _storm(ctx: Context, ts_ns: I64) -> F64:
@@ -162,7 +160,7 @@ def river_level(ctx: Context, ts_ns: I64) -> dict[str, F64]:
     a high season, a storm takes it past the flood alert level now and then.
     """
     base = {"santa-fe": 3.9, "resistencia": 4.75}.get(ctx.pilot.id, 3.0)
-    days = ts_ns.astype(np.float64) / _DAY_NS
+    days = ts_ns.astype(np.float64) / DAY_NS
     phase = (ctx.key % 1000) / 1000.0 * 2.0 * np.pi
     season = (crc32(f"{ctx.pilot.id}/{ctx.seed}/season".encode()) % 1000) / 1000.0 * 2.0 * np.pi
     level = (
@@ -241,7 +239,8 @@ def air_quality(ctx: Context, ts_ns: I64) -> dict[str, F64]:
     """Traffic peaks 08-10 h and 19-21 h local on a background, with multiplicative noise.
 
     Low-cost optical PM sensors over-read in humid air: above 75 % relative humidity (the
-    small hours here) particles swell and PM2.5 and PM10 read up to ~40 % high.
+    small hours here) particles swell and PM2.5 and PM10 read up to ~20 % high (2.5 % per
+    point of humidity over 75 %; humidity peaks near 83 %, around dawn).
     """
     hour = local_hour(ctx.pilot, ts_ns)
     traffic = _bump(hour, 9.0, 1.0) + _bump(hour, 20.0, 1.0)
@@ -263,8 +262,8 @@ def battery(ctx: Context, ts_ns: I64) -> F64:
     is renewed.
     """
     hour = local_hour(ctx.pilot, ts_ns)
-    life = 180 * _DAY_NS
-    age_days = ((ts_ns + (ctx.key % 180) * _DAY_NS) % life).astype(np.float64) / _DAY_NS
+    life = 180 * DAY_NS
+    age_days = ((ts_ns + (ctx.key % 180) * DAY_NS) % life).astype(np.float64) / DAY_NS
     fade = 0.004 * ((ctx.key >> 8) % 1000) / 1000.0 * age_days
     # the panel charges from 06:30 to 19:30 (peak at midday); the night slowly drains
     day = (hour >= _SUNRISE_H) & (hour < _SUNSET_H)

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.registry import Sensor
-from core.timeutil import NS_PER_S, utc_offset_ns
+from core.timeutil import DAY_NS, utc_offset_ns
 from simulators import faults as fl
 from simulators.faults import Faults
 from simulators.formats import Uplink
@@ -38,7 +38,6 @@ Events = dict[str, tuple[Bools, Bools]]
 DECIMALS = {"level": 3, "rain": 1, "rain_tips": 0, "ph": 2, "conductivity": 0, "wind_dir": 0}
 _DEFAULT_DECIMALS = 2
 _TIP_MM = 0.2
-_DAY_NS = 86_400 * NS_PER_S
 
 #: A typical swing of each sensor: drift moves half of it a day, a spike jumps six of it.
 SCALE = {
@@ -227,7 +226,7 @@ def _drift(
     on = fl.covered(*drift, ks)[needed - ks[0]]
     began = fl.latest_start(drift[0], needed)
     sign = np.where(uniform(skey, began, fl.S_DRIFT_SIGN) < 0.5, -1.0, 1.0)
-    days = (needed - began) * run.step_ns / _DAY_NS
+    days = (needed - began) * run.step_ns / DAY_NS
     return value + np.where(on, sign * 0.5 * SCALE.get(sensor, 1.0) * days, 0.0)
 
 
@@ -235,7 +234,7 @@ def _tips(run: DeviceRun, faults: Faults, ks: I64) -> F64:
     """A tipping-bucket counter: tips since local midnight or the latest reboot."""
     t = run.at(ks)
     offset = utc_offset_ns(run.ctx.pilot.tz, int(t[0]))
-    midnight = (t + offset) // _DAY_NS * _DAY_NS - offset
+    midnight = (t + offset) // DAY_NS * DAY_NS - offset
     day_first = -((run.phase_ns - midnight) // run.step_ns)
     reset = fl.last_reset(run.key, faults.counter_reset, ks)
     base = np.maximum(day_first, reset)

@@ -39,14 +39,12 @@ from api.services.sources import FLAG_CONTEXT_INTERVALS, CachedScanner, scan_fla
 from api.services.values import at, devices_with, now_ns, numbers
 from core.aggregate import window_stats
 from core.registry import Device, Pilot, Registry
-from core.rollups import RESOLUTIONS, Rollups, day_origin_ns, to_table
+from core.rollups import Rollups, day_origin_ns, to_table
 from core.stats import Table
 from core.store import Store
-from core.timeutil import NS_PER_S, format_duration
+from core.timeutil import DAY_NS, HOUR_NS, NS_PER_S, format_duration
 from core.windows import Calendar, Fixed, WindowSpec, count_windows, edges
 
-HOUR_NS = RESOLUTIONS["1h"]
-DAY_NS = RESOLUTIONS["1d"]
 #: Statistics a series can ask for; pNN are exact quantiles (sketch estimates from rollups).
 QUANTILE_STATS = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 SERIES_STATS = ("count", "sum", "mean", "min", "max", "std", "first", "last", *QUANTILE_STATS)

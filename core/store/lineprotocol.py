@@ -20,6 +20,8 @@ Registry identifiers are restricted to `[a-z0-9_-]`, so tags and field keys need
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from itertools import repeat
 
 import numpy as np
 
@@ -116,28 +118,31 @@ class LineEncoder:
             return b""
         rollups.check_finite()
         # Tags stay sorted: device, kind, pilot, sensor.
-        prefix = [p.replace(MEASUREMENT, measurement, 1).rstrip() + "," for p in self._prefix]
-        sensors = self._sensor_ids
-        # Column by column: every field of `core.rollups.VALUE_COLUMNS`, then the sketch.
-        fields = [
-            [f"{name}={v}i" for v in getattr(rollups, name).tolist()]
-            if dtype.kind == "i"
-            else [f"{name}={v!r}" for v in getattr(rollups, name).tolist()]
-            for name, dtype, _ in VALUE_COLUMNS
+        prefix = [
+            p.replace(MEASUREMENT, measurement, 1).rstrip() + ",sensor=" for p in self._prefix
         ]
-        # base64: nothing to escape in a string field
-        fields.append([f'{SKETCH_COLUMN}="{sketch}"' for sketch in rollups.sketch.encode()])
-        lines = [
-            f"{prefix[d]}sensor={sensors[s]} {','.join(row)} {start}"
-            for d, s, start, *row in zip(
-                rollups.device.tolist(),
-                rollups.sensor.tolist(),
-                rollups.start_ns.tolist(),
-                *fields,
-                strict=True,
-            )
+        # A line joins one piece from each of these, in order: text the same on every line, or
+        # one column's values as text. The fields are every column of
+        # `core.rollups.VALUE_COLUMNS` (integers with their `i`, floats as their exact `repr`),
+        # then the sketch. The pieces are laid out once per call: a row costs one join.
+        n = len(rollups)
+        pieces: list[Iterable[str]] = [
+            map(prefix.__getitem__, rollups.device.tolist()),
+            map(self._sensor_ids.__getitem__, rollups.sensor.tolist()),
         ]
-        return "\n".join(lines).encode()
+        separator = " "
+        for name, dtype, _ in VALUE_COLUMNS:
+            integer = dtype.kind == "i"
+            text = str if integer else repr
+            pieces += (repeat(f"{separator}{name}=", n), map(text, getattr(rollups, name).tolist()))
+            separator = "i," if integer else ","
+        pieces += (
+            repeat(f'{separator}{SKETCH_COLUMN}="', n),
+            rollups.sketch.encode(),  # base64: nothing to escape in a string field
+            repeat('" ', n),
+            map(str, rollups.start_ns.tolist()),
+        )
+        return "\n".join(map("".join, zip(*pieces, strict=True))).encode()
 
 
 def encode_watermark(name: str, value_ns: int) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from core.timeutil import NS_PER_MS
 from ingest.decoders.base import (
     INVALID,
     Decoded,
@@ -106,13 +107,13 @@ def _timestamp(ts: object) -> int:
     if isinstance(ts, int):
         if not 0 <= ts < 2**53:
             raise FrameError(Reason.MALFORMED_STRUCTURE, f"`ts` {ts} out of range")
-        return ts * 1_000_000
+        return ts * NS_PER_MS
     if isinstance(ts, float):
         if not 0 <= ts < 2**53:
             raise FrameError(Reason.MALFORMED_STRUCTURE, f"`ts` {ts} out of range")
         # Split off the whole milliseconds: ts * 1e6 as a float is ~256 ns coarse near 2024.
         whole_ms = int(ts)
-        return whole_ms * 1_000_000 + round((ts - whole_ms) * 1_000_000)
+        return whole_ms * NS_PER_MS + round((ts - whole_ms) * NS_PER_MS)
     if isinstance(ts, str):
         return rfc3339_ns(ts, "ts")
     raise FrameError(

@@ -28,6 +28,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from core.timeutil import NS_PER_S
 from ingest.decoders.base import INVALID, Decoded, Frame, FrameError, kind_of, load_json
 from ingest.reasons import Reason, Rejection
 
@@ -239,7 +240,7 @@ def _time(record: dict[str, Any], bases: _Bases, full: str) -> float:
 def _time_key(seconds: float) -> int:
     """Nanoseconds of a SenML time, split so that the float's precision is not lost."""
     whole = math.floor(seconds)
-    return whole * 1_000_000_000 + round((seconds - whole) * 1_000_000_000)
+    return whole * NS_PER_S + round((seconds - whole) * NS_PER_S)
 
 
 def _device_part(prefix: str) -> str | None:

@@ -11,8 +11,9 @@ from pilots.commands.common import fail, setup
 def demo() -> None:
     """Run everything in one process: broker, simulated fleets, ingest, store and API.
 
-    Uses an in-process MQTT broker and the embedded store unless PILOTS_MQTT_URL and
-    PILOTS_INFLUX_URL name real ones. Serves http://127.0.0.1:8000; Ctrl-C stops it.
+    Uses an in-process MQTT broker unless PILOTS_MQTT_URL names a real one, and the store
+    PILOTS_STORE selects (influx or embedded; unset, influx when PILOTS_INFLUX_URL is set, else
+    embedded). Serves http://127.0.0.1:8000; Ctrl-C stops it.
     """
     from pilots.demo import run_demo
 
