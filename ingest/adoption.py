@@ -4,10 +4,12 @@ Chosen by `ingest.members`, a live worker connects as the absent one (its client
 login where each worker has its own), with its session kept (clean session off, or MQTT 5 clean
 start off and the same session expiry), so the broker hands over what it queued for that
 session, the messages it had sent and not seen acknowledged first. The adoption then
-unsubscribes the session from the shared group, so that the broker assigns it nothing more,
+unsubscribes the session from the shared group (and from the group's presence, which the
+owner subscribes to again when it returns), so that the broker assigns it nothing more,
 and takes every queued message as the worker's own: spooled, committed, then acknowledged, on
-the receiver's thread (`ingest.service`). Once nothing is held and nothing has arrived for
-`DRAIN_QUIET_S`, it disconnects, leaving the session empty and out of the group.
+the receiver's thread (`ingest.service`). Once nothing is held and no reading has arrived for
+`DRAIN_QUIET_S` (other traffic, such as presence, does not count), it disconnects, leaving the
+session empty and out of the group.
 
 Every way this can end keeps the delivery guarantee:
 
@@ -215,6 +217,8 @@ class Adoption:
             self._end("interrupted", str(reason_code))
 
     def _message_cb(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._last_message = time.monotonic()
+        # Only what the session was assigned counts as its queue draining: the group's
+        # presence, many messages a second in a large group, would otherwise never let it end.
         if self._on_message(client, msg):  # taken (a reading), not the session's other traffic
+            self._last_message = time.monotonic()
             self.received += 1

@@ -202,7 +202,8 @@ class IngestService:
                     settings=self.settings,
                     target=self.target,
                     own_client_id=self.client_id,
-                    filters=self._shared_filters(),
+                    # the owner subscribes to all of them again when it comes back
+                    filters=[*self._shared_filters(), presence_filter(self.group)],
                     on_message=self._on_adopted_message,
                 )
                 self._adoption.start()

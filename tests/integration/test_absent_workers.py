@@ -10,16 +10,19 @@ is being drained. The network partition is in tests/integration/test_partition.p
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.registry import Registry
 from core.store.influx import InfluxStore
-from ingest.members import SILENT_AFTER_S
+from ingest.members import SILENT_AFTER_S, Presence, new_epoch, presence_topic
 from tests.helpers import StreamPublisher, publish, wait_for
 from tests.integration.test_scaleout import DEVICES, MS, stream, worker_env
 from tests.processes import PilotsProcess
@@ -211,3 +214,55 @@ def test_the_owner_returning_mid_drain_takes_its_session_back(
             if worker is not None:
                 worker.stop(signal.SIGKILL)
         influxd.stop()
+
+
+def test_a_busy_groups_presence_does_not_keep_an_adoption_from_ending(
+    mosquitto: Mosquitto, influxd: Influxd, registry: Registry, database: str, tmp_path: Path
+) -> None:
+    # A group of tens of workers repeats its presence many times a second. The adopted session
+    # receives it too: that traffic must not count as the session's queue still draining, or the
+    # adoption never ends and this worker adopts no other absent member.
+    envs = [
+        {
+            **worker_env(n, mosquitto, influxd, database, tmp_path),
+            "PILOTS_INGEST_ADOPT_AFTER_S": str(ADOPT_AFTER_S),
+        }
+        for n in range(2)
+    ]
+    group, ids = envs[0]["PILOTS_MQTT_SHARED_GROUP"], [e["PILOTS_MQTT_CLIENT_ID"] for e in envs]
+    workers = [PilotsProcess(["ingest"], e, tmp_path, f"ingest-{n}") for n, e in enumerate(envs)]
+    for worker in workers:
+        worker.wait_for_output("ingest ready", 30)
+    # 20 more members, named to sort before both workers: the adopter of worker 0 is worker 1.
+    noise = [Presence(f"aaa-member-{k:02d}", "online", new_epoch()) for k in range(20)]
+    stop = threading.Event()
+
+    def repeat_presence() -> None:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"noise-{database}")
+        client.connect("127.0.0.1", mosquitto.port)
+        client.loop_start()
+        while not stop.is_set():
+            for presence in noise:  # 20 every 0.5 s: 40 messages a second
+                client.publish(presence_topic(group, presence.member), presence.encode())
+            stop.wait(0.5)
+        client.loop_stop()
+        client.disconnect()
+
+    noisy = threading.Thread(target=repeat_presence, daemon=True)
+    noisy.start()
+    try:
+        workers[0].proc.kill()
+        workers[0].proc.wait()
+        start_ms = time.time_ns() // MS - 86_400_000
+        publish(mosquitto.port, stream(600, 2, start_ms))
+        assert_each_reading_once(influxd.url, database, registry, start_ms, 600, 2, BOUND_S)
+        wait_for(
+            lambda: metric(envs[1], "pilots_ingest_adoptions_total", outcome="drained") == 1,
+            BOUND_S,
+            "the adoption drained",
+        )
+        assert metric(envs[1], "pilots_ingest_adopted_messages_total", member=ids[0]) > 0
+    finally:
+        stop.set()
+        noisy.join(5)
+    assert workers[1].stop(signal.SIGTERM) == 0, workers[1].output()
