@@ -144,10 +144,29 @@ class Settings(BaseSettings):
     api_max_concurrent_scans: int = Field(default=2, ge=1, le=64)
     api_scan_wait_s: float = Field(default=5.0, ge=0, le=60)
 
+    alert_dashboard_url: str = "http://127.0.0.1:8000/"
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+    alert_mqtt: bool = False
+    alert_mqtt_client_id: str = Field(default="pilots-alerts", pattern=r"^[A-Za-z0-9_.-]+$")
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = Field(default=587, ge=1, le=65535)
+    alert_smtp_starttls: bool = True
+    alert_smtp_ca_file: Path | None = None
+    alert_smtp_user: str | None = None
+    alert_smtp_password: SecretStr | None = None
+    alert_smtp_from: str | None = None
+    alert_smtp_to: str | None = None
+    alert_send_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    alert_outbox_max: int = Field(default=10_000, ge=1)
+    alert_outbox_max_age_s: float = Field(default=259_200.0, gt=0)
+    alert_retry_base_s: float = Field(default=1.0, gt=0)
+    alert_retry_max_s: float = Field(default=60.0, gt=0)
+
     demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
     demo_backfill_hours: float = Field(default=1.0, ge=0)
 
-    @field_validator("mqtt_ca_file")
+    @field_validator("mqtt_ca_file", "alert_smtp_ca_file")
     @classmethod
     def _ca_file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -201,6 +220,31 @@ class Settings(BaseSettings):
             raise ValueError(f"no host in {value!r}")
         return value.rstrip("/")
 
+    @field_validator("alert_dashboard_url", "alert_webhook_url")
+    @classmethod
+    def _alert_url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _alert_channels_are_complete(self) -> Settings:
+        if self.alert_webhook_url and not self.alert_webhook_secret:
+            raise ValueError(
+                "PILOTS_ALERT_WEBHOOK_URL needs PILOTS_ALERT_WEBHOOK_SECRET (the key that signs "
+                "each request, e.g. $(openssl rand -hex 32))"
+            )
+        if self.alert_smtp_host and not (self.alert_smtp_from and self.alert_smtp_to):
+            raise ValueError(
+                "PILOTS_ALERT_SMTP_HOST needs PILOTS_ALERT_SMTP_FROM and PILOTS_ALERT_SMTP_TO"
+            )
+        if self.alert_smtp_user and not self.alert_smtp_password:
+            raise ValueError("PILOTS_ALERT_SMTP_USER needs PILOTS_ALERT_SMTP_PASSWORD")
+        return self
+
     @model_validator(mode="after")
     def _chosen_store_is_configured(self) -> Settings:
         if self.store == "influx" and not self.influx_url:
@@ -214,6 +258,8 @@ class Settings(BaseSettings):
         secrets = {
             "PILOTS_INFLUX_TOKEN": self.influx_token,
             "PILOTS_INFLUX_PASSWORD": self.influx_password,
+            "PILOTS_ALERT_WEBHOOK_SECRET": self.alert_webhook_secret,
+            "PILOTS_ALERT_SMTP_PASSWORD": self.alert_smtp_password,
         }
         for name, secret in secrets.items():
             if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
