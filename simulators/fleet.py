@@ -4,7 +4,9 @@ Each device reports every `interval_s` at a fixed phase of its own; what becomes
 (lost, held back by a gateway, sent twice, cut in half) is planned by `simulators.schedule`,
 what it says (values and their faults, counter, battery, radio) comes from `simulators.values`,
 and its message is written in the device's payload format by `simulators.formats`. A fleet
-with a `GroundTruth` (`simulators.truth`) has each batch recorded there.
+with a `GroundTruth` (`simulators.truth`) has each batch recorded there; a fleet playing a
+scenario (`simulators.script`, such as `simulators.storm`) gives its scripted devices their
+scripts, and its truth what the scenario's pilots published.
 
 `messages(lo, hi)` returns what the fleet publishes in `[lo, hi)`, in publication order: the
 reports due then, the second copies of duplicated reports, and the backlogs gateways deliver
@@ -30,8 +32,9 @@ from simulators import schedule, values
 from simulators.faults import Faults
 from simulators.formats import ENCODERS, choose
 from simulators.schedule import DeviceRun, Plan
+from simulators.script import Scenario, Script
 from simulators.signals import SIGNALS, Context
-from simulators.truth import GroundTruth
+from simulators.truth import GroundTruth, ScenarioTruth
 from simulators.values import COUNTERS, Events, Reports
 
 I64 = NDArray[np.int64]
@@ -63,6 +66,7 @@ class Fleet:
         formats: Mapping[str, float] | None = None,
         truth: GroundTruth | None = None,
         devices: Collection[str] | None = None,
+        scenario: Scenario | None = None,
     ) -> None:
         unknown = set(pilots) - set(registry.pilots)
         if unknown:
@@ -73,6 +77,9 @@ class Fleet:
         self.faults = faults or Faults()
         self.formats = dict(formats or {"plain": 1.0})
         self.truth = truth
+        self.scenario = scenario
+        if truth is not None and scenario is not None:
+            truth.scenario = ScenarioTruth(registry, scenario)
         self.devices = tuple(
             d
             for d in registry.device_list
@@ -89,18 +96,24 @@ class Fleet:
         if not any(self.faults.as_dict().values()) and truth is None:
             groups: dict[tuple[object, ...], list[int]] = {}
             for i, d in enumerate(self.devices):
-                if not COUNTERS & set(d.sensors):
+                if not COUNTERS & set(d.sensors) and self._runs[d.id].script is None:
                     key = (d.kind, d.pilot, d.interval_s, d.sensors, self._runs[d.id].fmt)
                     groups.setdefault(key, []).append(i)
             self._batches = {k: np.asarray(v, dtype=np.intp) for k, v in groups.items()}
 
     def _device_run(self, device: Device) -> DeviceRun:
         key = crc32(f"{device.id}/{self.seed}".encode())
+        script = None if self.scenario is None else self.scenario.scripts.get(device.id)
         fmt = choose(device, self.seed, self.formats)
+        if script is not None and script.holds and PAYLOAD_FORMATS[fmt].lorawan:
+            # a network server drops old frames: a held window needs a device-timed format
+            timed = {f: w for f, w in self.formats.items() if not PAYLOAD_FORMATS[f].lorawan}
+            fmt = choose(device, self.seed, timed if sum(timed.values()) > 0 else {"plain": 1.0})
         lorawan = PAYLOAD_FORMATS[fmt].lorawan
         encoder = ENCODERS[fmt]
-        # a LoRaWAN uplink is timed by the network server, whose clock is right
-        skew_s = 0.0 if lorawan else fl.clock_skew_s(key, self.faults.clock_skew)
+        # a LoRaWAN uplink is timed by the network server, whose clock is right; a scripted
+        # device has no random faults
+        skew_s = 0.0 if lorawan else fl.clock_skew_s(key, self.faults_of(script).clock_skew)
         if self.truth is not None:
             self.truth.device(device, fmt, skew_s)
         return DeviceRun(
@@ -114,7 +127,12 @@ class Fleet:
             skew_ns=int(skew_s * NS_PER_S),
             step_ns=device.interval_s * NS_PER_S,
             phase_ns=self.phase_ns(device),
+            script=script,
         )
+
+    def faults_of(self, script: Script | None) -> Faults:
+        """The fault rates of a device: the fleet's, none for a scenario's scripted device."""
+        return self.faults if script is None else Faults()
 
     def format_of(self, device: Device) -> str:
         """The payload format the device publishes in."""
@@ -143,7 +161,12 @@ class Fleet:
             self.truth.span(start_ns, end_ns)
         candidates: Sequence[Device] = self.devices
         out: list[Message] = []
-        if self.faults.duplicate <= 0 and self.faults.backlog <= 0 and self.truth is None:
+        if (
+            self.faults.duplicate <= 0
+            and self.faults.backlog <= 0
+            and self.truth is None
+            and self.scenario is None
+        ):
             # nothing published late: only devices with a report due now have anything to say
             k_first = -((self._phase - start_ns) // self._step)
             due = -((self._phase - end_ns) // self._step) > k_first
@@ -193,28 +216,38 @@ class Fleet:
     def device_messages(self, device: Device, start_ns: int, end_ns: int) -> list[Message]:
         """What one device publishes in `[start_ns, end_ns)`, in publication order."""
         run = self._runs[device.id]
-        plan = schedule.plan(run, self.faults, start_ns, end_ns)
+        faults = self.faults_of(run.script)
+        plan = schedule.plan(run, faults, start_ns, end_ns)
         if plan is None:
             return []
-        faulty = values.events(run, self.faults, plan.ks)
+        faulty = values.events(run, faults, plan.ks)
         if self.truth is not None:
-            self.truth.record(run, plan, faulty, self.faults)
+            self.truth.record(run, plan, faulty, faults)
         if len(plan.k_msg) == 0:
             return []
-        return self._encode(run, plan, faulty)
+        return self._encode(run, faults, plan, faulty)
 
-    def _encode(self, run: DeviceRun, plan: Plan, faulty: Events) -> list[Message]:
+    def _encode(self, run: DeviceRun, faults: Faults, plan: Plan, faulty: Events) -> list[Message]:
         """The planned messages as payloads on the device's topic, in publication order."""
         needed = np.unique(plan.k_msg)
         found = values.values(
-            run, self.faults, self.registry.sensors, ks=plan.ks, faulty=faulty, needed=needed
+            run, faults, self.registry.sensors, ks=plan.ks, faulty=faulty, needed=needed
         )
-        seq_of = values.frame_counters(run, self.faults, needed)
+        seq_of = values.frame_counters(run, faults, needed)
         at = np.searchsorted(needed, plan.k_msg)
         t_need = run.at(needed)
         names = list(found)
         reports = Reports.of(run.ctx, t_need, seq_of, names, [found[n] for n in names])
-        stated = (t_need + (0 if run.lorawan else run.skew_ns)).tolist()
+        stated_ns = t_need + (0 if run.lorawan else run.skew_ns)
+        stated = stated_ns.tolist()
+        if self.truth is not None and self.truth.scenario is not None:
+            self.truth.scenario.published(
+                run.device,
+                stated_ns[at],
+                plan.pub_ns,
+                ~plan.malformed,
+                {n: v[at] for n, v in found.items()},
+            )
         out: list[Message] = []
         for j, pub, bad in zip(
             at.tolist(), plan.pub_ns.tolist(), plan.malformed.tolist(), strict=True

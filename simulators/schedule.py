@@ -3,8 +3,9 @@
 A device's `k`-th report is due at `phase + k * interval`, at a phase of its own (devices do not
 all speak on the same second). The delivery faults (`simulators.faults`) decide per report
 whether it is lost, held back by a gateway and delivered hours later, sent twice, or cut in
-half: `plan` turns a window of time into the messages a device publishes in it, as (report
-index, publication instant, kind of copy).
+half; a scenario's script (`simulators.script`) may silence a device for a while or hold a
+window of its reports for one burst. `plan` turns a window of time into the messages a device
+publishes in it, as (report index, publication instant, kind of copy).
 
 Everything here is a pure function of (seed, device, report index): any batching of a run plans
 the same messages. This module decides when and how often; it computes no value (that is
@@ -24,9 +25,11 @@ from core.timeutil import NS_PER_S
 from simulators import faults as fl
 from simulators.faults import Faults
 from simulators.formats import Encoder
-from simulators.signals import Context, uniform
+from simulators.script import Script
+from simulators.signals import SIGNALS, Context, uniform
 
 I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
 Bools = NDArray[np.bool_]
 
 DUPLICATE_DELAY_S = (2, 30)
@@ -41,6 +44,7 @@ class DeviceRun:
 
     `lorawan` says that a network server forwards its uplinks: the server times them (the
     device's clock does not matter) and drops a frame whose counter it has taken already.
+    `script` is what a scenario makes the device do (`simulators.script`), if anything.
     """
 
     device: Device
@@ -53,10 +57,16 @@ class DeviceRun:
     skew_ns: int
     step_ns: int
     phase_ns: int
+    script: Script | None = None
 
     def at(self, ks: I64) -> I64:
         """When the reports `ks` are due."""
         return self.phase_ns + ks * self.step_ns
+
+    def signals(self, ts_ns: I64) -> dict[str, F64]:
+        """The device's clean signals at `ts_ns` (its kind's model, as its script changes it)."""
+        clean = SIGNALS[self.device.kind](self.ctx, ts_ns)
+        return clean if self.script is None else self.script.signals(self.ctx, ts_ns, clean)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +74,14 @@ class Plan:
     """One device's batch, planned before any value is computed.
 
     Its report indices `ks` (with look-back for late publications), which are due in the
-    batch, lost, held by a gateway (and when released); and the messages as (report index,
-    publication instant, copy kind, cut in half).
+    batch, lost, silenced by a script, held by a gateway (and when released); and the messages
+    as (report index, publication instant, copy kind, cut in half).
     """
 
     ks: I64
     due: Bools
     dropped: Bools
+    silent: Bools
     held: Bools
     released_ns: I64
     k_msg: I64
@@ -103,6 +114,8 @@ def plan(run: DeviceRun, faults: Faults, start_ns: int, end_ns: int) -> Plan | N
             reach_ns,
             BACKLOG_DELAY_S[1] * NS_PER_S + 2 * fl.MAX_LEN["backlog"] * step,
         )
+    if run.script is not None:
+        reach_ns = max(reach_ns, run.script.reach_ns(step))
     k_lo = min(k_first, ceil_div(start_ns - reach_ns - run.phase_ns, step))
     ks = np.arange(k_lo, k_last, dtype=np.int64)
     if len(ks) == 0:
@@ -113,7 +126,14 @@ def plan(run: DeviceRun, faults: Faults, start_ns: int, end_ns: int) -> Plan | N
     )
     held, released_ns = _backlog(run, f.backlog, ks)
     held &= ~dropped
-    normal = ~dropped & ~held
+    silent = np.zeros(len(ks), dtype=bool)
+    if run.script is not None:
+        silent = run.script.silenced(run.at(ks)) & ~dropped
+        scripted, when = run.script.held(run.at(ks), step)
+        scripted &= ~dropped & ~silent
+        held |= scripted
+        released_ns = np.where(scripted, when, released_ns)
+    normal = ~dropped & ~held & ~silent
 
     # (report index, publication instant, copy: 0 first, 1 duplicate, 2 from a backlog)
     picks = [ks[due & normal]]
@@ -128,7 +148,7 @@ def plan(run: DeviceRun, faults: Faults, start_ns: int, end_ns: int) -> Plan | N
         picks.append(ks[sel])
         pubs.append(pub[sel])
         copies.append(np.ones(int(sel.sum()), dtype=np.int8))
-    if f.backlog > 0:
+    if f.backlog > 0 or run.script is not None:
         sel = held & (released_ns >= start_ns) & (released_ns < end_ns)
         picks.append(ks[sel])
         pubs.append(released_ns[sel])
@@ -138,6 +158,7 @@ def plan(run: DeviceRun, faults: Faults, start_ns: int, end_ns: int) -> Plan | N
         ks=ks,
         due=due,
         dropped=dropped,
+        silent=silent,
         held=held,
         released_ns=released_ns,
         k_msg=k_msg,

@@ -1,9 +1,10 @@
 """What each report says: sensor values as a device sends them, its counter, battery and radio.
 
-The signal models (`simulators.signals`) give clean values. Here they are held within the
-registry's range and rounded as a real device of the sensor's kind sends them, and the value
-faults (`simulators.faults`) are applied: stuck, drifting, spiking and out-of-range values, a
-rain gauge's tip count and the frame counter starting again from 0 after a reboot.
+The signal models (`simulators.signals`, as a scenario's script changes them:
+`DeviceRun.signals`) give clean values. Here they are held within the registry's range and
+rounded as a real device of the sensor's kind sends them, and the value faults
+(`simulators.faults`) are applied: stuck, drifting, spiking and out-of-range values, a rain
+gauge's tip count and the frame counter starting again from 0 after a reboot.
 
 Like the schedule (`simulators.schedule`) the values are computed for, everything is a pure
 function of (seed, device, report index). This module decides nothing about delivery (which
@@ -26,7 +27,7 @@ from simulators import faults as fl
 from simulators.faults import Faults
 from simulators.formats import Uplink
 from simulators.schedule import DeviceRun
-from simulators.signals import SIGNALS, Context, battery, radio, uniform
+from simulators.signals import Context, battery, radio, uniform
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
@@ -176,7 +177,7 @@ def values(
             )
     starts = [stuck[0] for stuck, _ in episodes.values()]
     every = np.unique(np.concatenate([needed, *starts])) if starts else needed
-    clean = SIGNALS[device.kind](run.ctx, run.at(every))
+    clean = run.signals(run.at(every))
     if "rain_tips" in device.sensors and "rain" in clean:
         clean["rain_tips"] = _tips(run, f, every)
     at_needed = np.searchsorted(every, needed)
@@ -240,7 +241,7 @@ def _tips(run: DeviceRun, faults: Faults, ks: I64) -> F64:
     base = np.maximum(day_first, reset)
     lo, hi = int(base.min()), int(ks.max()) + 1
     span = np.arange(lo, hi, dtype=np.int64)
-    rain = SIGNALS[run.device.kind](run.ctx, run.at(span))["rain"]
+    rain = run.signals(run.at(span))["rain"]
     tips = np.concatenate(([0.0], np.cumsum(np.rint(rain / _TIP_MM))))
     out: F64 = tips[ks - lo + 1] - tips[base - lo]
     return out

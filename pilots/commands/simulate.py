@@ -28,6 +28,7 @@ from pilots.commands.common import setup, stop_on_signal
 if TYPE_CHECKING:
     from simulators.fleet import Fleet
     from simulators.publisher import Publisher
+    from simulators.script import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,17 @@ class _Run:
 def _simulate_help() -> str:
     from simulators.faults import FAULT_HELP, Faults
     from simulators.formats import DEFAULT_MIX
+    from simulators.storm import SCENARIOS
 
     realistic = Faults.realistic().as_dict()
     faults = "\n\n".join(
         f"  {name} (realistic {realistic[name]:g}): {text}" for name, text in FAULT_HELP.items()
     )
     mix = ",".join(f"{k}={v:g}" for k, v in DEFAULT_MIX.items())
+    scenarios = "\n\n".join(
+        f"  {kind.name} (default --pilot {', '.join(kind.default_pilots)}): {kind.summary}"
+        for kind in SCENARIOS.values()
+    )
     text = f"""Publish the pilots' simulated fleets over MQTT, faults included.
 
 Modes (--mode):
@@ -94,8 +100,16 @@ NAME=RATE to change one):
 Formats (--formats, weights; default {mix}): plain JSON, SenML, ChirpStack v4 and The Things
 Stack v3 uplinks, each on its own topic. LoRaWAN formats go to devices with a dev_eui only.
 
+Scenarios (--scenario NAME): a scripted episode on the --pilot chosen, for testing alerts.
+With a scenario the defaults change: backfill mode, over the scenario's span ending now (from
+--start when given; realtime starts it now), --faults none for the rest of the fleet (the
+scenario's scripted devices never have random faults), --pilot the scenario's own.
+
+{scenarios}
+
 --truth FILE writes what the run sent and every fault it injected (JSON), for comparison with
-what ingest stored and the reports found. One --seed reproduces a run exactly.
+what ingest stored and the reports found; with a scenario, also what must alarm (its
+`scenario` section). One --seed reproduces a run exactly.
 """
     # one line per paragraph: the help formatter wraps them to the terminal
     return "\n\n".join(" ".join(part.split()) for part in text.split("\n\n"))
@@ -133,12 +147,18 @@ def simulate(
     ] = Path("load-registry.toml"),
     pilot: Annotated[
         list[str] | None,
-        typer.Option(help="simulate only this pilot (repeatable); default: all"),
+        typer.Option(
+            help="simulate only this pilot (repeatable); default: all (with --scenario: "
+            "where it plays, default its own)"
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="the same seed gives the same run, byte for byte")] = 0,
     faults: Annotated[
         str | None,
-        typer.Option(help="fault profile: realistic or none [realistic; none in load mode]"),
+        typer.Option(
+            help="fault profile: realistic or none [realistic; none in load mode and with "
+            "--scenario]"
+        ),
     ] = None,
     fault: Annotated[
         list[str] | None,
@@ -150,27 +170,42 @@ def simulate(
     truth: Annotated[
         Path | None, typer.Option(help="write the run's ground truth (JSON) to this file")
     ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="play a scripted scenario on --pilot: storm (see above)"),
+    ] = None,
 ) -> None:
     """Publish the pilots' simulated fleets (the help text above says how)."""
     from core.timeutil import parse_instant_ns
 
     settings, registry = setup()
-    chosen = mode or (
-        SimulateMode.BACKFILL if backfill_hours is not None else SimulateMode.REALTIME
-    )
+    past = backfill_hours is not None or scenario is not None
+    chosen = mode or (SimulateMode.BACKFILL if past else SimulateMode.REALTIME)
     now = time.time_ns()
     try:
         start_ns = parse_instant_ns(start) if start else None
         end_ns = parse_instant_ns(end) if end else None
+        story = None
+        if scenario is not None:
+            story, start_ns, end_ns = _scenario(
+                registry,
+                scenario,
+                chosen,
+                pilots=pilot or [],
+                period=(start_ns, end_ns, backfill_hours),
+                now_ns=now,
+            )
+        quiet = chosen is SimulateMode.LOAD or story is not None
         fleet = _simulated_fleet(
             registry,
             load=(devices, rate, load_registry_path) if chosen is SimulateMode.LOAD else None,
-            pilots=pilot or [],
+            pilots=list(story.pilots) if story is not None else pilot or [],
             seed=seed,
-            profile=faults or ("none" if chosen is SimulateMode.LOAD else "realistic"),
+            profile=faults or ("none" if quiet else "realistic"),
             faults=fault or [],
             formats=formats,
             truth=truth is not None,
+            scenario=story,
         )
         _check_simulated_times(chosen, start_ns, end_ns, now)
     except (ValueError, PilotsError) as exc:
@@ -187,7 +222,65 @@ def simulate(
         rate=rate,
         duration=duration,
     )
+    if story is not None:
+        _describe(story)
     _publish(settings, fleet, run, truth)
+
+
+def _scenario(
+    registry: Registry,
+    name: str,
+    mode: SimulateMode,
+    *,
+    pilots: list[str],
+    period: tuple[int | None, int | None, float | None],
+    now_ns: int,
+) -> tuple[Scenario, int, int]:
+    """The scenario asked for, and the run's period: (scenario, start, end).
+
+    It starts at --start, else the last --backfill HOURS, else now in real time and its span
+    before now otherwise; the run ends at --end, else when the scenario does.
+    """
+    from core.timeutil import MINUTE_NS
+    from simulators.storm import SCENARIOS
+
+    kind = SCENARIOS.get(name)
+    if kind is None:
+        raise ValueError(f"--scenario {name!r}: one of {', '.join(SCENARIOS)}")
+    if mode is SimulateMode.LOAD:
+        raise ValueError("--scenario plays in realtime, fast-forward or backfill, not load")
+    start_ns, end_ns, backfill_hours = period
+    if start_ns is None:
+        if backfill_hours is not None:
+            start_ns = now_ns - int(backfill_hours * 3600 * NS_PER_S)
+        elif mode is SimulateMode.REALTIME:
+            start_ns = now_ns
+        else:
+            start_ns = (now_ns - kind.span_ns) // MINUTE_NS * MINUTE_NS
+    if end_ns is None:
+        end_ns = start_ns + kind.span_ns
+        if mode is SimulateMode.BACKFILL and end_ns > now_ns + _FUTURE_LIMIT_NS:
+            hours = kind.span_ns / 3600 / NS_PER_S
+            raise ValueError(
+                f"the {name} scenario lasts {hours:g} h from its start: a backfill must start it "
+                f"at least {hours:g} h ago (or give --end, or play it in fast-forward)"
+            )
+    return kind.build(registry, pilots or list(kind.default_pilots), start_ns), start_ns, end_ns
+
+
+def _describe(story: Scenario) -> None:
+    """One line per pilot: where the scenario's events are and when."""
+    for pilot, about in story.about.items():
+        parts = []
+        for key, value in about.items():
+            if key not in {"sensor", "rain_gauges", "scripted_devices"}:
+                shown = value
+                if isinstance(value, list):
+                    shown = " to ".join(map(str, value))
+                elif isinstance(value, dict):
+                    shown = ", ".join(f"{k} {v}" for k, v in value.items())
+                parts.append(f"{key.replace('_', ' ')} {shown}")
+        typer.echo(f"{story.name} at {pilot}: {'; '.join(parts)}")
 
 
 def _publish(settings: Settings, fleet: Fleet, run: _Run, truth: Path | None) -> None:
@@ -290,6 +383,7 @@ def _simulated_fleet(
     faults: list[str],
     formats: str | None,
     truth: bool,
+    scenario: Scenario | None = None,
 ) -> Fleet:
     """The fleet `pilots simulate` asked for; ValueError or PilotsError for a bad option."""
     from simulators.faults import Faults
@@ -317,6 +411,7 @@ def _simulated_fleet(
         formats=mix,
         truth=GroundTruth(seed, rates.as_dict()) if truth else None,
         devices=only,
+        scenario=scenario,
     )
     if not fleet.devices:
         raise ValueError("no device to simulate (check --pilot and the registry)")
