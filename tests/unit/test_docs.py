@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOP = (
     "core/",
     "ingest/",
+    "alerts/",
     "api/",
     "simulators/",
     "pilots/",
