@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from alerts.message import Notification
+from core.durable import open_durable
 from core.errors import PilotsError
 from core.settings import Settings
 from core.timeutil import NS_PER_S
@@ -154,14 +155,9 @@ class Row:
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to the outbox database with the schema in place."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
+        return open_durable(path, SCHEMA)
     except (OSError, sqlite3.Error) as exc:
         raise OutboxError(f"cannot open the alert outbox {path}: {exc}") from exc
-    return db
 
 
 class Outbox:

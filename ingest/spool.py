@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.durable import open_durable
 from core.errors import PilotsError
 from ingest.reasons import Reason, Rejection
 
@@ -106,14 +107,9 @@ class Depth:
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to the ingest database with the schema in place."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
+        return open_durable(path, SCHEMA)
     except (OSError, sqlite3.Error) as exc:
         raise SpoolError(f"cannot open the ingest database {path}: {exc}") from exc
-    return db
 
 
 class Spool:
