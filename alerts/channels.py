@@ -73,6 +73,10 @@ def retry_after_s(value: str | None) -> float | None:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
+#: How much of a receiver's refusal is read and kept as its reason.
+SAID_BYTES = 200
+
+
 class WebhookChannel:
     """POSTs each notification as signed JSON to one URL."""
 
@@ -103,14 +107,20 @@ class WebhookChannel:
         }
         try:
             response = self._http.request(
-                "POST", self.url, body=body, headers=headers, redirect=False
+                "POST", self.url, body=body, headers=headers, redirect=False, preload_content=False
             )
+            try:
+                # At most the head of what the receiver says: its body may be of any size.
+                head = b"" if 200 <= response.status < 300 else response.read(SAID_BYTES)
+            finally:
+                response.close()  # the rest unread: this connection is not reused
+                response.release_conn()
         except urllib3.exceptions.HTTPError as exc:
             raise DeliveryError(f"webhook {self.url} unreachable: {exc}") from exc
         status = response.status
         if 200 <= status < 300:
             return
-        said = response.data[:200].decode("utf-8", errors="replace").strip()
+        said = head.decode("utf-8", errors="replace").strip()
         reason = f"HTTP {status} from {self.url}" + (f": {said}" if said else "")
         if 400 <= status < 500 and status not in RETRYABLE_4XX:
             raise RefusedError(reason)

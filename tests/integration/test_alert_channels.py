@@ -10,6 +10,7 @@ counted by reason) and a refusal (recorded once, not retried).
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import hashlib
@@ -36,7 +37,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.channels import EmailChannel, MqttChannel, WebhookChannel
+from alerts.channels import SAID_BYTES, EmailChannel, MqttChannel, WebhookChannel
 from alerts.message import Notification, compose
 from alerts.outbox import DROPPED_FULL, Channel, Dispatcher, Outbox
 from core.registry import Registry
@@ -100,6 +101,7 @@ class Receiver:
         self.port = free_port()
         self.received: list[Received] = []
         self.refuse: set[str] = set()  # keys answered with 400
+        self.endless: set[str] = set()  # keys answered with 400 and a body that never ends
         self.busy = 0  # how many requests to answer 503 with Retry-After: 1
         self.statuses: list[int] = []
         self._server: ThreadingHTTPServer | None = None
@@ -126,7 +128,9 @@ class Receiver:
                     hmac.compare_digest(expected, given),
                 )
             )
-            if key in self.refuse:
+            if key in self.endless:
+                status, extra = 400, {"X-Endless": "1"}
+            elif key in self.refuse:
                 status, extra = 400, {}
             elif self.busy > 0:
                 self.busy -= 1
@@ -143,6 +147,14 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status, extra = receiver.answer(body, self.headers)
+                if extra.pop("X-Endless", None):
+                    self.send_response(status)
+                    self.end_headers()  # no length: the body lasts until the connection ends
+                    with contextlib.suppress(OSError):
+                        while receiver._server is not None:
+                            self.wfile.write(b"x" * 65536)
+                            time.sleep(0.01)
+                    return
                 text = b"unknown pilot" if status == 400 else b""
                 self.send_response(status)
                 for name, value in extra.items():
@@ -312,6 +324,21 @@ def test_a_refusal_is_recorded_once_and_not_retried(
     assert row.reason == f"HTTP 400 from {receiver.url}: unknown pilot"
     assert outbox.refused == {"webhook": 1} and not outbox.retried
     assert receiver.keys() == [bad.key, good.key, later.key]
+
+
+def test_a_refusal_with_an_endless_body_is_recorded_from_its_first_bytes(
+    registry: Registry, outbox: Outbox, receiver: Receiver
+) -> None:
+    # A receiver (or whatever answers at its address) may answer with a body of any size: the
+    # dispatcher keeps the head of it as the reason and goes on, never reading it all.
+    (bad,) = alarms(registry, 1)
+    receiver.endless.add(bad.key)
+    dispatcher = webhook_dispatcher(outbox, receiver)
+    outbox.add([bad])
+    wait_for(lambda: outbox.refused.get("webhook") == 1, 15, "the refusal recorded")
+    dispatcher.stop()
+    row = outbox.rows(bad.key)["webhook"]
+    assert row.reason == f"HTTP 400 from {receiver.url}: " + "x" * SAID_BYTES
 
 
 # -- MQTT ----------------------------------------------------------------------------------------
