@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     api_answers_max_bytes: int = Field(default=32 << 20, ge=0)
     api_max_concurrent_scans: int = Field(default=2, ge=1, le=64)
     api_scan_wait_s: float = Field(default=5.0, ge=0, le=60)
+    api_max_streams: int = Field(default=64, ge=1, le=10_000)
+    api_max_streams_per_token: int = Field(default=4, ge=1, le=1_000)
 
     alert_dashboard_url: str = "http://127.0.0.1:8000/"
     alert_webhook_url: str | None = None
@@ -162,6 +164,13 @@ class Settings(BaseSettings):
     alert_outbox_max_age_s: float = Field(default=259_200.0, gt=0)
     alert_retry_base_s: float = Field(default=1.0, gt=0)
     alert_retry_max_s: float = Field(default=60.0, gt=0)
+    alert_rules: Path | None = None
+    alert_history_days: int = Field(default=365, ge=1, le=36_500)
+    alert_session_id: str = Field(default="pilots-alerts-eval", pattern=r"^[A-Za-z0-9_.-]+$")
+    alert_eval_every_s: float = Field(default=0.1, gt=0, le=10)
+    alert_silence_every_s: float = Field(default=10.0, gt=0, le=3600)
+    alert_late_after_s: float = Field(default=3600.0, ge=0)
+    alert_reload_every_s: float = Field(default=2.0, gt=0, le=3600)
 
     demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
     demo_backfill_hours: float = Field(default=1.0, ge=0)
