@@ -3,12 +3,29 @@
 A notification is built once, when the alert evaluator hands an alarm's event (fired, cleared,
 or late: found in a device's backlog after it was over) to the outbox: its text, title and
 dashboard link are written then, in the pilot's local time and with the registry's names and
-units, and every channel sends the same words. The idempotency key is the caller's
-(`<alarm id>:<kind>`): the same event handed over twice is one notification, and a receiver
-that sees the key twice has seen one event.
+units, and every channel sends the same words. `notification_for(event, registry, ...)` builds
+it from an evaluator `AlertEvent`; `compose(registry, ...)` from the fields themselves.
+
+The idempotency key is the event's id (`<alarm id>:fired` or `<alarm id>:cleared`, as
+`AlertEvent.id`; `compose` defaults to `<alarm id>:<kind>`): the same event handed over twice
+is one notification, and a receiver that sees the key twice has seen one event. A late episode
+gives two events of one alarm, both of kind `late`, told apart by their keys and `end_ns`.
+
+The words follow the rule's kind (`rule_kind`):
 
     Santa Fe: river level at sf-rlv-01 (Puerto de Santa Fe) passed its alert level 5.30 m
     at 14:05 (UTC-03:00) on 2026-12-06; 5.34 m now.
+    San Nicolás de los Arroyos: 24-hour mean of PM2.5 at sn-aq-01 (Plaza Mitre, centro) rose
+    above the WHO 24-hour guideline 15 µg/m³ at 14:05 (UTC-03:00) on 2026-12-06; mean
+    17.2 µg/m³ now.
+    Santa Fe: river level at sf-rlv-01 (Puerto de Santa Fe) rising 6 cm per hour (over
+    5 cm/h) since 14:05 (UTC-03:00) on 2026-12-06; rising 7 cm per hour now.
+    Santa Fe: sf-rg-01 (Facultad Regional Santa Fe) has sent nothing since 13:35 (UTC-03:00)
+    on 2026-12-06 (expected every 10 min).
+    Santa Fe: battery at sf-rg-01 (Facultad Regional Santa Fe) fell to 3.35 V (low: 3.40 V
+    or less) at 05:40 (UTC-03:00) on 2026-12-06; 3.35 V now.
+    San Nicolás de los Arroyos: PM2.5 at sn-aq-01 (Plaza Mitre, centro) has reported the same
+    value since 12:05 (UTC-03:00) on 2026-12-06 (stuck or flat-lined sensor).
 
 (The offset's minus is the true minus sign, U+2212, in the text itself.)
 """
@@ -16,6 +33,7 @@ that sees the key twice has seen one event.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -24,8 +42,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from core.alerts.evaluate import AlertEvent
+from core.alerts.rules import KINDS as RULE_KINDS
+from core.alerts.rules import Kind as RuleKind
 from core.registry import Registry
-from core.timeutil import MINUTE_NS, ns_to_datetime
+from core.timeutil import MINUTE_NS, NS_PER_S, ns_to_datetime
 
 Kind = Literal["fired", "cleared", "late"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -35,6 +56,9 @@ Direction = Literal["above", "below"]
 _TOPIC_UNSAFE = frozenset("/+#\x00")
 MINUS = "\N{MINUS SIGN}"
 EN_DASH = "\N{EN DASH}"
+#: Why a late event comes now.
+BACKLOG = "reported when the device's backlog arrived"
+STUCK = "stuck or flat-lined sensor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +67,25 @@ class Notification:
 
     `key` is the idempotency key (stable across retries, restarts and channels); `alarm_id`
     names the alarm (its events share it; the MQTT channel keeps its state retained under
-    it). Times are int64 ns; `end_ns` is None while the alarm is active. `value` is the
-    reading that made the event (the crossing reading when fired, the first one back when
-    cleared), `peak` the furthest past the threshold during the alarm, when known.
+    it). `kind` is the event: `fired`, `cleared`, or `late` for either of an episode found
+    after the fact (`late` is then true; the late fired has no `end_ns`, the late cleared
+    has one). `rule_kind` is the kind of the rule that raised it (`threshold`,
+    `mean_over_guideline`, `rate_of_rise`, `silent`, `battery_low`, `flat`).
+
+    Times are int64 ns; `end_ns` is None in a fired event, late or not. The numbers are the rule's
+    metric, in `unit`: `threshold` is what it was compared with (named `level`), `value` the
+    metric that made the event (at the start when fired, at the end when cleared), `latest`
+    the metric at the reading that decided the event (the text's "now"), `peak` the furthest
+    past the threshold during the alarm, when known. The metric is the reading (`threshold`,
+    `battery_low`), the rolling mean, the rise per hour, the range of the last readings
+    (`flat`), or for `silent` the seconds of silence (`threshold`: the allowed silence), with
+    `unit` empty. `sensor`, `sensor_name` are empty for a `silent` rule on any sensor.
     """
 
     key: str
     alarm_id: str
     kind: Kind
+    late: bool
     pilot: str
     pilot_name: str
     device: str
@@ -58,12 +93,14 @@ class Notification:
     sensor: str
     sensor_name: str
     rule_id: str
+    rule_kind: RuleKind
     severity: str
     level: str
     direction: Direction
     threshold: float
     unit: str
     value: float
+    latest: float
     peak: float | None
     start_ns: int
     end_ns: int | None
@@ -79,14 +116,24 @@ class Notification:
             raise ValueError(f"alarm id {self.alarm_id!r} is empty or holds / + # or NUL")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        numbers = (self.threshold, self.value, self.peak)
+        if self.rule_kind not in RULE_KINDS:
+            raise ValueError(f"rule_kind must be one of {RULE_KINDS}, got {self.rule_kind!r}")
+        if self.late is not (self.kind == "late"):
+            raise ValueError(f"late must be true exactly for kind 'late', got {self.late!r}")
+        numbers = (self.threshold, self.value, self.latest, self.peak)
         if not all(v is None or math.isfinite(v) for v in numbers):
-            raise ValueError("threshold, value and peak must be finite numbers")
+            raise ValueError("threshold, value, latest and peak must be finite numbers")
 
     @property
     def active(self) -> bool:
-        """Whether the alarm is still on after this event (cleared and finished late: not)."""
-        return self.kind == "fired" or (self.kind == "late" and self.end_ns is None)
+        """Whether the alarm is on after this event: only after a `fired`.
+
+        A `late` event never is: the evaluator reports late only episodes that are over (one
+        still open at a backlog's last reading is closed there; one still open live is a
+        `fired` that is not late), so the MQTT channel keeps no retained state for it, and a
+        late `cleared` removes any.
+        """
+        return self.kind == "fired"
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (what the webhook posts)."""
@@ -98,8 +145,49 @@ class Notification:
 
     @classmethod
     def from_json(cls, data: bytes) -> Notification:
-        """The notification `to_json` wrote."""
-        return cls(**orjson.loads(data))
+        """The notification `to_json` wrote.
+
+        One written before `rule_kind`, `late` and `latest` existed reads as a threshold
+        alarm, late when its kind is, its latest value its value.
+        """
+        fields = orjson.loads(data)
+        if isinstance(fields, dict):
+            fields.setdefault("rule_kind", "threshold")
+            fields.setdefault("late", fields.get("kind") == "late")
+            fields.setdefault("latest", fields.get("value"))
+        return cls(**fields)
+
+
+def notification_for(event: AlertEvent, registry: Registry, *, dashboard_url: str) -> Notification:
+    """The notification of an evaluator event, worded for its rule's kind.
+
+    `fired` and `cleared` keep their type; a late event (`event.late`) is `late`, the late
+    fired without an end and the late cleared with its real end. The key is `event.id`, so
+    the two events of a late episode are two notifications. An unknown device or sensor is a
+    `KeyError`: the evaluator only raises alarms for registered ones.
+    """
+    kind: Kind = "late" if event.late else event.type
+    latest = event.latest if math.isfinite(event.latest) else event.value
+    return compose(
+        registry,
+        alarm_id=event.alarm_id,
+        kind=kind,
+        device=event.device,
+        sensor=event.sensor,
+        rule_id=event.rule,
+        rule_kind=event.kind,
+        severity=event.severity,
+        level=event.label,
+        threshold=event.level,
+        value=event.value,
+        latest=latest,
+        peak=event.peak if math.isfinite(event.peak) else None,
+        start_ns=event.start_ns,
+        end_ns=event.end_ns,
+        direction=event.direction,
+        dashboard_url=dashboard_url,
+        key=event.id,
+    )
 
 
 def compose(
@@ -108,7 +196,7 @@ def compose(
     alarm_id: str,
     kind: Kind,
     device: str,
-    sensor: str,
+    sensor: str | None,
     rule_id: str,
     severity: str,
     level: str,
@@ -120,41 +208,48 @@ def compose(
     direction: Direction = "above",
     dashboard_url: str = "http://127.0.0.1:8000/",
     key: str | None = None,
+    rule_kind: RuleKind = "threshold",
+    latest: float | None = None,
 ) -> Notification:
     """A notification with its text, from the registry's names, units, sites and time zone.
 
     `level` is the threshold's name (`alert`, `evacuation`, or a phrase such as `WHO 24-hour
-    guideline`); `key` defaults to `<alarm id>:<kind>`. An unknown device or sensor is a
-    `KeyError`: the evaluator only raises alarms for registered ones.
+    guideline`); `key` defaults to `<alarm id>:<kind>`; `latest` to `value`. `sensor` may be
+    None only for a `silent` rule. An unknown device or sensor is a `KeyError`: the
+    evaluator only raises alarms for registered ones.
     """
     dev = registry.devices[device]
     pilot = registry.pilots[dev.pilot]
-    spec = registry.sensors[sensor]
-    tz = pilot.tz
+    spec = registry.sensors[sensor] if sensor is not None else None
+    if spec is None and rule_kind != "silent":
+        raise ValueError(f"a {rule_kind} alarm needs a sensor")
     fields: dict[str, Any] = {
         "key": key or f"{alarm_id}:{kind}",
         "alarm_id": alarm_id,
         "kind": kind,
+        "late": kind == "late",
         "pilot": pilot.id,
         "pilot_name": pilot.name,
         "device": dev.id,
         "site": dev.site,
-        "sensor": sensor,
-        "sensor_name": spec.name,
+        "sensor": spec.id if spec else "",
+        "sensor_name": spec.name if spec else "",
         "rule_id": rule_id,
+        "rule_kind": rule_kind,
         "severity": severity,
         "level": level,
         "direction": direction,
         "threshold": float(threshold),
-        "unit": spec.unit,
+        "unit": spec.unit if spec and rule_kind != "silent" else "",
         "value": float(value),
+        "latest": float(value if latest is None else latest),
         "peak": None if peak is None else float(peak),
         "start_ns": int(start_ns),
         "end_ns": None if end_ns is None else int(end_ns),
         "timezone": pilot.timezone,
         "link": dashboard_link(dashboard_url, pilot.id, start_ns),
     }
-    words = _Words(fields, tz)
+    words = _WORDS.get(rule_kind, _Words)(fields, pilot.tz, dev.interval_s)
     return Notification(**fields, title=words.title(), text=words.text())
 
 
@@ -182,14 +277,26 @@ def utc_offset(moment: datetime) -> str:
     return f"UTC{sign}{hours:02d}:{rest:02d}"
 
 
-def quantity(value: float, unit: str, decimals: int) -> str:
-    """`5.30 m`, `270°`, `pH 7.10`: a value with its unit, as people write it."""
-    number = f"{value:.{decimals}f}"
+def with_unit(number: str, unit: str) -> str:
+    """`5.30 m`, `270°`, `pH 7.10`: a written number with its unit, as people write it."""
     if unit == "pH":
         return f"pH {number}"
     if unit in {"°", ""}:
         return f"{number}{unit}"
     return f"{number} {unit}"
+
+
+def quantity(value: float, unit: str, decimals: int) -> str:
+    """`5.30 m`, `270°`, `pH 7.10`: a value with its unit, as people write it."""
+    return with_unit(f"{value:.{decimals}f}", unit)
+
+
+def plain_number(value: float, decimals: int) -> str:
+    """At most `decimals` decimals, no trailing zeros: `15`, `6.3`, `0.05`."""
+    text = f"{value:.{max(decimals, 0)}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in {"-0", ""} else text
 
 
 def decimals_for(threshold: float) -> int:
@@ -231,19 +338,39 @@ def lower_name(name: str) -> str:
     return name
 
 
-class _Words:
-    """The sentences of one notification (kept apart from the value: built once, then stored)."""
+_WINDOW = re.compile(r"\b\d+-(?:hour|minute|second)\b")
 
-    def __init__(self, f: dict[str, Any], tz: ZoneInfo) -> None:
+
+def window_of(label: str) -> str:
+    """The window a mean rule's label names (`WHO 24-hour guideline` → `24-hour`), or `rolling`."""
+    found = _WINDOW.search(label)
+    return found.group(0) if found else "rolling"
+
+
+class _Words:
+    """The sentences of one notification (kept apart from the value: built once, then stored).
+
+    This class words a `threshold` alarm; each other rule kind has a subclass. `text()` is
+    the pilot's name and one of `fired`, `cleared`, `late_fired`, `late_cleared`; `title()`
+    the pilot's name and `headline()`.
+    """
+
+    def __init__(self, f: dict[str, Any], tz: ZoneInfo, interval_s: int) -> None:
         self.f = f
         self.tz = tz
+        self.interval_s = interval_s
         self.places = decimals_for(f["threshold"])
         # `Barrio Somisa (zona industrial)` inside parentheses reads `(Barrio Somisa, zona ...)`
         place = f["site"].replace(" (", ", ").replace("(", "").replace(")", "")
-        site = f" ({place})" if place else ""
-        self.what = f"{lower_name(f['sensor_name'])} at {f['device']}{site}"
+        self.place = f"{f['device']} ({place})" if place else f["device"]
+        self.name = lower_name(f["sensor_name"])
+        self.what = f"{self.name} at {self.place}"
         self.level = f"{level_phrase(f['level'])} {self.amount(f['threshold'])}"
         self.above = f["direction"] == "above"
+        self.start_ns: int = f["start_ns"]
+        self.end_ns: int = f["end_ns"] if f["end_ns"] is not None else f["start_ns"]
+
+    # --- helpers --------------------------------------------------------------------------
 
     def amount(self, value: float) -> str:
         return quantity(value, self.f["unit"], self.places)
@@ -252,12 +379,53 @@ class _Words:
         local = ns_to_datetime(at_ns, self.tz)
         return f"{local:%H:%M} ({utc_offset(local)}) on {local:%Y-%m-%d}"
 
-    def peak(self) -> str:
-        word = "peak" if self.above else "lowest"
-        return "" if self.f["peak"] is None else f"{word} {self.amount(self.f['peak'])}"
+    def lasted(self) -> str:
+        return duration(self.end_ns - self.start_ns)
+
+    def late_note(self, start_ns: int | None = None, aside: str = "") -> str:
+        """`(late: started 02:10, ...)`, or with the end `(late: happened 02:10-03:40, ...)`.
+
+        `aside` goes first in the same parentheses: `(expected every 10 min; late: ...)`.
+        """
+        start = ns_to_datetime(self.start_ns if start_ns is None else start_ns, self.tz)
+        if self.f["end_ns"] is None:
+            span = f"started {start:%H:%M}"
+        else:
+            end = ns_to_datetime(self.f["end_ns"], self.tz)
+            fmt = "%H:%M" if end.date() == start.date() else "%Y-%m-%d %H:%M"
+            span = f"happened {start:{fmt}}{EN_DASH}{end:{fmt}}"
+        return f"({aside + '; ' if aside else ''}late: {span}, {BACKLOG})"
+
+    def peak(self, word: str | None = None) -> str:
+        """`peak 5.41 m` (`lowest` from above), or nothing when unknown."""
+        if self.f["peak"] is None:
+            return ""
+        word = word or ("peak" if self.above else "lowest")
+        return f"{word} {self.amount(self.f['peak'])}"
+
+    def with_peak(self, sep: str = ", ", word: str | None = None) -> str:
+        """The peak after a separator (`, peak 5.41 m`), or nothing when unknown."""
+        peak = self.peak(word)
+        return f"{sep}{peak}" if peak else ""
+
+    # --- the sentences --------------------------------------------------------------------
 
     def title(self) -> str:
+        return f"{self.f['pilot_name']}: {self.headline()}"
+
+    def text(self) -> str:
         f = self.f
+        if f["kind"] == "fired":
+            body = self.fired()
+        elif f["kind"] == "cleared":
+            body = self.cleared()
+        elif f["end_ns"] is None:
+            body = self.late_fired()
+        else:
+            body = self.late_cleared()
+        return f"{f['pilot_name']}: {body}"
+
+    def headline(self) -> str:
         verb = {
             ("fired", True): "passed",
             ("fired", False): "fell below",
@@ -265,40 +433,259 @@ class _Words:
             ("late", False): "was below",
             ("cleared", True): "back below",
             ("cleared", False): "back above",
-        }[(f["kind"], self.above)]
-        what = lower_name(f["sensor_name"])
-        return f"{f['pilot_name']}: {what} {verb} {self.level} at {f['device']}"
+        }[(self.f["kind"], self.above)]
+        return f"{self.name} {verb} {self.level} at {self.f['device']}"
 
-    def text(self) -> str:
-        f = self.f
-        head = f"{f['pilot_name']}: {self.what}"
-        if f["kind"] == "fired":
-            verb = "passed" if self.above else "fell below"
-            now = self.amount(f["value"])
-            return f"{head} {verb} {self.level} at {self.when(f['start_ns'])}; {now} now."
-        if f["kind"] == "cleared":
-            return self.cleared(head)
-        return self.late(head)
-
-    def cleared(self, head: str) -> str:
-        f = self.f
-        end_ns = f["end_ns"] if f["end_ns"] is not None else f["start_ns"]
-        verb, side = ("fell back below", "above") if self.above else ("rose back above", "below")
-        lasted = f"after {duration(end_ns - f['start_ns'])} {side} it"
-        peak = f" ({self.peak()})" if f["peak"] is not None else ""
-        now = self.amount(f["value"])
-        return f"{head} {verb} {self.level} at {self.when(end_ns)}, {lasted}{peak}; {now} now."
-
-    def late(self, head: str) -> str:
-        f = self.f
-        start = ns_to_datetime(f["start_ns"], self.tz)
+    def fired(self) -> str:
         verb = "passed" if self.above else "fell below"
-        peak = f", {self.peak()}" if f["peak"] is not None else ""
-        if f["end_ns"] is None:
-            span = f"started {start:%H:%M}"
-        else:
-            end = ns_to_datetime(f["end_ns"], self.tz)
-            fmt = "%H:%M" if end.date() == start.date() else "%Y-%m-%d %H:%M"
-            span = f"happened {start:{fmt}}{EN_DASH}{end:{fmt}}"
-        note = f"(late: {span}, reported when the device's backlog arrived)"
-        return f"{head} {verb} {self.level} at {self.when(f['start_ns'])}{peak} {note}."
+        now = self.amount(self.f["latest"])
+        return f"{self.what} {verb} {self.level} at {self.when(self.start_ns)}; {now} now."
+
+    def cleared(self) -> str:
+        verb, side = ("fell back below", "above") if self.above else ("rose back above", "below")
+        peak = f" ({self.peak()})" if self.f["peak"] is not None else ""
+        now = self.amount(self.f["latest"])
+        return (
+            f"{self.what} {verb} {self.level} at {self.when(self.end_ns)}, "
+            f"after {self.lasted()} {side} it{peak}; {now} now."
+        )
+
+    def late_fired(self) -> str:
+        side = "above" if self.above else "below"
+        at = self.when(self.start_ns)
+        return f"{self.what} was {side} {self.level} at {at} {self.late_note()}."
+
+    def late_cleared(self) -> str:
+        side = "above" if self.above else "below"
+        return (
+            f"{self.what} was {side} {self.level} at {self.when(self.start_ns)}"
+            f"{self.with_peak()} {self.late_note()}."
+        )
+
+
+class _MeanWords(_Words):
+    """`mean_over_guideline`: the rolling mean above a guideline (shown as written: 15 µg/m³)."""
+
+    def __init__(self, f: dict[str, Any], tz: ZoneInfo, interval_s: int) -> None:
+        super().__init__(f, tz, interval_s)
+        self.mean = f"{window_of(f['level'])} mean"
+        self.what = f"{self.mean} of {self.name} at {self.place}"
+        guideline = with_unit(plain_number(f["threshold"], self.places), f["unit"])
+        self.level = f"{level_phrase(f['level'])} {guideline}"
+
+    def headline(self) -> str:
+        verb = {"fired": "rose above", "cleared": "back below", "late": "was above"}
+        what = f"{self.mean} of {self.name}"
+        return f"{what} {verb[self.f['kind']]} {self.level} at {self.f['device']}"
+
+    def fired(self) -> str:
+        now = self.amount(self.f["latest"])
+        return f"{self.what} rose above {self.level} at {self.when(self.start_ns)}; mean {now} now."
+
+    def cleared(self) -> str:
+        peak = f" ({self.peak('peak')})" if self.f["peak"] is not None else ""
+        now = self.amount(self.f["latest"])
+        return (
+            f"{self.what} fell back below {self.level} at {self.when(self.end_ns)}, "
+            f"after {self.lasted()} above it{peak}; mean {now} now."
+        )
+
+    def late_fired(self) -> str:
+        at = self.when(self.start_ns)
+        return f"{self.what} was above {self.level} at {at} {self.late_note()}."
+
+    def late_cleared(self) -> str:
+        return (
+            f"{self.what} was above {self.level} at {self.when(self.start_ns)}"
+            f"{self.with_peak(word='peak')} {self.late_note()}."
+        )
+
+
+class _RiseWords(_Words):
+    """`rate_of_rise`: the rise per hour, in cm for a level in metres (else the unit per hour)."""
+
+    def __init__(self, f: dict[str, Any], tz: ZoneInfo, interval_s: int) -> None:
+        super().__init__(f, tz, interval_s)
+        self.scale, self.unit = (100.0, "cm") if f["unit"] == "m" else (1.0, str(f["unit"]))
+        limit = f["threshold"] * self.scale
+        size = abs(limit)
+        self.rate_places = decimals_for(limit) - (1 if size >= 1 else 0)
+        number = plain_number(limit, self.rate_places)
+        short = "/" not in self.unit and self.unit not in {"", "pH", "°"}
+        self.limit = f"{number} {self.unit}/h" if short else self.per_hour(f["threshold"])
+
+    def per_hour(self, value: float) -> str:
+        """`6 cm per hour`, `12 µS/cm per hour`: a rise per hour in the sensor's unit."""
+        number = plain_number(abs(value) * self.scale, self.rate_places)
+        return f"{with_unit(number, self.unit)} per hour"
+
+    def motion(self, value: float) -> str:
+        """`rising 6 cm per hour`, `falling 2 cm per hour`, or `steady`."""
+        if plain_number(abs(value) * self.scale, self.rate_places) == "0":
+            return "steady"
+        return f"{'rising' if value > 0 else 'falling'} {self.per_hour(value)}"
+
+    def headline(self) -> str:
+        verb = {"fired": "rising over", "cleared": "no longer rising over", "late": "rose over"}
+        return f"{self.name} {verb[self.f['kind']]} {self.limit} at {self.f['device']}"
+
+    def fired(self) -> str:
+        f = self.f
+        return (
+            f"{self.what} rising {self.per_hour(f['value'])} (over {self.limit}) "
+            f"since {self.when(self.start_ns)}; {self.motion(f['latest'])} now."
+        )
+
+    def cleared(self) -> str:
+        f = self.f
+        fastest = f" (fastest {self.per_hour(f['peak'])})" if f["peak"] is not None else ""
+        return (
+            f"{self.what} slowed below {self.limit} at {self.when(self.end_ns)}, after "
+            f"{self.lasted()} rising faster{fastest}; {self.motion(f['latest'])} now."
+        )
+
+    def late_fired(self) -> str:
+        return (
+            f"{self.what} was rising {self.per_hour(self.f['value'])} (over {self.limit}) "
+            f"at {self.when(self.start_ns)} {self.late_note()}."
+        )
+
+    def late_cleared(self) -> str:
+        f = self.f
+        fastest = f", fastest {self.per_hour(f['peak'])}" if f["peak"] is not None else ""
+        return (
+            f"{self.what} was rising over {self.limit} from {self.when(self.start_ns)}"
+            f"{fastest} {self.late_note()}."
+        )
+
+
+class _SilentWords(_Words):
+    """`silent`: no reading since the last one (`start_ns` less the allowed silence)."""
+
+    def __init__(self, f: dict[str, Any], tz: ZoneInfo, interval_s: int) -> None:
+        super().__init__(f, tz, interval_s)
+        self.last_ns = self.start_ns - round(f["threshold"] * NS_PER_S)
+        self.every = f"expected every {duration(interval_s * NS_PER_S)}"
+        self.nothing = f"no {self.name} reading" if f["sensor"] else "nothing"
+
+    def silence(self) -> str:
+        return duration(self.end_ns - self.last_ns)
+
+    def headline(self) -> str:
+        device = self.f["device"]
+        return {
+            "fired": f"{device} silent ({self.every})",
+            "cleared": f"{device} reporting again",
+            "late": f"{device} was silent",
+        }[self.f["kind"]]
+
+    def fired(self) -> str:
+        since = self.when(self.last_ns)
+        return f"{self.place} has sent {self.nothing} since {since} ({self.every})."
+
+    def cleared(self) -> str:
+        return (
+            f"{self.place} reported again at {self.when(self.end_ns)} "
+            f"after {self.silence()} of silence."
+        )
+
+    def late_fired(self) -> str:
+        return (
+            f"{self.place} sent {self.nothing} after {self.when(self.last_ns)} "
+            f"{self.late_note(self.last_ns, self.every)}."
+        )
+
+    def late_cleared(self) -> str:
+        return (
+            f"{self.place} sent {self.nothing} for {self.silence()} after "
+            f"{self.when(self.last_ns)} {self.late_note(self.last_ns, self.every)}."
+        )
+
+
+class _BatteryWords(_Words):
+    """`battery_low`: the battery at or below a level."""
+
+    def __init__(self, f: dict[str, Any], tz: ZoneInfo, interval_s: int) -> None:
+        super().__init__(f, tz, interval_s)
+        self.what = f"battery at {self.place}"
+        self.low = f"{self.amount(f['threshold'])} or less"
+
+    def headline(self) -> str:
+        device = self.f["device"]
+        return {
+            "fired": f"battery low at {device} ({self.amount(self.f['value'])})",
+            "cleared": f"battery recovered at {device}",
+            "late": f"battery was low at {device}",
+        }[self.f["kind"]]
+
+    def fired(self) -> str:
+        f = self.f
+        return (
+            f"{self.what} fell to {self.amount(f['value'])} (low: {self.low}) "
+            f"at {self.when(self.start_ns)}; {self.amount(f['latest'])} now."
+        )
+
+    def cleared(self) -> str:
+        f = self.f
+        lowest = f" ({self.peak('lowest')})" if f["peak"] is not None else ""
+        return (
+            f"{self.what} recovered to {self.amount(f['value'])} at {self.when(self.end_ns)}, "
+            f"after {self.lasted()} low{lowest}; {self.amount(f['latest'])} now."
+        )
+
+    def late_fired(self) -> str:
+        return (
+            f"{self.what} was down to {self.amount(self.f['value'])} (low: {self.low}) "
+            f"at {self.when(self.start_ns)} {self.late_note()}."
+        )
+
+    def late_cleared(self) -> str:
+        return (
+            f"{self.what} was low ({self.low}) from {self.when(self.start_ns)}"
+            f"{self.with_peak(word='lowest')} {self.late_note()}."
+        )
+
+
+class _FlatWords(_Words):
+    """`flat`: the last readings within `epsilon` of each other (0: all the same)."""
+
+    def __init__(self, f: dict[str, Any], tz: ZoneInfo, interval_s: int) -> None:
+        super().__init__(f, tz, interval_s)
+        epsilon = f["threshold"]
+        within = f"values within {with_unit(f'{epsilon:g}', f['unit'])} of each other"
+        self.same = "the same value" if epsilon <= 0 else within
+
+    def headline(self) -> str:
+        verb = {"fired": "stuck", "cleared": "changing again", "late": "was stuck"}
+        return f"{self.name} {verb[self.f['kind']]} at {self.f['device']}"
+
+    def fired(self) -> str:
+        return f"{self.what} has reported {self.same} since {self.when(self.start_ns)} ({STUCK})."
+
+    def cleared(self) -> str:
+        return (
+            f"{self.what} changed again at {self.when(self.end_ns)}, "
+            f"after {self.lasted()} of {self.same}."
+        )
+
+    def late_fired(self) -> str:
+        return (
+            f"{self.what} reported {self.same} from {self.when(self.start_ns)} "
+            f"{self.late_note(aside=STUCK)}."
+        )
+
+    def late_cleared(self) -> str:
+        return (
+            f"{self.what} reported {self.same} for {self.lasted()} from "
+            f"{self.when(self.start_ns)} {self.late_note(aside=STUCK)}."
+        )
+
+
+_WORDS: dict[str, type[_Words]] = {
+    "threshold": _Words,
+    "mean_over_guideline": _MeanWords,
+    "rate_of_rise": _RiseWords,
+    "silent": _SilentWords,
+    "battery_low": _BatteryWords,
+    "flat": _FlatWords,
+}

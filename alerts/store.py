@@ -91,18 +91,21 @@ CREATE TABLE IF NOT EXISTS evaluated (
 CREATE INDEX IF NOT EXISTS evaluated_seen ON evaluated (seen_ns);
 """
 
+#: Every column, in `Alarm`'s order; the SQL below is built from these constants only.
 _COLUMNS = (
     "id, rule, kind, pilot, device, sensor, severity, label, level, direction, start_ns, "
     "end_ns, fired_ns, cleared_ns, value, peak, latest, late, active, acked_ns, acked_by, "
     "ack_note, seq"
 )
+_SELECT = "SELECT " + _COLUMNS + " FROM alarms"  # noqa: S608 -- constants
+_INSERT = "INSERT INTO alarms (" + _COLUMNS + ") VALUES "  # noqa: S608 -- constants
 
 
 class AlarmStoreError(PilotsError):
     """The alarm store could not be opened, read or written."""
 
 
-class UnknownAlarm(PilotsError):
+class UnknownAlarmError(PilotsError):
     """No alarm has that id."""
 
 
@@ -256,8 +259,8 @@ class AlarmStore:
             if exists.fetchone() is not None:
                 return 0
             self._db.execute(
-                f"INSERT INTO alarms ({_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 1, NULL, NULL, NULL, ?)",
+                _INSERT + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 1, "
+                "NULL, NULL, NULL, ?)",
                 (
                     e.alarm_id,
                     e.rule,
@@ -284,8 +287,8 @@ class AlarmStore:
             return 0
         if row is None:  # its `fired` was recorded by no one (an older store): keep the alarm
             self._db.execute(
-                f"INSERT INTO alarms ({_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL, NULL, ?)",
+                _INSERT + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, "
+                "NULL, NULL, NULL, ?)",
                 (
                     e.alarm_id,
                     e.rule,
@@ -334,7 +337,8 @@ class AlarmStore:
                     part = digests[start : start + 500]
                     marks = ", ".join("?" * len(part))
                     rows = self._db.execute(
-                        f"SELECT digest FROM evaluated WHERE digest IN ({marks})", part
+                        f"SELECT digest FROM evaluated WHERE digest IN ({marks})",  # noqa: S608
+                        part,
                     )
                     found.update(bytes(r[0]) for r in rows)
             except sqlite3.Error as exc:
@@ -344,16 +348,14 @@ class AlarmStore:
     # --- the operators' side --------------------------------------------------------------
 
     def get(self, alarm_id: str) -> Alarm:
-        """The alarm `alarm_id` (`UnknownAlarm` if none)."""
+        """The alarm `alarm_id` (`UnknownAlarmError` if none)."""
         with self._lock:
             try:
-                row = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM alarms WHERE id = ?", (alarm_id,)
-                ).fetchone()
+                row = self._db.execute(_SELECT + " WHERE id = ?", (alarm_id,)).fetchone()
             except sqlite3.Error as exc:
                 raise self._fail("read", exc) from exc
         if row is None:
-            raise UnknownAlarm(f"no alarm {alarm_id!r}")
+            raise UnknownAlarmError(f"no alarm {alarm_id!r}")
         return _alarm(row)
 
     def ack(self, alarm_id: str, by: str, note: str = "", now_ns: int | None = None) -> Alarm:
@@ -398,7 +400,7 @@ class AlarmStore:
         if q.since_ns is not None:
             where.append("(end_ns IS NULL OR end_ns >= ?)")
             args.append(q.since_ns)
-        sql = f"SELECT {_COLUMNS} FROM alarms"
+        sql = _SELECT
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY start_ns DESC, id LIMIT ?"
@@ -415,7 +417,7 @@ class AlarmStore:
         with self._lock:
             try:
                 rows = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM alarms WHERE seq > ? ORDER BY seq LIMIT ?",
+                    _SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after_seq, max(0, min(limit, MAX_LIMIT))),
                 ).fetchall()
             except sqlite3.Error as exc:
@@ -426,9 +428,7 @@ class AlarmStore:
         """The number of the last change (0: none yet)."""
         with self._lock:
             try:
-                (value,) = self._db.execute(
-                    "SELECT value FROM alarm_seq WHERE id = 1"
-                ).fetchone()
+                (value,) = self._db.execute("SELECT value FROM alarm_seq WHERE id = 1").fetchone()
             except sqlite3.Error as exc:
                 raise self._fail("read", exc) from exc
         return int(value)

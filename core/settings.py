@@ -171,6 +171,7 @@ class Settings(BaseSettings):
     alert_silence_every_s: float = Field(default=10.0, gt=0, le=3600)
     alert_late_after_s: float = Field(default=3600.0, ge=0)
     alert_reload_every_s: float = Field(default=2.0, gt=0, le=3600)
+    alert_checkpoint_every_s: float = Field(default=1.0, gt=0, le=60)
 
     demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
     demo_backfill_hours: float = Field(default=1.0, ge=0)
@@ -291,13 +292,17 @@ class Settings(BaseSettings):
         """Ingest's MQTT client id, with `{hostname}` replaced (one id per worker)."""
         return self.mqtt_client_id.replace("{hostname}", socket.gethostname())
 
-    def mqtt(self) -> MqttTarget:
-        """The broker to use; `mqtt://127.0.0.1:1883` when `PILOTS_MQTT_URL` is unset."""
+    def mqtt(self, client_id: str | None = None) -> MqttTarget:
+        """The broker to use; `mqtt://127.0.0.1:1883` when `PILOTS_MQTT_URL` is unset.
+
+        A `{client_id}` login is the client's id: ingest's (`mqtt_client_name`) unless given.
+        """
         target = MqttTarget.parse(self.mqtt_url or f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}")
         if target.username is not None and CLIENT_ID_LOGIN in target.username:
             # one broker login per ingest worker, named like its client id (a broker that
             # takes the login as the client id then keeps each worker's session its own)
-            username = target.username.replace(CLIENT_ID_LOGIN, self.mqtt_client_name())
+            login = client_id if client_id is not None else self.mqtt_client_name()
+            username = target.username.replace(CLIENT_ID_LOGIN, login)
             target = replace(target, username=username)
         if self.mqtt_ca_file is not None:
             target = replace(target, ca_file=str(self.mqtt_ca_file))

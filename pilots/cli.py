@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import typer
 
-from pilots.commands import api, demo, devices, ingest, quarantine, report, simulate, tokens
+from pilots.commands import alerts, api, demo, devices, ingest, quarantine, report, simulate, tokens
 
 app = typer.Typer(
     help="Pilot Telemetry: MQTT ingest, InfluxDB storage, aggregation and API for the UTN "
@@ -26,6 +26,7 @@ COMMANDS: tuple[Callable[[typer.Typer], None], ...] = (
     demo.register,
     ingest.register,
     api.register,
+    alerts.register,
     simulate.register,
     report.register,
     quarantine.register,

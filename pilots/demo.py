@@ -3,7 +3,11 @@
 An in-process MQTT broker (unless `PILOTS_MQTT_URL` names a real one), the simulated fleets of
 the three pilots with a backfill so charts are not empty, ingest over real MQTT/TCP, the store
 `PILOTS_STORE` selects (`influx` or `embedded`; unset, InfluxDB when `PILOTS_INFLUX_URL` is set,
-else the embedded one) and the API. Ctrl-C stops it cleanly.
+else the embedded one), the alert service and the API. Ctrl-C stops it cleanly.
+
+Santa Fe's fleet plays the storm scenario (`simulators.storm`), started `DEMO_STORM_AGO_H` hours
+ago: the Paraná is over its evacuation level when the demo opens, so the dashboard shows live
+alarms; later in the run its gauges fall silent and send a late backlog, as the scenario says.
 """
 
 from __future__ import annotations
@@ -17,18 +21,24 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from alerts.service import AlertService
 from api.app import create_app
 from api.auth import TokenStore
 from core.registry import Registry
 from core.settings import Settings
 from core.store import Store, describe_store, open_store
-from core.timeutil import NS_PER_S
+from core.timeutil import HOUR_NS, NS_PER_S
 from ingest.service import IngestService
 from pilots.broker import EmbeddedBroker, free_port, port_is_free
 from simulators.faults import Faults
 from simulators.fleet import Fleet
 from simulators.formats import DEFAULT_MIX
 from simulators.publisher import Publisher, backfill, run_realtime
+from simulators.storm import storm
+
+#: How long ago the demo's storm began: 14 h puts the river past its evacuation level now.
+DEMO_STORM_AGO_H = 14
+STORM_PILOT = "santa-fe"
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +74,13 @@ def _simulate(settings: Settings, registry: Registry, stop: threading.Event) -> 
     publisher = Publisher(settings.mqtt(), client_id="pilots-demo-fleet")
     try:
         publisher.connect()
-        # the realistic fleets: every payload format, and the faults real fleets show
-        fleet = Fleet(registry, faults=Faults.realistic(), formats=DEFAULT_MIX)
+        # the realistic fleets: every payload format, and the faults real fleets show; a storm
         now = time.time_ns()
+        scenario = None
+        if STORM_PILOT in registry.pilots:
+            began = (now - DEMO_STORM_AGO_H * HOUR_NS) // HOUR_NS * HOUR_NS
+            scenario = storm(registry, [STORM_PILOT], began)
+        fleet = Fleet(registry, faults=Faults.realistic(), formats=DEFAULT_MIX, scenario=scenario)
         start = now - int(settings.demo_backfill_hours * 3600 * NS_PER_S)
         backfill(publisher, fleet, start, now, stop=stop)
         run_realtime(publisher, fleet, stop, start_ns=now)
@@ -92,8 +106,11 @@ def run_demo(settings: Settings, registry: Registry) -> None:
     with _broker(settings) as live:
         ingest = IngestService(live, registry)
         ingest.start()
+        alerts = AlertService(live).start()
         if not ingest.subscribed.wait(30):
             log.warning("ingest has not subscribed yet; the fleet publishes anyway")
+        if not alerts.subscribed.wait(30):
+            log.warning("the alert service has not subscribed yet; the fleet publishes anyway")
         fleet = threading.Thread(
             target=_simulate, args=(live, registry, stop), name="demo-fleet", daemon=True
         )
@@ -118,4 +135,5 @@ def run_demo(settings: Settings, registry: Registry) -> None:
             stop.set()
             fleet.join(10)
             ingest.stop()
+            alerts.stop()
     store.close()

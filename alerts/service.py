@@ -1,0 +1,494 @@
+"""The alert service: device messages in, alarms and notifications out, nothing lost.
+
+One process (`pilots alerts run`) evaluates every reading once, however many ingest workers
+share the fleet: it keeps an MQTT session of its own (`PILOTS_ALERT_SESSION_ID`, persistent,
+QoS 1, acknowledged by hand) on the same device topics as ingest, not in ingest's shared group,
+so the broker gives it a copy of every message. It decodes and validates them with ingest's own
+decoders and checks (`ingest.process`), so it sees the readings ingest stores.
+
+One thread does everything. Every `PILOTS_ALERT_EVAL_EVERY_S` (or sooner when many messages
+wait) it evaluates the messages received since (`core.alerts.Evaluator`, by device time), adds
+the events' notifications to the outbox (`alerts.outbox`: committed, idempotent by key) and
+records the events in the alarm store (`alerts.store`, idempotent by alarm id). Every
+`PILOTS_ALERT_CHECKPOINT_EVERY_S` (or when the broker's in-flight window is nearly used) it
+saves the evaluator's state with the evaluated messages' digests in one transaction, and only
+then acknowledges those messages to the broker.
+
+A crash (`kill -9`) anywhere leaves a consistent record: the broker redelivers every message
+not yet acknowledged, and they are evaluated again from the last saved state, giving the same
+events with the same deterministic ids, which the outbox and the alarm store already hold (a
+notification added before the crash is sent after it, with the same key). A message
+acknowledged is one whose evaluation was saved; one redelivered after its evaluation was saved
+(the crash fell between the save and the acknowledgement) carries MQTT's DUP flag and its
+digest is known: it is only acknowledged. The dispatcher (`alerts.outbox.Dispatcher`) sends
+what the outbox holds, after a restart too.
+
+Silent devices are judged on the clock every `PILOTS_ALERT_SILENCE_EVERY_S`. The rules file
+(`PILOTS_ALERT_RULES`) and the registry (`PILOTS_REGISTRY`) are looked at every
+`PILOTS_ALERT_RELOAD_EVERY_S` (and at once on SIGHUP): a changed file is loaded and checked,
+and only then replaces the running rules between two batches, the state carried over (rows of
+removed rules or devices dropped); a bad file is refused with its reason and the old rules
+keep working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from alerts.channels import enabled_channels
+from alerts.message import Notification, notification_for
+from alerts.outbox import Dispatcher, Outbox
+from alerts.store import AlarmStore
+from core.alerts import AlertEvent, AlertState, AlertStateError, Evaluator, Rule, load_rules
+from core.errors import PilotsError
+from core.registry import DEFAULT_REGISTRY_PATH, Registry, load_registry
+from core.settings import Settings
+from core.timeutil import NS_PER_S
+from ingest.decoders import Router
+from ingest.dedupe import FrameCache
+from ingest.process import columns, process
+from ingest.session import connect_session, session_client
+from ingest.validate import Validator
+
+log = logging.getLogger(__name__)
+
+#: Most messages held unacknowledged before an evaluation is forced.
+HOLD_MAX = 5_000
+_LOOP_TIMEOUT_S = 0.02
+_BACKOFF_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The registry and rules in force, and the evaluator built from them."""
+
+    registry: Registry
+    rules: tuple[Rule, ...]
+    evaluator: Evaluator
+
+
+def load(settings: Settings) -> Rules:
+    """Load and check the registry and the rules (a `PilotsError` says what is wrong)."""
+    registry = load_registry(settings.registry)
+    rules = load_rules(settings.alert_rules, registry)
+    try:
+        evaluator = Evaluator(rules, registry, late_after_s=settings.alert_late_after_s)
+    except ValueError as exc:
+        raise PilotsError(f"alert rules refused: {exc}") from exc
+    return Rules(registry, rules, evaluator)
+
+
+def _stamp(paths: Sequence[Path]) -> tuple[tuple[int, int, int] | None, ...]:
+    out: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+def digest(topic: str, payload: bytes) -> bytes:
+    """What recognises a message redelivered after it was evaluated."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(topic.encode("utf-8", "surrogatepass"))
+    h.update(b"\x00")
+    h.update(payload)
+    return h.digest()
+
+
+@dataclass(slots=True)
+class _Held:
+    client: mqtt.Client
+    mid: int
+    qos: int
+    dup: bool
+    received_ns: int
+    topic: str
+    payload: bytes
+
+
+class AlertService:
+    """Evaluate, record, notify (see the module docstring).
+
+    Lifecycle: construct (opens the stores, loads the rules and the saved state), `start()`
+    (the dispatcher, then the broker on a thread of its own), `stop()` (evaluates and
+    acknowledges what it holds, disconnects, stops the dispatcher).
+    """
+
+    def __init__(self, settings: Settings, *, clock: Any = time.time_ns) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.config = load(settings)
+        self.target = settings.mqtt(settings.alert_session_id)
+        self.store = AlarmStore.from_settings(settings)
+        channels = enabled_channels(settings)
+        self.outbox: Outbox | None = None
+        self.dispatcher: Dispatcher | None = None
+        if channels:
+            self.outbox = Outbox.from_settings(settings, [c.name for c in channels])
+            self.dispatcher = Dispatcher.from_settings(settings, self.outbox, channels)
+        self.state = self._saved_state()
+        self.router = Router(settings.ingest_routes)
+        window_ns = settings.ingest_dedupe_window_s * NS_PER_S
+        self._frames = FrameCache(window_ns)
+        self.validator = self._validator(self.config.registry)
+        self._paths = self._watched_paths()
+        self._stamps = _stamp(self._paths)
+        self._reload_at = time.monotonic()
+        self._reload_now = threading.Event()
+        self._silence_at = time.monotonic()
+        self._held: list[_Held] = []
+        self._held_since = 0.0
+        self._done: list[_Held] = []
+        self._digests: list[bytes] = []
+        self._unrecorded: list[AlertEvent] = []
+        self._dirty = False
+        self._saved_at = time.monotonic()
+        self._ack_at = max(1, min(HOLD_MAX, settings.mqtt_receive_maximum * 4 // 5))
+        self._connected = False
+        self._stopping = threading.Event()
+        self.subscribed = threading.Event()
+        #: Readings and messages evaluated, events recorded, silence checks run, since start.
+        self.evaluated = 0
+        self.messages = 0
+        self.silence_checks = 0
+        self.events = 0
+        self.reloads = 0
+        self.refused_reloads = 0
+        self._client = session_client(
+            settings, self.target, settings.alert_session_id, self.target.username
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def _validator(self, registry: Registry) -> Validator:
+        return Validator(
+            registry,
+            max_future_s=self.settings.ingest_max_future_s,
+            max_age_days=self.settings.ingest_max_age_days,
+            frames=self._frames,
+        )
+
+    def _watched_paths(self) -> list[Path]:
+        paths = [self.settings.registry or DEFAULT_REGISTRY_PATH]
+        if self.settings.alert_rules is not None:
+            paths.append(self.settings.alert_rules)
+        return paths
+
+    def _saved_state(self) -> AlertState:
+        raw = self.store.saved_state()
+        if raw is None:
+            return AlertState.empty()
+        try:
+            return AlertState.from_bytes(raw)
+        except AlertStateError as exc:
+            log.error(
+                "the saved alert state is unreadable (%s); starting without it: open alarms "
+                "are forgotten and windows start empty",
+                exc,
+            )
+            return AlertState.empty()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> AlertService:
+        """Start the dispatcher and the evaluation thread."""
+        if self.dispatcher is not None:
+            self.dispatcher.start()
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Evaluate what is held, disconnect, stop the dispatcher, close the stores."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        if self.dispatcher is not None:
+            self.dispatcher.stop(timeout_s)
+        if self.outbox is not None:
+            self.outbox.close()
+        self.store.close()
+
+    def reload(self) -> None:
+        """Look at the rules and registry files at the next turn (what SIGHUP does)."""
+        self._reload_now.set()
+
+    # --- the thread -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set():
+            if not self._connected and not self._connect():
+                if self._stopping.wait(delay):
+                    break
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+                continue
+            delay = 1.0
+            rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
+            try:
+                self._turn()
+            except PilotsError as exc:  # a store that cannot be written: hold, retry
+                log.error("alerts not recorded, will retry: %s", exc)
+                self._stopping.wait(1.0)
+            except Exception:  # a bug: say so, keep what is held, try again
+                log.exception("alert evaluation failed, will retry")
+                self._stopping.wait(1.0)
+            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+                self._lost(mqtt.error_string(rc))
+        self._shutdown()
+        self._connected = False
+
+    def _shutdown(self) -> None:
+        if not self._connected:
+            return
+        try:
+            self.flush()
+        except PilotsError as exc:
+            log.error("alerts at stop not recorded (redelivered at the next start): %s", exc)
+        self._client.disconnect()
+        for _ in range(10):  # let the acknowledgements and the DISCONNECT go out
+            if self._client.loop(timeout=0.01) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+
+    def _turn(self) -> None:
+        now = time.monotonic()
+        if self._reload_now.is_set() or now - self._reload_at >= self.settings.alert_reload_every_s:
+            self._maybe_reload()
+        if self._held and (
+            len(self._held) >= self._ack_at
+            or now - self._held_since >= self.settings.alert_eval_every_s
+        ):
+            self._evaluate_held()
+        if now - self._silence_at >= self.settings.alert_silence_every_s:
+            self._silence_at = now
+            self._silence()
+        self._record_events()
+        if self._dirty and (
+            len(self._done) >= self._ack_at
+            or now - self._saved_at >= self.settings.alert_checkpoint_every_s
+        ):
+            self._checkpoint()
+
+    def _connect(self) -> bool:
+        try:
+            connect_session(self._client, self.settings, self.target)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot reach the broker %s: %s", self.target, exc)
+            return False
+        self._connected = True
+        return True
+
+    def _lost(self, why: str) -> None:
+        # Unacknowledged messages are the broker's again: it redelivers them to this session,
+        # and they are evaluated again from the saved state.
+        was, self._connected = self._connected, False
+        self.subscribed.clear()
+        if self._done or self._held:
+            self._rewind()
+        if was and not self._stopping.is_set():
+            log.warning("lost the broker %s (%s); reconnecting", self.target, why)
+
+    def _rewind(self) -> None:
+        """Forget what was evaluated since the last save: the broker sends it again."""
+        self._held, self._done, self._digests = [], [], []
+        self._unrecorded = []  # the same events come again, with the same ids
+        self._frames = FrameCache(self._frames.window_ns)  # frames seen since then come again
+        self.validator = self._validator(self.config.registry)
+        self.state = self._saved_state()
+        self._dirty = False
+
+    # --- paho callbacks (on this thread) --------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("broker %s refused the connection: %s", self.target, reason_code)
+            return
+        log.info("alerts connected to %s (session present: %s)", self.target, flags.session_present)
+        client.subscribe([(f, 1) for f in self.router.topic_filters])
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.error("broker refused a subscription: %s", [str(c) for c in reason_codes])
+            return
+        log.info("alerts ready: subscribed at QoS 1 to %s", ", ".join(self.router.topic_filters))
+        self.subscribed.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._lost(str(reason_code))
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.append(
+            _Held(
+                client, msg.mid, msg.qos, bool(msg.dup), self.clock(), msg.topic, bytes(msg.payload)
+            )
+        )
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    def _evaluate_held(self) -> None:
+        held, self._held = self._held, []
+        digests = [digest(m.topic, m.payload) for m in held]
+        redelivered = [d for d, m in zip(digests, held, strict=True) if m.dup]
+        known = self.store.evaluated(redelivered) if redelivered else set()
+        checks = [
+            (
+                process(
+                    self.router,
+                    self.validator,
+                    m.topic,
+                    m.payload,
+                    m.received_ns,
+                    max_payload_bytes=self.settings.ingest_max_payload_bytes,
+                ),
+                m.received_ns,
+            )
+            for d, m in zip(digests, held, strict=True)
+            if d not in known
+        ]
+        readings, _, _ = columns(checks)
+        try:
+            events, self.state = self.config.evaluator.evaluate(readings, self.state, self.clock())
+        except BaseException:
+            self._held = held + self._held
+            raise
+        self._unrecorded.extend(events)
+        self._done.extend(held)
+        self._digests.extend(digests)
+        self._dirty = True
+        self.evaluated += len(readings)
+        self.messages += len(held)
+
+    def _silence(self) -> None:
+        events, self.state = self.config.evaluator.evaluate_silence(self.state, self.clock())
+        self.silence_checks += 1
+        if events:
+            self._unrecorded.extend(events)
+            self._dirty = True
+            self._saved_at = 0.0  # save at once: a clock-made event is not redelivered
+
+    def _record_events(self) -> None:
+        """Hand the events to the outbox, then to the alarm store (both idempotent)."""
+        events = self._unrecorded
+        if not events:
+            return
+        if self.outbox is not None:
+            self.outbox.add(self._notifications(events))
+        self.store.record(events, now_ns=self.clock())
+        self._unrecorded = []
+        self.events += len(events)
+        for e in events:
+            log.info(
+                "alarm %s %s%s: %s (%s) at %s",
+                e.alarm_id,
+                e.type,
+                " (late)" if e.late else "",
+                e.rule,
+                e.label,
+                e.device,
+            )
+
+    def _checkpoint(self) -> None:
+        """Save the state with the digests, then acknowledge the evaluated messages."""
+        self._record_events()
+        self.store.record(
+            [], state=self.state.to_bytes(), evaluated=self._digests, now_ns=self.clock()
+        )
+        for m in self._done:
+            if m.qos and m.client.is_connected():
+                m.client.ack(m.mid, m.qos)
+        self._done, self._digests = [], []
+        self._dirty = False
+        self._saved_at = time.monotonic()
+
+    def flush(self) -> None:
+        """Evaluate, record and save everything held (on the service's thread, or stopped)."""
+        if self._held:
+            self._evaluate_held()
+        self._record_events()
+        if self._dirty:
+            self._checkpoint()
+
+    def _notifications(self, events: list[AlertEvent]) -> list[Notification]:
+        registry = self.config.registry
+        url = self.settings.alert_dashboard_url
+        out: list[Notification] = []
+        for e in events:
+            try:
+                out.append(notification_for(e, registry, dashboard_url=url))
+            except (KeyError, ValueError) as exc:
+                log.error("alarm %s: no notification could be written: %s", e.id, exc)
+        return out
+
+    # --- reloading ------------------------------------------------------------------------
+
+    def _maybe_reload(self) -> None:
+        forced = self._reload_now.is_set()
+        self._reload_now.clear()
+        self._reload_at = time.monotonic()
+        paths = self._watched_paths()
+        stamps = _stamp(paths)
+        if not forced and paths == self._paths and stamps == self._stamps:
+            return
+        self._paths, self._stamps = paths, stamps
+        try:
+            config = load(self.settings)
+        except PilotsError as exc:
+            self.refused_reloads += 1
+            log.error("alert rules or registry refused, keeping the running ones: %s", exc)
+            return
+        # What is held was received under the old rules: evaluate and save it with them first.
+        self.flush()
+        old = self.config
+        self.config = config
+        self.validator = self._validator(config.registry)
+        self.reloads += 1
+        log.info(
+            "alert rules reloaded: %d rules (was %d), %d devices (was %d)",
+            len(config.rules),
+            len(old.rules),
+            len(config.registry.device_list),
+            len(old.registry.device_list),
+        )
