@@ -304,13 +304,18 @@ class AlertService:
         was, self._connected = self._connected, False
         self.subscribed.clear()
         if self._done or self._held:
-            self._rewind()
+            self._rewind(keep=False)
         if was and not self._stopping.is_set():
             log.warning("lost the broker %s (%s); reconnecting", self.target, why)
 
-    def _rewind(self) -> None:
-        """Forget what was evaluated since the last save: the broker sends it again."""
-        self._held, self._done, self._digests = [], [], []
+    def _rewind(self, *, keep: bool = True) -> None:
+        """Go back to the saved state; what was evaluated since is evaluated again.
+
+        With `keep`, the messages are kept (evaluated again at the next turn); without, they
+        are forgotten (the broker sends them again after a reconnection).
+        """
+        self._held = self._done + self._held if keep else []
+        self._done, self._digests = [], []
         self._unrecorded = []  # the same events come again, with the same ids
         self._frames = FrameCache(self._frames.window_ns)  # frames seen since then come again
         self.validator = self._validator(self.config.registry)
@@ -392,7 +397,9 @@ class AlertService:
         try:
             events, self.state = self.config.evaluator.evaluate(readings, self.state, self.clock())
         except BaseException:
+            # Start again from the saved state with everything not yet saved, in order.
             self._held = held + self._held
+            self._rewind()
             raise
         self._unrecorded.extend(events)
         self._done.extend(held)
