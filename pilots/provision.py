@@ -4,10 +4,16 @@ Every device in the registry gets a login named after its id that may publish on
 topics (the `pilots/+/+/<format>` routes of `PILOTS_INGEST_ROUTES`, with its pilot and id
 filled in) and may subscribe to nothing. Each ingest worker gets a login that may subscribe to
 the routed topics, directly or through a shared subscription (`$share/<group>/...`), and
-receive them. A network-server login may publish the uplinks of its own LoRaWAN applications
-only. A `healthcheck` login may read the broker's version and nothing else; an optional
-`simulator` login may publish as every device (development only). Everything else is refused:
-the file's default access is "deny" for publishing, receiving and subscribing.
+receive them. The alert service (`pilots alerts run`) has two: its evaluator's, named like its
+MQTT session (`PILOTS_ALERT_SESSION_ID`), may subscribe to the same routed topics and receive
+them, directly only, never through `$share/...` (it needs a copy of every message, and must
+not take a share of ingest's), and publishes nothing; its MQTT channel's
+(`PILOTS_ALERT_MQTT_CLIENT_ID`) may publish the notifications, `pilots/+/alerts` and the
+retained `pilots/+/alerts/active/+`, and subscribe to nothing. A network-server login may
+publish the uplinks of its own LoRaWAN applications only. A `healthcheck` login may read the
+broker's version and nothing else; an optional `simulator` login may publish as every device
+(development only). Everything else is refused: the file's default access is "deny" for
+publishing, receiving and subscribing.
 
 Why the plugin and not Mosquitto's `acl_file`: the ACL file is checked on publishing and on
 delivery, never on subscribing. A device could join ingest's shared group, be handed its share
@@ -59,6 +65,14 @@ LEGACY_PASSWORD_FILE = "passwd"  # noqa: S105 -- a file name
 LEGACY_ACL_FILE = "acl"
 
 DEFAULT_INGEST_LOGIN = "pilots-ingest"
+#: The alert service's logins when PILOTS_MQTT_URL's user is `{client_id}`: the defaults of
+#: PILOTS_ALERT_SESSION_ID (its evaluator's session) and PILOTS_ALERT_MQTT_CLIENT_ID (its
+#: MQTT channel).
+DEFAULT_ALERTS_LOGIN = "pilots-alerts-eval"
+DEFAULT_ALERTS_MQTT_LOGIN = "pilots-alerts"
+#: What the alert service's MQTT channel publishes (`alerts.channels.MqttChannel.topics`): each
+#: event, and each alarm's retained state while it is on.
+ALERT_TOPICS = ("pilots/+/alerts", "pilots/+/alerts/active/+")
 HEALTHCHECK_LOGIN = "healthcheck"
 SIMULATOR_LOGIN = "simulator"
 #: The retained topic the health check reads: it arrives at once from a live broker.
@@ -86,7 +100,7 @@ _HASH = re.compile(r"^\$7\$(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$")
 #: A route whose topic names pilot and device: `pilots/+/+/<format>`.
 _DEVICE_ROUTE = re.compile(r"^pilots/\+/\+/([A-Za-z0-9_-]+)$")
 
-Role = Literal["device", "ingest", "healthcheck", "simulator", "network-server"]
+Role = Literal["device", "ingest", "alerts", "healthcheck", "simulator", "network-server"]
 
 
 class ProvisionError(PilotsError):
@@ -248,12 +262,16 @@ def plan_logins(
     ingest_login: str | Sequence[str] = DEFAULT_INGEST_LOGIN,
     simulator: bool = False,
     network_servers: Mapping[str, Iterable[Application]] | None = None,
+    alerts_login: str | None = None,
+    alerts_mqtt_login: str | None = None,
 ) -> list[Login]:
     """Every login the broker should know, with its topics, from the registry and the routes.
 
     A network server (ChirpStack, The Things Stack bridge) may publish on the LoRaWAN routes of
     its own applications only; ingest matches each uplink to a registry device by EUI. The
-    simulator may publish on every route. Only ingest and the health check may subscribe.
+    simulator may publish on every route. Only ingest, the alert evaluator (`alerts_login`)
+    and the health check may subscribe; the alert evaluator to the routes themselves only, not
+    through ingest's shared group. `alerts_mqtt_login` may publish the alert notifications.
     """
     formats = device_formats(routes)
     if not formats:
@@ -286,6 +304,23 @@ def plan_logins(
         )
         for name in workers
     )
+    if alerts_login is not None:
+        # Its own persistent session on every route: the broker gives it a copy of each
+        # message. No `$share/` form is granted, so it cannot take (and lose) a share of
+        # ingest's, and a device logging in as nothing else cannot either.
+        logins.append(
+            Login(
+                alerts_login,
+                "alerts",
+                read=tuple(routes),
+                subscribe=tuple(routes),
+                note="alert evaluator",
+            )
+        )
+    if alerts_mqtt_login is not None:
+        logins.append(
+            Login(alerts_mqtt_login, "alerts", write=ALERT_TOPICS, note="alert notifications")
+        )
     logins.append(
         Login(
             HEALTHCHECK_LOGIN,
@@ -310,7 +345,10 @@ def plan_logins(
     names = [login.name for login in logins]
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
-        raise ProvisionError(f"login names used twice (a device named like a service?): {doubled}")
+        raise ProvisionError(
+            "login names used twice (a device named like a service, or two services given "
+            f"one login?): {doubled}"
+        )
     return logins
 
 

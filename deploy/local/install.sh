@@ -1,7 +1,7 @@
 #!/bin/sh
 # Pilot Telemetry on one Debian 12 machine (Python 3.11+), without Docker: Mosquitto and
-# InfluxDB from the distribution (their own systemd units), ingest workers and the API as
-# systemd services of a `pilots` user. Run as root from a checkout of the project:
+# InfluxDB from the distribution (their own systemd units), ingest workers, the API and the alert
+# service as systemd services of a `pilots` user. Run as root from a checkout of the project:
 #
 #   sudo deploy/local/install.sh [WORKERS] [BROKER_NAME ...]
 #
@@ -14,7 +14,8 @@
 #   /opt/pilots/venv                  the package (pip install of this checkout)
 #   /etc/pilots/pilots.env            settings and secrets (root:pilots 0640)
 #   /etc/pilots/influx-admin.password InfluxDB's administrator (root 0600)
-#   /var/lib/pilots/api               the API's token database
+#   /var/lib/pilots/api               the API's token database, and alerts.sqlite (alarms and
+#                                     outbox) which the alert service writes and the API reads
 #   /var/lib/pilots/ingest-N          worker N's spool (the quarantine is in InfluxDB)
 #   /etc/mosquitto/conf.d/pilots.conf listeners, TLS, auth, queue sizes
 #   /etc/mosquitto/pilots/            dynamic-security.json (from `pilots devices provision`),
@@ -127,9 +128,13 @@ systemctl enable -q mosquitto
 systemctl restart mosquitto
 
 say "pilots services"
-install -m 0644 "$here/pilots-api.service" "$here/pilots-ingest@.service" /etc/systemd/system/
+install -m 0644 "$here/pilots-api.service" "$here/pilots-ingest@.service" \
+    "$here/pilots-alerts.service" /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable -q --now pilots-api
+# The alert service: its own broker session on the device topics (its login, pilots-alerts-eval,
+# was provisioned above), its alarms in the API's directory.
+systemctl enable -q pilots-alerts
 i=1
 while [ "$i" -le "$workers" ]; do
     systemctl enable -q "pilots-ingest@$i"
@@ -137,13 +142,15 @@ while [ "$i" -le "$workers" ]; do
     i=$((i + 1))
 done
 systemctl restart pilots-api
+systemctl restart pilots-alerts
 
 say "done"
 cat <<EOF
 Running: mosquitto (1883 loopback, 8883 TLS), influxdb (127.0.0.1:8086), pilots-api,
-pilots-ingest@1..$workers. Next:
+pilots-ingest@1..$workers, pilots-alerts. Next:
   device passwords:  /etc/mosquitto/pilots/credentials.txt (hand them out, then remove it)
   devices trust:     /etc/mosquitto/certs/ca.crt
   a token:           sudo pilots tokens create --name ana --scope read
   health:            curl http://127.0.0.1:8000/health; curl http://127.0.0.1:9101/health
+  alarms:            sudo pilots alerts list; journalctl -u pilots-alerts
 EOF

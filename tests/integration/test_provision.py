@@ -2,9 +2,11 @@
 
 A broker started with the provisioned dynamic-security file (and anonymous access off) must
 let each device publish only on its own topics, refuse wrong passwords and anonymous clients,
-and let ingest, logged in as itself on a shared subscription, store what devices send. What a
-device may not subscribe to, what a network server may publish and the packet size limit are
-in tests/security/test_broker_hostile.py.
+and let ingest, logged in as itself on a shared subscription, store what devices send. The
+alert service's evaluator receives a copy of every device message without joining or robbing
+ingest's group, and its MQTT channel publishes the alerts and nothing else. What a device may
+not subscribe to, what a network server may publish and the packet size limit are in
+tests/security/test_broker_hostile.py.
 """
 
 from __future__ import annotations
@@ -26,17 +28,24 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
+from alerts.channels import MqttChannel, alert_mqtt_target
+from alerts.message import compose
+from alerts.service import AlertService
 from core.registry import Registry
 from core.settings import Settings
 from core.store.influx import InfluxStore
 from pilots.cli import app
 from pilots.provision import (
+    ALERT_TOPICS,
     CREDENTIALS_FILE,
+    DEFAULT_ALERTS_LOGIN,
+    DEFAULT_ALERTS_MQTT_LOGIN,
     DYNSEC_FILE,
     HEALTHCHECK_LOGIN,
     HEALTHCHECK_PASSWORD_FILE,
     LEGACY_ACL_FILE,
     LEGACY_PASSWORD_FILE,
+    Login,
     Provisioned,
     hash_password,
     plan_logins,
@@ -404,7 +413,8 @@ def test_the_command_writes_the_files_and_never_prints_a_password(
     assert not any(password in result.output for password in handed.values())
     assert stat.S_IMODE((auth / CREDENTIALS_FILE).stat().st_mode) == 0o600
     rules = dynsec(auth)
-    assert set(rules) == set(handed) | {"pilots-ingest", HEALTHCHECK_LOGIN}
+    alert_logins = {DEFAULT_ALERTS_LOGIN, DEFAULT_ALERTS_MQTT_LOGIN}  # PILOTS_MQTT_URL's password
+    assert set(rules) == set(handed) | {"pilots-ingest", HEALTHCHECK_LOGIN, *alert_logins}
     assert rules["sf-rlv-01"] == {
         "publishClientSend": ["pilots/santa-fe/sf-rlv-01/up", "pilots/santa-fe/sf-rlv-01/senml"]
     }
@@ -433,11 +443,15 @@ def test_workers_logging_in_as_their_client_ids_get_a_login_each(
     logins = set(dynsec(auth))
     assert {"pilots-ingest-1", "pilots-ingest-2"} <= logins
     assert "pilots-ingest-3" not in logins and "{client_id}" not in logins
+    # the alert service logs in the same way, as its session id and its channel's client id
+    assert {DEFAULT_ALERTS_LOGIN, DEFAULT_ALERTS_MQTT_LOGIN} <= logins
     broker = secured_broker(tmp_path / "mosquitto", auth)
     broker.start()
     try:
         for worker in ("pilots-ingest-1", "pilots-ingest-2"):
             assert not connack(broker.port, worker, INGEST_PASSWORD).is_failure, worker
+        for login in (DEFAULT_ALERTS_LOGIN, DEFAULT_ALERTS_MQTT_LOGIN):
+            assert not connack(broker.port, login, INGEST_PASSWORD).is_failure, login
     finally:
         broker.stop()
 
@@ -529,3 +543,208 @@ def test_the_provisioned_logins_let_a_worker_adopt_an_absent_one_and_nothing_mor
         for process in processes:
             process.stop(signal.SIGKILL)
         broker.stop()
+
+
+# -- the alert service's logins ------------------------------------------------------------------
+
+#: Ingest's shared group, as a device that knows it would name it.
+GROUP = "ingest-" + uuid.uuid4().hex[:8]
+#: A test-only login that may read every topic: it sees what the broker let through.
+OBSERVER = "observer"
+DEVICE_ROUTES = [f for f in ROUTES if f.startswith("pilots/")]
+
+
+class Client:
+    """A client logged in as `login` (client id = login, as the broker sets it): its SUBACKs,
+    what it receives, and QoS 1 publishing that waits for the PUBACK."""
+
+    def __init__(self, port: int, login: str, password: str, *, clean: bool = True) -> None:
+        self.subacks: list[list[ReasonCode]] = []
+        self.received: list[tuple[str, bytes, bool]] = []
+        self.connected: list[ReasonCode] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=login, clean_session=clean)
+        self.client.username_pw_set(login, password)
+        self.client.on_connect = lambda c, u, f, code, props: self.connected.append(code)
+        self.client.on_subscribe = lambda c, u, mid, codes, props: self.subacks.append(codes)
+        self.client.on_message = lambda c, u, msg: self.received.append(
+            (msg.topic, bytes(msg.payload), bool(msg.retain))
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_for(lambda: self.connected, 10, f"{login}'s CONNACK")
+        assert not self.connected[0].is_failure, f"{login}: {self.connected[0]}"
+
+    def subscribe(self, *filters: str) -> list[bool]:
+        """Whether each filter was refused (one SUBACK per filter, in order)."""
+        refused = []
+        for topic_filter in filters:
+            before = len(self.subacks)
+            self.client.subscribe(topic_filter, qos=1)
+
+            def answered(before: int = before) -> bool:  # not a lambda (python/mypy#15459)
+                return len(self.subacks) > before
+
+            wait_for(answered, 10, f"SUBACK for {topic_filter}")
+            refused.append(self.subacks[-1][0].is_failure)
+        return refused
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(10)
+        assert info.is_published(), f"no PUBACK for {topic}"
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _, _ in self.received]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def alert_broker(tmp_path: Path, registry: Registry) -> Iterator[tuple[Mosquitto, dict[str, str]]]:
+    """A broker provisioned as `pilots devices provision` does with a `{client_id}` URL, plus an
+    observer login; the passwords of every login."""
+    workers = ["pilots-ingest-1", "pilots-ingest-2"]
+    logins = plan_logins(
+        registry,
+        ROUTES,
+        ingest_login=workers,
+        alerts_login=DEFAULT_ALERTS_LOGIN,
+        alerts_mqtt_login=DEFAULT_ALERTS_MQTT_LOGIN,
+    )
+    logins.append(Login(OBSERVER, "healthcheck", read=("#",), subscribe=("#",), note="test"))
+    service_logins = [*workers, DEFAULT_ALERTS_LOGIN, DEFAULT_ALERTS_MQTT_LOGIN]
+    done = provision(
+        tmp_path / "auth",
+        logins,
+        given=dict.fromkeys(service_logins, INGEST_PASSWORD),
+        credentials=tmp_path / "auth" / CREDENTIALS_FILE,
+    )
+    passwords = credentials(done.credentials or Path()) | dict.fromkeys(
+        service_logins, INGEST_PASSWORD
+    )
+    broker = secured_broker(tmp_path / "mosquitto", done.directory)
+    broker.start()
+    yield broker, passwords
+    broker.stop()
+
+
+def test_the_alert_evaluator_gets_a_copy_of_every_device_message_and_nothing_more(
+    alert_broker: tuple[Mosquitto, dict[str, str]],
+) -> None:
+    broker, passwords = alert_broker
+    ingest = Client(broker.port, "pilots-ingest-1", INGEST_PASSWORD)
+    evaluator = Client(broker.port, DEFAULT_ALERTS_LOGIN, INGEST_PASSWORD, clean=False)
+    observer = Client(broker.port, OBSERVER, passwords[OBSERVER])
+    clients = [ingest, evaluator, observer]
+    try:
+        assert ingest.subscribe(*(f"$share/{GROUP}/{f}" for f in ROUTES)) == [False] * len(ROUTES)
+        assert observer.subscribe("#") == [False]
+        # every route directly, as the service subscribes (Router(routes).topic_filters) ...
+        assert evaluator.subscribe(*ROUTES) == [False] * len(ROUTES)
+        # ... and never ingest's shared group (it would take a share of ingest's messages),
+        # nor anything wider than the routes: SUBACK 0x80, no subscription made
+        assert (
+            evaluator.subscribe(
+                f"$share/{GROUP}/pilots/+/+/up", f"$share/{GROUP}/#", "pilots/#", "#", "ingest/#"
+            )
+            == [True] * 5
+        )
+        sent = [(TOPIC_01, f"reading {n}".encode()) for n in range(20)]
+        publish_as(broker.port, "sf-rlv-01", passwords["sf-rlv-01"], sent)
+        wait_for(lambda: len(ingest.received) >= 20, 30, "ingest to receive all 20")
+        wait_for(lambda: len(evaluator.received) >= 20, 30, "the evaluator to receive all 20")
+        # the evaluator may publish nothing: as a device it would forge readings. MQTT 3.1.1
+        # gets its PUBACK and the message is dropped; the device's next one is the sentinel.
+        for topic in (TOPIC_01, "pilots/santa-fe/alerts", "ingest/x/members/pilots-ingest-1"):
+            evaluator.publish(topic, b"forged")
+        publish_as(broker.port, "sf-rlv-01", passwords["sf-rlv-01"], [(TOPIC_01, b"last")])
+        wait_for(lambda: (TOPIC_01, b"last", False) in observer.received, 10, "the sentinel")
+    finally:
+        for client in clients:
+            client.close()
+    # ingest lost nothing to the evaluator, which got its own copy of each
+    assert sorted((t, p) for t, p, _ in ingest.received) == sorted([*sent, (TOPIC_01, b"last")])
+    assert [(t, p) for t, p, _ in evaluator.received[:20]] == sent
+    assert not any(p == b"forged" for _, p, _ in observer.received), observer.received
+
+
+def test_the_alert_channel_publishes_the_alerts_and_nothing_else(
+    alert_broker: tuple[Mosquitto, dict[str, str]], registry: Registry
+) -> None:
+    broker, passwords = alert_broker
+    observer = Client(broker.port, OBSERVER, passwords[OBSERVER])
+    channel = Client(broker.port, DEFAULT_ALERTS_MQTT_LOGIN, INGEST_PASSWORD)
+    try:
+        assert observer.subscribe("#") == [False]
+        # it subscribes to nothing, its own topics included
+        assert channel.subscribe("pilots/+/alerts", "pilots/#", *ROUTES) == [True] * (
+            2 + len(ROUTES)
+        )
+        for topic in (
+            TOPIC_01,  # a device's
+            "pilots/santa-fe/alerts/other/x",
+            "pilots/santa-fe/sf-rlv-01/alerts",
+            "ingest/x/members/pilots-alerts",
+            "$SYS/broker/version",
+        ):
+            channel.publish(topic, b"forged")
+        channel.publish("pilots/santa-fe/alerts", b"event")
+        channel.publish("pilots/santa-fe/alerts/active/a1", b"state", retain=True)
+        wait_for(lambda: len(observer.received) >= 2, 10, "both alerts")
+    finally:
+        channel.close()
+        observer.close()
+    assert observer.topics() == ["pilots/santa-fe/alerts", "pilots/santa-fe/alerts/active/a1"]
+    # the retained state is there for a subscriber that comes later
+    newcomer = Client(broker.port, OBSERVER, passwords[OBSERVER])
+    try:
+        newcomer.subscribe("pilots/+/alerts/active/#")
+        wait_for(lambda: newcomer.received, 10, "the retained alarm state")
+    finally:
+        newcomer.close()
+    assert newcomer.received == [("pilots/santa-fe/alerts/active/a1", b"state", True)]
+    assert ALERT_TOPICS == ("pilots/+/alerts", "pilots/+/alerts/active/+")
+
+
+def test_the_alert_service_and_its_mqtt_channel_work_with_the_provisioned_logins(
+    alert_broker: tuple[Mosquitto, dict[str, str]], registry: Registry, tmp_path: Path
+) -> None:
+    broker, passwords = alert_broker
+    # as deployed: one URL for every service, its user {client_id}
+    settings = Settings(
+        _env_file=None,
+        mqtt_url=f"mqtt://{{client_id}}:{INGEST_PASSWORD}@127.0.0.1:{broker.port}",
+        data_dir=tmp_path / "var",
+        alert_eval_every_s=0.01,
+    )
+    observer = Client(broker.port, OBSERVER, passwords[OBSERVER])
+    service = AlertService(settings).start()
+    channel = MqttChannel(alert_mqtt_target(settings), settings.alert_mqtt_client_id, timeout_s=5)
+    try:
+        assert observer.subscribe("pilots/+/alerts/#") == [False]
+        # `subscribed` is set only when the broker granted every route (what it then does
+        # with the readings is tests/integration/test_alert_service.py's)
+        assert service.subscribed.wait(15), "the evaluator's subscriptions were refused"
+        note = compose(
+            registry,
+            alarm_id="provision-test",
+            kind="fired",
+            device="sf-rlv-01",
+            sensor="level",
+            rule_id="santa-fe.level.alert",
+            severity="warning",
+            level="alert",
+            threshold=5.3,
+            value=5.34,
+            start_ns=time.time_ns(),
+        )
+        channel.send(note)  # returns once the broker acknowledged both
+        wait_for(lambda: len(observer.received) >= 2, 10, "the event and the alarm's state")
+    finally:
+        channel.close()
+        service.stop()
+        observer.close()
+    assert sorted(observer.topics()) == sorted(MqttChannel.topics(note))
+    assert service.target.username == DEFAULT_ALERTS_LOGIN

@@ -7,6 +7,7 @@ command, a moved file or a forgotten package breaks this test instead of a deplo
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shlex
@@ -22,6 +23,7 @@ import typer.core
 import yaml
 from pydantic import ValidationError
 
+from alerts.service import AlertService
 from core.settings import (
     DEFAULT_MQTT_PORT,
     DEFAULT_MQTTS_PORT,
@@ -32,6 +34,8 @@ from core.settings import (
 from pilots.cli import app
 from pilots.devices import DEFAULT_DIR as PROVISIONED_DIR
 from pilots.provision import (
+    DEFAULT_ALERTS_LOGIN,
+    DEFAULT_ALERTS_MQTT_LOGIN,
     DYNSEC_FILE,
     HEALTHCHECK_LOGIN,
     HEALTHCHECK_PASSWORD_FILE,
@@ -48,7 +52,7 @@ MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 TLS_SCRIPT = ROOT / "deploy" / "tls" / "make-dev-ca.sh"
 
 INGEST = ("ingest-1", "ingest-2", "ingest-3")
-PROJECT = {*INGEST, "api", "simulator"}
+PROJECT = {*INGEST, "api", "alerts", "simulator"}
 SERVICES = {"mosquitto", "influxdb", *PROJECT}
 SETTINGS_VARS = {f"PILOTS_{name.upper()}" for name in Settings.model_fields}
 INFLUX_PORT = 8086
@@ -272,7 +276,7 @@ def test_the_placeholder_secrets_are_refused_in_production(
     with pytest.raises(ValidationError, match="PILOTS_INFLUX_PASSWORD"):
         _load_settings(monkeypatch, env)
     real_influx = {"PILOTS_INFLUX_PASSWORD": "a-real-one", "PILOTS_ENV": "production"}
-    for name in (*INGEST, "simulator"):
+    for name in (*INGEST, "alerts", "simulator"):
         env = _service_settings_env(services[name]) | real_influx
         with pytest.raises(ValidationError, match="PILOTS_MQTT_URL"):
             _load_settings(monkeypatch, env)
@@ -299,6 +303,10 @@ def test_project_services_run_real_pilots_subcommands(
         command = service["command"]
         words = shlex.split(command) if isinstance(command, str) else command
         assert words[0] in commands, f"{name}: `pilots {words[0]}` does not exist"
+        group = cli.commands[words[0]]
+        if isinstance(group, typer.core.TyperGroup):  # `alerts run`: a command of a group
+            assert words[1:2] and words[1] in group.commands, f"{name}: `pilots {command}`"
+    assert services["alerts"]["command"] == ["alerts", "run"]
 
     instructions = dict(_dockerfile_instructions())
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -330,7 +338,7 @@ def test_published_ports_match_the_settings(services: dict[str, dict[str, Any]])
 
 
 def test_service_urls_name_services_and_their_ports(services: dict[str, dict[str, Any]]) -> None:
-    for name in (*INGEST, "simulator"):
+    for name in (*INGEST, "alerts", "simulator"):
         target = MqttTarget.parse(_service_settings_env(services[name])["PILOTS_MQTT_URL"])
         assert target.host == "mosquitto", name
         assert target.port in _container_ports(services["mosquitto"]), name
@@ -349,6 +357,7 @@ def test_depends_on_waits_for_health_where_there_is_a_check(
     expected = {
         **{name: {"mosquitto", "influxdb"} for name in INGEST},
         "api": {"influxdb"},
+        "alerts": {"mosquitto"},
         "simulator": {"mosquitto", *INGEST},
     }
     for name, needs in expected.items():
@@ -367,7 +376,7 @@ def test_state_lives_on_named_volumes(services: dict[str, dict[str, Any]]) -> No
     def volume_targets(name: str) -> set[str]:
         return {t.rstrip("/") for kind, _, t in _mounts(services[name]) if kind == "volume"}
 
-    for name in (*INGEST, "api"):  # the api's data directory holds its token database
+    for name in (*INGEST, "api", "alerts"):  # the api's data directory holds its token database
         data_dir = _service_settings_env(services[name])["PILOTS_DATA_DIR"]
         assert data_dir.rstrip("/") in volume_targets(name), name
     assert _mosquitto_options()["persistence_location"].rstrip("/") in volume_targets("mosquitto")
@@ -487,3 +496,49 @@ def test_the_tls_listener_uses_the_files_the_dev_ca_script_makes(
             f"{option}: the script makes no {source.name}"
         )
     assert not {"cafile", "certfile", "keyfile"} & set(listeners[DEFAULT_MQTT_PORT])
+
+
+# -- the alert service ---------------------------------------------------------------------------
+
+
+def test_the_alert_service_shares_the_api_s_data_directory_and_volume(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # alerts.sqlite: the alert service writes the alarms and its outbox, the api serves them
+    def data(name: str) -> tuple[str, set[str]]:
+        data_dir = _service_settings_env(services[name])["PILOTS_DATA_DIR"].rstrip("/")
+        volumes = {
+            src
+            for kind, src, target in _mounts(services[name])
+            if kind == "volume" and target.rstrip("/") == data_dir
+        }
+        return data_dir, volumes
+
+    assert data("alerts") == data("api")
+    assert data("api")[1] == {"api-data"}
+    assert _is_project_image(services["alerts"])
+    assert services["alerts"]["image"] == services["api"]["image"]
+    # one alert service: its MQTT session and the outbox's dispatcher are single
+    assert "deploy" not in services["alerts"] and "scale" not in services["alerts"]
+    for name in INGEST:
+        assert not {src for kind, src, _ in _mounts(services[name])} & data("api")[1], name
+
+
+def test_the_alert_service_logs_in_as_the_logins_provision_writes(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _load_settings(monkeypatch, _service_settings_env(services["alerts"]))
+    # alerts.service logs in as its session id, alerts.channels as its channel's client id
+    assert settings.mqtt(settings.alert_session_id).username == DEFAULT_ALERTS_LOGIN
+    assert settings.mqtt(settings.alert_mqtt_client_id).username == DEFAULT_ALERTS_MQTT_LOGIN
+    ingest = _load_settings(monkeypatch, _service_settings_env(services["ingest-1"]))
+    assert settings.mqtt_url == ingest.mqtt_url, "provision gives them ingest's URL password"
+
+
+def test_the_alert_service_is_given_the_time_its_stop_takes(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    grace = str(services["alerts"]["stop_grace_period"])
+    assert grace.endswith("s")
+    stop_s = inspect.signature(AlertService.stop).parameters["timeout_s"].default
+    assert int(grace[:-1]) > 2 * stop_s  # the evaluator's stop, then the dispatcher's

@@ -7,6 +7,7 @@ machine.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shlex
@@ -17,15 +18,35 @@ import pytest
 import typer
 import typer.core
 
+from alerts.service import AlertService
 from core.settings import MqttTarget, Settings
 from pilots.cli import app
-from pilots.provision import DYNSEC_FILE
+from pilots.commands.alerts import alerts_run
+from pilots.provision import DEFAULT_ALERTS_LOGIN, DEFAULT_ALERTS_MQTT_LOGIN, DYNSEC_FILE
 from tests.services import PACKET_HEADROOM_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / "deploy" / "local"
 INSTALL = LOCAL / "install.sh"
-UNITS = ("pilots-api.service", "pilots-ingest@.service")
+UNITS = ("pilots-api.service", "pilots-ingest@.service", "pilots-alerts.service")
+#: What each unit runs: `pilots <command...>`.
+COMMANDS = {
+    "pilots-api.service": ["api"],
+    "pilots-ingest@.service": ["ingest"],
+    "pilots-alerts.service": ["alerts", "run"],
+}
+#: The sandbox every pilots unit shares: the same user, settings and hardening.
+HARDENING = (
+    "User",
+    "Group",
+    "EnvironmentFile",
+    "NoNewPrivileges",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "ReadWritePaths",
+    "InaccessiblePaths",
+)
 ENV_EXAMPLE = LOCAL / "pilots.env.example"
 MOSQUITTO_SNIPPET = LOCAL / "mosquitto-pilots.conf"
 WRAPPER = LOCAL / "pilots.sh"
@@ -86,13 +107,18 @@ def install() -> str:
 def test_units_run_real_pilots_subcommands_from_the_installed_venv(install: str) -> None:
     cli = typer.main.get_command(app)
     assert isinstance(cli, typer.core.TyperGroup)
-    for name, command in (("pilots-api.service", "api"), ("pilots-ingest@.service", "ingest")):
+    assert set(COMMANDS) == set(UNITS)
+    for name, command in COMMANDS.items():
         _, words = exec_start(name)
         binary = Path(words[0])
         assert binary.name == "pilots"
         assert f"python3 -m venv {binary.parent.parent}" in install, name
-        assert words[1:] == [command]
-        assert command in cli.commands
+        assert words[1:] == command
+        found: object = cli
+        for word in command:  # `alerts run`: a command of the `alerts` group
+            assert isinstance(found, typer.core.TyperGroup), name
+            assert word in found.commands, f"{name}: no `pilots ... {word}`"
+            found = found.commands[word]
 
 
 def test_units_set_only_settings_and_give_each_worker_its_own_state() -> None:
@@ -105,6 +131,9 @@ def test_units_set_only_settings_and_give_each_worker_its_own_state() -> None:
     api_env, _ = exec_start("pilots-api.service")
     assert set(api_env) <= SETTINGS_VARS
     assert api_env["PILOTS_DATA_DIR"] != env["PILOTS_DATA_DIR"].replace("%i", "1")
+    # The alert service writes alerts.sqlite where the API reads it: the API's directory.
+    alerts_env, _ = exec_start("pilots-alerts.service")
+    assert alerts_env == {"PILOTS_DATA_DIR": api_env["PILOTS_DATA_DIR"]}
 
 
 def test_units_read_the_env_file_and_run_as_the_user_the_installer_creates(install: str) -> None:
@@ -117,6 +146,45 @@ def test_units_read_the_env_file_and_run_as_the_user_the_installer_creates(insta
             assert f"install -d -o pilots -g pilots -m 0750 {path}" in install, path
         assert f'"$here/{name}"' in install, f"install.sh does not install {name}"
     assert "/etc/pilots/pilots.env" in install
+
+
+def test_the_alert_unit_is_sandboxed_like_the_api_reloads_on_sighup_and_stops_cleanly(
+    install: str,
+) -> None:
+    alerts, api = unit("pilots-alerts.service"), unit("pilots-api.service")
+    for key in HARDENING:
+        assert alerts.get(key) == api.get(key), key
+        assert key in api, key
+    assert alerts["Restart"] == ["always"]
+    # `systemctl reload` sends SIGHUP to the pilots process itself (env execs it), which
+    # `pilots alerts run` turns into a reload of the rules and the registry
+    assert alerts["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert "signal.SIGHUP" in inspect.getsource(alerts_run)
+    # SIGTERM to the process, which then evaluates and acknowledges what it holds; systemd
+    # waits for that longer than its own stop takes at most (the evaluator, then the sends)
+    assert alerts["KillSignal"] == ["SIGTERM"]
+    assert alerts["KillMode"][0] in {"mixed", "control-group"}
+    stop_s = inspect.signature(AlertService.stop).parameters["timeout_s"].default
+    assert int(alerts["TimeoutStopSec"][0]) > 2 * stop_s
+    assert "mosquitto.service" in alerts["After"][0]
+    # installed, enabled and (re)started
+    assert "systemctl enable -q pilots-alerts" in install
+    assert "systemctl restart pilots-alerts" in install
+
+
+def test_the_installer_provisions_the_logins_the_alert_service_logs_in_as(
+    install: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provision = next(line for line in install.splitlines() if "pilots devices provision" in line)
+    assert "--no-alerts" not in provision and "--alerts-login" not in provision
+    for key in [k for k in os.environ if k.startswith("PILOTS_")]:
+        monkeypatch.delenv(key)
+    values = env_values(ENV_EXAMPLE)
+    monkeypatch.setenv("PILOTS_MQTT_URL", values["PILOTS_MQTT_URL"].replace("CHANGE-ME", "pw"))
+    settings = Settings(_env_file=None)
+    # as alerts.service and alerts.channels resolve them: the names provision gives by default
+    assert settings.mqtt(settings.alert_session_id).username == DEFAULT_ALERTS_LOGIN
+    assert settings.mqtt(settings.alert_mqtt_client_id).username == DEFAULT_ALERTS_MQTT_LOGIN
 
 
 def test_data_directories_are_the_ones_the_installer_creates(install: str) -> None:
