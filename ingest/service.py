@@ -47,6 +47,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from core.errors import ConfigError
 from core.quarantine import KEY_SPACING_NS
 from core.registry import Registry
+from core.reload import Watched, watch_registry
 from core.settings import Settings
 from core.store import open_store
 from ingest.adoption import Adoption
@@ -66,7 +67,7 @@ from ingest.metrics import Health, HttpEndpoint, IngestMetrics, MetricEvents, ma
 from ingest.session import connect_session, session_client
 from ingest.spool import DATABASE, Spool, SpoolError
 from ingest.writer import BACKOFF_MAX_S, SpoolWriter, start_store
-from ingest.writer_process import STOP_SIGNALS, Tally, writer_process
+from ingest.writer_process import HELD_AT_SPAWN, Tally, writer_process
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class IngestService:
         self._client = self._make_client()
         self._network = threading.Thread(target=self._network_loop, name="ingest-mqtt", daemon=True)
         self._writer: Any = None
+        #: The thread writer's registry watch (the writer process keeps its own).
+        self._watch: Watched[Registry] | None = None
         self._events_reader: threading.Thread | None = None
         if self.group:
             self.health.group = self.group_view
@@ -244,6 +247,11 @@ class IngestService:
 
     def _start_writer(self) -> None:
         if self.settings.ingest_writer == "thread":
+            self._watch = watch_registry(
+                self.settings.registry,
+                every_s=self.settings.alert_reload_every_s,
+                value=self.registry,
+            )
             self._writer = threading.Thread(
                 target=self._writer_thread, name="ingest-writer", daemon=True
             )
@@ -259,8 +267,8 @@ class IngestService:
         )
         # The child inherits this thread's signal mask: a stop signal sent to the whole group
         # while it starts stays pending until `writer_process` ignores it (a stop is ours to
-        # order); here it is only delayed, never lost.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        # order), and a SIGHUP until it handles it; here they are only delayed, never lost.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_AT_SPAWN)
         try:
             self._writer.start()
         finally:
@@ -271,9 +279,23 @@ class IngestService:
         )
         self._events_reader.start()
 
+    def reload_registry(self) -> None:
+        """Have the writer look at the registry file now (for SIGHUP), not at its next look.
+
+        The receiver itself needs no registry (its subscriptions are the routes): the writer,
+        which decodes and validates, takes a valid new one between two batches.
+        """
+        if self._watch is not None:
+            self._watch.request()
+            return
+        pid = getattr(self._writer, "pid", None)
+        if pid is not None and self._writer.is_alive():
+            os.kill(pid, signal.SIGHUP)
+
     def _writer_thread(self) -> None:
         store = open_store(self.settings, self.registry)
         spool = Spool(self.settings.data_dir / DATABASE)
+        writer: SpoolWriter | None = None
         try:
 
             def nothing_to_write() -> bool:
@@ -288,9 +310,12 @@ class IngestService:
                 registry=self.registry,
                 events=self.events,
                 abort=self._abort,
+                watch=self._watch,
             )
             writer.run(draining=self._draining.is_set)
         finally:
+            if writer is not None:
+                writer.close()
             spool.close()
             store.close()
 

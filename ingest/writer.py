@@ -16,6 +16,15 @@ splits it until the offending lines stand alone and quarantines those; anything 
 By default the writer runs in a child process of `pilots ingest` (`PILOTS_INGEST_WRITER=process`,
 `ingest.writer_process`), otherwise in a thread of ingest itself; either way it reports to an
 `Events`.
+
+Given a registry watch (`core.reload.Watched`), the writer looks at the registry file every
+`PILOTS_ALERT_RELOAD_EVERY_S` between two batches, and takes a valid new registry there: the
+batch in flight is finished (written, quarantined, removed from the spool) with the registry it
+was decoded with, then the validator, the store, the rollup maintainer and the quarantine keeper
+change to the new one together, before the next batch is decoded. A message is thus decoded,
+written and rolled up with one registry; what waits in the spool is decoded with the new one.
+The retransmission keys seen (keyed by device id) are kept across the change. A bad file is
+refused by the watch and the running registry stays.
 """
 
 from __future__ import annotations
@@ -39,8 +48,9 @@ from core.errors import (
 )
 from core.readings import Readings
 from core.registry import Registry
+from core.reload import Watched, registry_change
 from core.settings import Settings
-from core.store import Lifecycle, Store
+from core.store import Lifecycle, Store, open_store
 from core.timeutil import NS_PER_S
 from core.uplinks import Uplinks
 from ingest.decoders import Router
@@ -130,22 +140,34 @@ class SpoolWriter:
         registry: Registry,
         events: Events,
         abort: threading.Event | Any,
+        watch: Watched[Registry] | None = None,
+        store_for: Callable[[Registry], Store] | None = None,
     ) -> None:
+        """`watch`, when given, is the registry's (see the module docstring).
+
+        `store_for` opens a store for a new registry (default: `open_store` with `settings`).
+        The store given here is the caller's to close; one the writer opened for a new
+        registry is closed by the writer (`close()`).
+        """
         self.spool = spool
         self.store = store
         self.settings = settings
         self.registry = registry
         self.events = events
         self.abort = abort
+        self.watch = watch
+        self._store_for = store_for or (lambda r: open_store(settings, r))
+        #: A valid new registry not taken yet (its store would not start), and when to retry.
+        self._incoming: Registry | None = None
+        self._retry_at = 0.0
+        #: The store opened by the writer for a new registry, closed by it.
+        self._owned: Store | None = None
         self.router = Router(settings.ingest_routes)
         self.rollups = RollupMaintainer(Path(settings.data_dir) / ROLLUP_NOTES, registry)
         self._rolled_up = time.monotonic()
         window_ns = settings.ingest_dedupe_window_s * NS_PER_S
-        self.validator = Validator(
-            registry,
-            max_future_s=settings.ingest_max_future_s,
-            max_age_days=settings.ingest_max_age_days,
-            frames=FrameCache(window_ns, spool.frame_keys(time.time_ns() - window_ns)),
+        self.validator = self._validator(
+            registry, FrameCache(window_ns, spool.frame_keys(time.time_ns() - window_ns))
         )
         self._store_refused: list[Refused] = []
         self.keeper = Keeper(
@@ -156,6 +178,21 @@ class SpoolWriter:
             spool=spool,
             on_unkept=events.unkept,
         )
+
+    def _validator(self, registry: Registry, frames: FrameCache | None) -> Validator:
+        return Validator(
+            registry,
+            max_future_s=self.settings.ingest_max_future_s,
+            max_age_days=self.settings.ingest_max_age_days,
+            frames=frames,
+        )
+
+    def close(self) -> None:
+        """Close what the writer opened itself: the store of a registry it took while running."""
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
+        self.rollups.close()
 
     def run(self, draining: Callable[[], bool]) -> bool:
         """Process until the spool is empty and `draining()` says to stop, or until aborted.
@@ -168,6 +205,13 @@ class SpoolWriter:
         after_id = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store") as pool:
             while not self.abort.is_set():
+                if self._registry_due():
+                    # Between two batches: the one in flight is finished with its registry.
+                    if inflight is not None:
+                        if not self._complete(inflight):
+                            return False
+                        inflight = None
+                    self._take_registry()
                 # Asked before the spool is read: what the receiver spooled up to the moment
                 # it stopped (or died) is then in this take, or in the next one.
                 last_turn = draining()
@@ -197,6 +241,54 @@ class SpoolWriter:
                 prepared.future = pool.submit(self._store_batch, prepared)
                 inflight = prepared
         return False
+
+    def _registry_due(self) -> bool:
+        """Whether a new registry waits to be taken (looking at the file when it is time)."""
+        if self.watch is None:
+            return False
+        fresh = self.watch.check()
+        if fresh is not None:
+            if fresh == self.registry:
+                self._incoming = None
+                log.info("registry %s read again: unchanged", fresh.source)
+            else:
+                self._incoming = fresh
+                self._retry_at = 0.0
+        return self._incoming is not None and time.monotonic() >= self._retry_at
+
+    def _take_registry(self) -> None:
+        """Change to the new registry: store, validator, rollups and keeper together.
+
+        Called between two batches, with none in flight. If the new registry's store cannot be
+        opened, the running registry stays and the change is tried again after the look
+        interval.
+        """
+        new = self._incoming
+        assert new is not None
+        store: Store | None = None
+        try:
+            store = self._store_for(new)
+            store.start()
+            rollups = RollupMaintainer(Path(self.settings.data_dir) / ROLLUP_NOTES, new)
+        except PilotsError as exc:
+            if store is not None:
+                store.close()
+            wait = self.settings.alert_reload_every_s
+            self._retry_at = time.monotonic() + wait
+            log.warning("new registry not taken yet, retrying in %.1f s: %s", wait, exc)
+            return
+        old = self.registry
+        self.validator = self._validator(new, self.validator.frames)
+        self.rollups.close()
+        self.rollups = rollups
+        self.keeper.store = store
+        self.keeper.registry = new
+        if self._owned is not None:
+            self._owned.close()
+        self.store = self._owned = store
+        self.registry = new
+        self._incoming = None
+        log.info("registry reloaded: %s", registry_change(old, new))
 
     def roll_up(self, *, idle: bool) -> None:
         """Bring the rollups up to date with what was written: when idle, or every so often.

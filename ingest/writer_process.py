@@ -5,6 +5,9 @@ the receiver keeps the broker's pace. The child reports what it did to its paren
 objects over a pipe, which the parent replays into its metrics and serves at /metrics. This
 module is the harness only: the entry point, the pipe and the watch on the parent; the writing
 itself is `ingest.writer`, and it must not write anything on its own.
+
+The writer looks at the registry file (`PILOTS_REGISTRY`, or the shipped one) every
+`PILOTS_ALERT_RELOAD_EVERY_S`; a SIGHUP to this process has it look at the next turn.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from core.registry import load_registry
+from core.reload import watch_registry
 from core.settings import Settings
 from core.store import open_store
 from ingest.spool import Spool
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Signals that stop ingest: the receiver's to handle; its writer process ignores them.
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+#: Signals the receiver holds while it spawns the writer: those the writer handles its own way
+#: (the stop signals ignored, SIGHUP a look at the registry) must not act before it does.
+HELD_AT_SPAWN = STOP_SIGNALS | {signal.SIGHUP}
 
 LOCK_FILE = "ingest.writer.lock"
 
@@ -183,7 +189,11 @@ def writer_process(
     # writer before it has drained the spool.
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the receiver at spawn
+    # SIGHUP: look at the registry file now (only a flag is set here; the writer acts on it
+    # between two batches).
+    watch = watch_registry(settings.registry, every_s=settings.alert_reload_every_s)
+    signal.signal(signal.SIGHUP, lambda *_: watch.request())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_AT_SPAWN)  # blocked by the receiver at spawn
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
@@ -193,10 +203,11 @@ def writer_process(
         # One writer per spool: a writer orphaned by a killed ingest writes what the spool
         # holds (for at most the stop timeout) and exits before the new one starts.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        registry = load_registry(settings.registry)
+        registry = watch.load()
         store = open_store(settings, registry)
         events = _PipeEvents(conn)
         spool = Spool(Path(settings.data_dir) / "ingest.sqlite")
+        writer: SpoolWriter | None = None
         try:
 
             def nothing_to_write() -> bool:
@@ -204,11 +215,19 @@ def writer_process(
 
             if start_store(store, events, stop, nothing_to_write):
                 writer = SpoolWriter(
-                    spool, store, settings=settings, registry=registry, events=events, abort=stop
+                    spool,
+                    store,
+                    settings=settings,
+                    registry=registry,
+                    events=events,
+                    abort=stop,
+                    watch=watch,
                 )
                 writer.run(draining=stop.draining)
             events.flush()
         finally:
+            if writer is not None:
+                writer.close()
             spool.close()
             store.close()
             conn.close()
