@@ -37,9 +37,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -53,7 +51,8 @@ from alerts.outbox import Dispatcher, Outbox
 from alerts.store import AlarmStore
 from core.alerts import AlertEvent, AlertState, AlertStateError, Evaluator, Rule, load_rules
 from core.errors import PilotsError
-from core.registry import DEFAULT_REGISTRY_PATH, Registry, load_registry
+from core.registry import Registry, load_registry
+from core.reload import Watched, registry_change, registry_path
 from core.settings import Settings
 from core.timeutil import NS_PER_S
 from ingest.decoders import Router
@@ -90,18 +89,6 @@ def load(settings: Settings) -> Rules:
     return Rules(registry, rules, evaluator)
 
 
-def _stamp(paths: Sequence[Path]) -> tuple[tuple[int, int, int] | None, ...]:
-    out: list[tuple[int, int, int] | None] = []
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            out.append(None)
-        else:
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(out)
-
-
 def digest(topic: str, payload: bytes) -> bytes:
     """What recognises a message redelivered after it was evaluated."""
     h = hashlib.blake2b(digest_size=16)
@@ -133,7 +120,16 @@ class AlertService:
     def __init__(self, settings: Settings, *, clock: Any = time.time_ns) -> None:
         self.settings = settings
         self.clock = clock
-        self.config = load(settings)
+        paths = [registry_path(settings.registry)]
+        if settings.alert_rules is not None:
+            paths.append(settings.alert_rules)
+        self._watch: Watched[Rules] = Watched(
+            paths,
+            lambda: load(settings),
+            name="alert rules and registry",
+            every_s=settings.alert_reload_every_s,
+        )
+        self.config = self._watch.load()
         self.target = settings.mqtt(settings.alert_session_id)
         self.store = AlarmStore.from_settings(settings)
         channels = enabled_channels(settings)
@@ -147,10 +143,6 @@ class AlertService:
         window_ns = settings.ingest_dedupe_window_s * NS_PER_S
         self._frames = FrameCache(window_ns)
         self.validator = self._validator(self.config.registry)
-        self._paths = self._watched_paths()
-        self._stamps = _stamp(self._paths)
-        self._reload_at = time.monotonic()
-        self._reload_now = threading.Event()
         self._silence_at = time.monotonic()
         self._held: list[_Held] = []
         self._held_since = 0.0
@@ -169,7 +161,6 @@ class AlertService:
         self.silence_checks = 0
         self.events = 0
         self.reloads = 0
-        self.refused_reloads = 0
         self._client = session_client(
             settings, self.target, settings.alert_session_id, self.target.username
         )
@@ -188,12 +179,6 @@ class AlertService:
             max_age_days=self.settings.ingest_max_age_days,
             frames=self._frames,
         )
-
-    def _watched_paths(self) -> list[Path]:
-        paths = [self.settings.registry or DEFAULT_REGISTRY_PATH]
-        if self.settings.alert_rules is not None:
-            paths.append(self.settings.alert_rules)
-        return paths
 
     def _saved_state(self) -> AlertState:
         raw = self.store.saved_state()
@@ -231,7 +216,7 @@ class AlertService:
 
     def reload(self) -> None:
         """Look at the rules and registry files at the next turn (what SIGHUP does)."""
-        self._reload_now.set()
+        self._watch.request()
 
     # --- the thread -----------------------------------------------------------------------
 
@@ -272,8 +257,7 @@ class AlertService:
 
     def _turn(self) -> None:
         now = time.monotonic()
-        if self._reload_now.is_set() or now - self._reload_at >= self.settings.alert_reload_every_s:
-            self._maybe_reload()
+        self._maybe_reload()
         if self._held and (
             len(self._held) >= self._ack_at
             or now - self._held_since >= self.settings.alert_eval_every_s
@@ -472,19 +456,8 @@ class AlertService:
     # --- reloading ------------------------------------------------------------------------
 
     def _maybe_reload(self) -> None:
-        forced = self._reload_now.is_set()
-        self._reload_now.clear()
-        self._reload_at = time.monotonic()
-        paths = self._watched_paths()
-        stamps = _stamp(paths)
-        if not forced and paths == self._paths and stamps == self._stamps:
-            return
-        self._paths, self._stamps = paths, stamps
-        try:
-            config = load(self.settings)
-        except PilotsError as exc:
-            self.refused_reloads += 1
-            log.error("alert rules or registry refused, keeping the running ones: %s", exc)
+        config = self._watch.check()  # a refusal is logged there, and the running rules kept
+        if config is None:
             return
         # What is held was received under the old rules: evaluate and save it with them first.
         self.flush()
@@ -493,9 +466,8 @@ class AlertService:
         self.validator = self._validator(config.registry)
         self.reloads += 1
         log.info(
-            "alert rules reloaded: %d rules (was %d), %d devices (was %d)",
+            "alert rules reloaded: %d rules (was %d); %s",
             len(config.rules),
             len(old.rules),
-            len(config.registry.device_list),
-            len(old.registry.device_list),
+            registry_change(old.registry, config.registry),
         )

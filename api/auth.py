@@ -1,9 +1,15 @@
-"""Bearer-token authentication of the API, with two scopes: `read` and `admin`.
+"""Bearer-token authentication of the API, with three scopes: `read`, `operator` and `admin`.
 
-Tokens live in a small SQLite table beside the other local state (`PILOTS_DATA_DIR`); operators
-manage them with `pilots tokens`. Routes declare what they need with the `ReadAccess` and
-`AdminAccess` aliases. The table holds SHA-256 hashes only: a token is shown once, when it is
-created, and can never be read back. This module must not log or store token text.
+Each scope includes those below it: `read` queries data, `operator` also acknowledges alarms,
+`admin` also operates the service. Tokens live in a small SQLite table beside the other local
+state (`PILOTS_DATA_DIR`); operators manage them with `pilots tokens`. Routes declare what they
+need with the `ReadAccess`, `OperatorAccess` and `AdminAccess` aliases. The table holds SHA-256
+hashes only: a token is shown once, when it is created, and can never be read back. This
+module must not log or store token text.
+
+A token file written before the `operator` scope existed (its table's CHECK allows only `read`
+and `admin`) is migrated when it is opened: the table is recreated in one transaction with every
+row kept (`_migrate`).
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.problems import Problem
 from core.errors import PilotsError
 
-Scope = Literal["read", "admin"]
+Scope = Literal["read", "operator", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 
 #: Each scope includes those of lower rank.
-_RANK: dict[str, int] = {"read": 1, "admin": 2}
+_RANK: dict[str, int] = {"read": 1, "operator": 2, "admin": 3}
 
 DATABASE = "api-tokens.sqlite"
 TOKEN_PREFIX = "pt_"  # noqa: S105 -- a public marker that makes leaked tokens greppable
@@ -38,17 +44,20 @@ TOKEN_PREFIX = "pt_"  # noqa: S105 -- a public marker that makes leaked tokens g
 TOKEN_LENGTH = len(TOKEN_PREFIX) + 43
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9._@-]{0,63}")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
-    scope TEXT NOT NULL CHECK (scope IN ('read', 'admin')),
+    scope TEXT NOT NULL CHECK (scope IN ('read', 'operator', 'admin')),
     sha256 TEXT NOT NULL UNIQUE,
     created_ns INTEGER NOT NULL,
     revoked_ns INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS tokens_live_name ON tokens (name) WHERE revoked_ns IS NULL;
 """
+_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS tokens_live_name ON tokens (name) WHERE revoked_ns IS NULL;"
+)
+SCHEMA = _TABLE.format(name="tokens") + _INDEX
 
 
 #: Rows as SQLite returns them; each value is converted where it is read.
@@ -68,7 +77,7 @@ class Principal:
     scope: Scope
 
     def allows(self, scope: Scope) -> bool:
-        """Whether this principal's scope includes `scope` (admin includes read)."""
+        """Whether this principal's scope includes `scope` (admin includes operator and read)."""
         return _RANK[self.scope] >= _RANK[scope]
 
 
@@ -86,6 +95,40 @@ class TokenInfo:
     def live(self) -> bool:
         """Whether the token still authenticates."""
         return self.revoked_ns is None
+
+
+def _table_sql(db: sqlite3.Connection) -> str:
+    row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tokens'")
+    found = row.fetchone()
+    return str(found[0]) if found else ""
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Let an older token table hold every scope of `SCOPES`, keeping every row.
+
+    SQLite cannot change a CHECK constraint in place: the table is recreated under the same
+    name in one transaction (create, copy, drop, rename, index), so that a crash or a second
+    process doing the same leaves either the old table or the new one, never half of each.
+    """
+    if "'operator'" in _table_sql(db):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if "'operator'" not in _table_sql(db):  # another process may have migrated meanwhile
+            db.execute("DROP TABLE IF EXISTS tokens_migrating")
+            db.execute(_TABLE.format(name="tokens_migrating"))
+            db.execute(
+                "INSERT INTO tokens_migrating (id, name, scope, sha256, created_ns, revoked_ns) "
+                "SELECT id, name, scope, sha256, created_ns, revoked_ns FROM tokens"
+            )
+            db.execute("DROP TABLE tokens")
+            db.execute("ALTER TABLE tokens_migrating RENAME TO tokens")
+            db.execute(_INDEX)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _digest(token: str) -> str:
@@ -126,6 +169,7 @@ class TokenStore:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
+            _migrate(self._db)
         except (OSError, sqlite3.Error) as exc:
             raise TokenError(f"cannot open the token database {path}: {exc}") from exc
 
@@ -233,7 +277,8 @@ class TokenStore:
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="token",
-    description="A token from `pilots tokens create`: read scope for data, admin for operations.",
+    description="A token from `pilots tokens create`: read scope for data, operator also to "
+    "acknowledge alarms, admin also for operations.",
 )
 
 
@@ -278,4 +323,5 @@ def require(scope: Scope) -> Callable[..., Principal]:
 
 
 ReadAccess = Annotated[Principal, Depends(require("read"))]
+OperatorAccess = Annotated[Principal, Depends(require("operator"))]
 AdminAccess = Annotated[Principal, Depends(require("admin"))]

@@ -2,8 +2,9 @@
 
 The app's typed state (`api.state.AppState`, built by `api.app.create_app`) is read here and
 nowhere else: each thing a route needs has its alias (`SettingsDep`, `RegistryDep`,
-`StoreDep`, `SeriesDep`, `ReportsDep`, `ScanSlotsDep`, `MetricsDep`). The other helpers turn
-path and query text into validated values once. This module must not query the store.
+`StoreDep`, `SeriesDep`, `ReportsDep`, `ScanSlotsDep`, `MetricsDep`, `AlarmsDep`,
+`StreamBoundsDep`). The other helpers turn path and query text into validated values once.
+This module must not query the store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import Depends, Path, Query, Request
 
 from api.metrics import ApiMetrics
 from api.problems import Problem
+from api.services.alerts import AlarmService, StreamBounds
 from api.services.report_cache import ReportCache
 from api.services.series import SeriesService
 from api.services.slots import ScanSlots
@@ -77,6 +79,14 @@ def _metrics(state: AppStateDep) -> ApiMetrics:
     return state.metrics
 
 
+def _alarms(state: AppStateDep) -> AlarmService:
+    return state.alarms
+
+
+def _stream_bounds(state: AppStateDep) -> StreamBounds:
+    return state.streams
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 StoreDep = Annotated[Store, Depends(_store)]
@@ -84,6 +94,8 @@ SeriesDep = Annotated[SeriesService, Depends(_series)]
 ReportsDep = Annotated[ReportCache, Depends(_reports)]
 ScanSlotsDep = Annotated[ScanSlots, Depends(_slots)]
 MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
+AlarmsDep = Annotated[AlarmService, Depends(_alarms)]
+StreamBoundsDep = Annotated[StreamBounds, Depends(_stream_bounds)]
 
 
 def _pilot(
@@ -113,6 +125,11 @@ def _local_zone(request: Request, registry: Registry) -> tzinfo | None:
     name = request.path_params.get("pilot") or request.query_params.get("pilot")
     pilot = registry.pilots.get(name) if isinstance(name, str) else None
     return pilot.tz if pilot is not None else None
+
+
+def instant_ns(name: str, text: str, zone: tzinfo | None = None) -> int:
+    """An instant from RFC 3339 text (or local text in `zone`), or a 422 naming `name`."""
+    return _instant(name, text, zone)
 
 
 def _instant(name: str, text: str, zone: tzinfo | None) -> int:

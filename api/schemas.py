@@ -8,7 +8,7 @@ Times are RFC 3339 with the pilot's UTC offset. Statistics of empty windows are 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -199,6 +199,56 @@ class CompareJson(TypedDict):
     pilots: list[CompareLineJson]
 
 
+# -- alarms ------------------------------------------------------------------------------------
+
+
+class AlarmOut(_Out):
+    """An alarm: one rule on one device, from the reading that fired it to the one that cleared it.
+
+    The stored alarm (`alerts.store.Alarm`: times as int64 ns since the epoch, UTC) with its
+    times also as RFC 3339 in the pilot's zone, and a link to the dashboard at its start.
+    """
+
+    id: str = Field(description="the alarm's id (24 hex digits, the same in every process)")
+    rule: str = Field(description="the rule's id, e.g. santa-fe.level.alert")
+    kind: str = Field(
+        description="threshold, mean_over_guideline, rate_of_rise, silent, battery_low or flat"
+    )
+    pilot: str
+    device: str
+    sensor: str | None = Field(description="null for rules on no sensor (silent)")
+    severity: str = Field(description="info, warning or critical")
+    label: str = Field(description="what the level is called: alert, low battery, ...")
+    level: float | None = Field(description="what the metric was compared with")
+    direction: str = Field(description="above or below the level")
+    state: Literal["active", "cleared"]
+    active: bool
+    start: datetime = Field(description="the first reading past the level, pilot's local time")
+    end: datetime | None = Field(description="the first reading back on the safe side")
+    start_ns: int
+    end_ns: int | None
+    fired_ns: int = Field(description="device time of the reading that fired it")
+    cleared_ns: int | None = Field(description="device time of the reading that cleared it")
+    value: float | None = Field(description="the metric at the start")
+    peak: float | None = Field(description="the most extreme metric while it lasted")
+    latest: float | None = Field(description="the metric at its last event")
+    late: bool = Field(description="found in a backlog after the fact, not live")
+    acked: datetime | None = Field(description="when it was acknowledged, pilot's local time")
+    acked_ns: int | None
+    acked_by: str | None = Field(description="the name of the token that acknowledged it")
+    ack_note: str | None
+    seq: int = Field(description="the number of its last change (the stream's event id)")
+    link: str = Field(description="the dashboard at the pilot and the alarm's start")
+
+
+class AckIn(BaseModel):
+    """An acknowledgement's optional note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=500, description="what was done, for the others")
+
+
 # -- the pilot report --------------------------------------------------------------------------
 
 
@@ -371,6 +421,11 @@ class ReportOut(_Out):
     exceedances: list[ExceedanceOut]
     river: list[RiverOut] = Field(description="river level gauges (flood pilots)")
     rain: list[RainOut] = Field(description="rain gauges")
+    alarms: list[AlarmOut] | None = Field(
+        default=None,
+        description="the pilot's alarms that overlap the period, oldest first (at most 1000); "
+        "null when the API has no alarm store to read",
+    )
 
 
 class QuarantineEntryOut(_Out):

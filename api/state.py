@@ -3,7 +3,8 @@
 `AppState` is the app's `app.state` (a Starlette `State`, so that code written for any app,
 such as the token check in `api.auth`, keeps reading it the usual way). Routes never read it:
 they name what they need with the `Annotated` aliases of `api.deps`. This module must not
-start anything or read the store: the app's lifespan starts and stops what runs.
+start anything or read the store: the app's lifespan starts and stops what runs (the hot
+cache's refresh; the alarm store, which `alarms` holds once the lifespan has opened it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from starlette.datastructures import State
 from api.auth import TokenStore
 from api.cache import HotCache
 from api.metrics import ApiMetrics
+from api.services.alerts import AlarmService, StreamBounds
 from api.services.report_cache import ReportCache
 from api.services.series import Limits, SeriesService
 from api.services.slots import ScanSlots
@@ -26,8 +28,10 @@ from core.timeutil import HOUR_NS
 class AppState(State):
     """Settings, registry and store, and the services built on them for one process.
 
-    `cache` is None when the app keeps no hot data. The attributes are held in the
-    `State`'s mapping; they are declared here so that readers see their types.
+    `cache` is None when the app keeps no hot data. `alarms` holds the alarm store while the
+    app runs (`AlarmService.store`, None before the lifespan opens it); `streams` bounds the
+    alarm streams. The attributes are held in the `State`'s mapping; they are declared here so
+    that readers see their types.
     """
 
     settings: Settings
@@ -39,6 +43,8 @@ class AppState(State):
     series: SeriesService
     reports: ReportCache
     metrics: ApiMetrics
+    alarms: AlarmService
+    streams: StreamBounds
 
     def __init__(
         self,
@@ -52,6 +58,8 @@ class AppState(State):
         series: SeriesService,
         reports: ReportCache,
         metrics: ApiMetrics,
+        alarms: AlarmService,
+        streams: StreamBounds,
     ) -> None:
         super().__init__(
             {
@@ -64,6 +72,8 @@ class AppState(State):
                 "series": series,
                 "reports": reports,
                 "metrics": metrics,
+                "alarms": alarms,
+                "streams": streams,
             }
         )
 
@@ -106,8 +116,14 @@ def build_state(
         ),
         slots=slots,
     )
+    alarms = AlarmService(settings, registry)
     reports = ReportCache(
-        registry, store, hot, slots=slots, max_scan_readings=settings.api_max_scan_readings
+        registry,
+        store,
+        hot,
+        slots=slots,
+        max_scan_readings=settings.api_max_scan_readings,
+        alarms=alarms,
     )
     return AppState(
         settings=settings,
@@ -119,4 +135,6 @@ def build_state(
         series=series,
         reports=reports,
         metrics=ApiMetrics(),
+        alarms=alarms,
+        streams=StreamBounds(settings.api_max_streams, settings.api_max_streams_per_token),
     )

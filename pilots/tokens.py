@@ -20,7 +20,8 @@ from core.settings import load_settings
 from core.timeutil import ns_to_datetime
 
 tokens_app = typer.Typer(
-    help="Bearer tokens of the API: read scope for researchers, admin for operators.",
+    help="Bearer tokens of the API: read scope for researchers, operator for those who "
+    "acknowledge alarms, admin for those who run the service.",
     no_args_is_help=True,
 )
 
@@ -49,7 +50,12 @@ def _when(ts_ns: int) -> str:
 @tokens_app.command("create")
 def create(
     name: Annotated[str, typer.Option(help="who or what uses the token, unique among live tokens")],
-    scope: Annotated[Scope, typer.Option(help="read: query data; admin: also operate")] = "read",
+    scope: Annotated[
+        Scope,
+        typer.Option(
+            help="read: query data; operator: also acknowledge alarms; admin: also operate"
+        ),
+    ] = "read",
 ) -> None:
     """Create a token and print it; it is shown this once and cannot be read back."""
     with _store() as store:
@@ -85,6 +91,6 @@ def list_(
     for info in tokens:
         revoked = f"  revoked {_when(info.revoked_ns)}" if info.revoked_ns is not None else ""
         typer.echo(
-            f"{info.id:>4}  {info.name:<24} {info.scope:<5}  created {_when(info.created_ns)}"
+            f"{info.id:>4}  {info.name:<24} {info.scope:<8}  created {_when(info.created_ns)}"
             f"{revoked}"
         )

@@ -31,6 +31,7 @@ SECTIONS: tuple[Section, ...] = (
     sections.thresholds,
     sections.river,
     sections.rain,
+    sections.alarms,
 )
 
 

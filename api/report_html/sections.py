@@ -33,7 +33,7 @@ from api.report_html.format import (
 from api.report_html.heatmap import heat_fill, heatmap_svg
 from api.report_html.markup import Cell, esc
 from api.report_html.style import DAY_FILLS, NO_DATA_FILL
-from api.schemas import DeviceReportOut, ExceedanceOut, ReportOut, ThresholdReportOut
+from api.schemas import AlarmOut, DeviceReportOut, ExceedanceOut, ReportOut, ThresholdReportOut
 
 
 @dataclass(frozen=True)
@@ -320,6 +320,56 @@ def thresholds(page: ReportPage) -> str:
         else markup.note("No episodes above any level.")
     )
     return markup.section("thresholds", "Thresholds", summary_table + episodes)
+
+
+#: Alarms a report lists at most (the alarm store's largest answer).
+ALARMS_LISTED = 1000
+
+
+def alarms(page: ReportPage) -> str:
+    """The live alarms of the period: when, where, which rule, how far, who acknowledged."""
+    listed, tz = page.report.alarms, page.tz
+    if listed is None:
+        return markup.section(
+            "alarms",
+            "Alarms",
+            markup.note("No alarm record was available for this report: alarms are not listed."),
+        )
+    if not listed:
+        return markup.section("alarms", "Alarms", markup.note("No alarms in this period."))
+    rows: list[list[Cell]] = [
+        [
+            stamp(a.start, tz),
+            stamp(a.end, tz) if a.end is not None else ("still active", "warn"),
+            a.device,
+            page.names.get(a.sensor, (a.sensor, ""))[0] if a.sensor else DASH,
+            a.label,
+            (a.severity, "warn") if a.severity == "critical" else a.severity,
+            _alarm_peak(a, page.names),
+            "yes" if a.late else "no",
+            a.acked_by or DASH,
+        ]
+        for a in listed
+    ]
+    columns = ["From", "To", "Device", "Sensor", "Rule", "Severity", "Peak", "Late"]
+    columns.append("Acknowledged by")
+    table = markup.table("alarms", columns, "llllllrll", rows)
+    note = markup.note(
+        "Alarms of the live alert rules that overlap the period, oldest first"
+        + (f" (the {ALARMS_LISTED} newest)" if len(listed) >= ALARMS_LISTED else "")
+        + ". Peak: the furthest past the level while it lasted (a silence: its length). "
+        "Late: found in a device's backlog after it was over, not raised live."
+    )
+    return markup.section("alarms", "Alarms", table + note)
+
+
+def _alarm_peak(a: AlarmOut, names: Mapping[str, tuple[str, str]]) -> str:
+    if a.kind == "silent":
+        return duration(a.peak)
+    unit = names.get(a.sensor, ("", ""))[1] if a.sensor else ""
+    if a.kind == "rate_of_rise" and unit:
+        unit += "/h"
+    return f"{num(a.peak)} {unit}".strip() if a.peak is not None else DASH
 
 
 def river(page: ReportPage) -> str:

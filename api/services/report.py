@@ -17,6 +17,7 @@ import numpy as np
 
 from api.report_html import SensorChart, render_report
 from api.schemas import (
+    AlarmOut,
     CompletenessMapOut,
     DeviceReportOut,
     EpisodeOut,
@@ -127,8 +128,12 @@ def build_report(
     end_ns: int,
     *,
     readings_from: Scanner | None = None,
+    alarms: list[AlarmOut] | None = None,
 ) -> Report:
-    """The report of `pilot` for `[start_ns, end_ns)`, its readings from the store or a cache."""
+    """The report of `pilot` for `[start_ns, end_ns)`, its readings from the store or a cache.
+
+    `alarms` are the period's alarms as the alarm store lists them (None: no alarm store).
+    """
     period = _Period(registry, store, readings_from or store, pilot, (start_ns, end_ns))
     now = now_ns()
     report = ReportOut(
@@ -148,6 +153,7 @@ def build_report(
         exceedances=_exceedances(period),
         river=_river(period),
         rain=_rain(period),
+        alarms=alarms,
     )
     return Report(report=report, charts=_charts(period))
 

@@ -3,8 +3,9 @@
 The hot cache's version of a pilot changes whenever the recent data it holds does; data older
 than the cache holds (a late backlog, a quarantine replay) is caught by rebuilding every report
 at least every `max_age_s`. Building one takes one of the process's `ScanSlots`; a report
-kept from before takes none. Building is `api.services.report`'s; this module must not
-compute any figure of a report, only decide when to build one.
+kept from before takes none. A report also lists the period's alarms: it is rebuilt when one
+of them changes (each change gives an alarm a new `seq`). Building is `api.services.report`'s;
+this module must not compute any figure of a report, only decide when to build one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import time
 from collections import OrderedDict
 
 from api.cache import HotCache
+from api.schemas import AlarmOut
 from api.services import cost
+from api.services.alerts import AlarmService
 from api.services.report import Report, build_report
 from api.services.slots import ScanSlots
 from api.services.sources import FLAG_CONTEXT_INTERVALS, CachedScanner, too_many
@@ -24,6 +27,10 @@ from core.timeutil import NS_PER_S
 
 #: Reports kept at most (each holds its charts too).
 KEPT = 32
+
+#: A kept report's key: pilot, period, the hot cache's version of the pilot, and the (id, seq)
+#: of each of the period's alarms (None without an alarm store).
+_Key = tuple[str, int, int, int, tuple[tuple[str, int], ...] | None]
 
 
 class ReportCache:
@@ -38,6 +45,7 @@ class ReportCache:
         slots: ScanSlots,
         max_age_s: float = 600.0,
         max_scan_readings: int = 250_000,
+        alarms: AlarmService | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -45,10 +53,11 @@ class ReportCache:
         self.slots = slots
         self.max_age_s = max_age_s
         self.max_scan_readings = max_scan_readings
+        self.alarms = alarms
         self.readings = CachedScanner(registry, store, cache)
-        self._kept: OrderedDict[tuple[str, int, int, int], tuple[float, Report]] = OrderedDict()
+        self._kept: OrderedDict[_Key, tuple[float, Report]] = OrderedDict()
         self._lock = threading.Lock()
-        self._building: dict[tuple[str, int, int, int], threading.Lock] = {}
+        self._building: dict[_Key, threading.Lock] = {}
 
     def scan_cost(self, pilot: Pilot, start_ns: int, end_ns: int) -> int:
         """Readings and uplinks a report of the period reads, estimated from the registry."""
@@ -66,10 +75,12 @@ class ReportCache:
         frees up in time.
         """
         cost.check(self.scan_cost(pilot, start_ns, end_ns), self.max_scan_readings, "this report")
+        alarms = None if self.alarms is None else self.alarms.period(pilot, start_ns, end_ns)
         if self.cache is None:  # nothing says when the data changed: build every time
-            return self._build(pilot, start_ns, end_ns)
+            return self._build(pilot, start_ns, end_ns, alarms)
         version = self.cache.version_of(pilot.id)
-        key = (pilot.id, start_ns, end_ns, version)
+        changes = None if alarms is None else tuple((a.id, a.seq) for a in alarms)
+        key = (pilot.id, start_ns, end_ns, version, changes)
         with self._lock:
             found = self._fresh(key)
             if found is not None:
@@ -84,7 +95,7 @@ class ReportCache:
             with self._lock:
                 found = self._fresh(key)
             if found is None:
-                found = self._build(pilot, start_ns, end_ns)
+                found = self._build(pilot, start_ns, end_ns, alarms)
                 with self._lock:
                     self._kept[key] = (time.monotonic(), found)
                     while len(self._kept) > KEPT:
@@ -95,17 +106,21 @@ class ReportCache:
             building.release()
         return found
 
-    def _fresh(self, key: tuple[str, int, int, int]) -> Report | None:
+    def _fresh(self, key: _Key) -> Report | None:
         kept = self._kept.get(key)
         if kept is None or time.monotonic() - kept[0] > self.max_age_s:
             return None
         return kept[1]
 
-    def _build(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
+    def _build(
+        self, pilot: Pilot, start_ns: int, end_ns: int, alarms: list[AlarmOut] | None
+    ) -> Report:
         with self.slots.held():
-            return self._build_held(pilot, start_ns, end_ns)
+            return self._build_held(pilot, start_ns, end_ns, alarms)
 
-    def _build_held(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
+    def _build_held(
+        self, pilot: Pilot, start_ns: int, end_ns: int, alarms: list[AlarmOut] | None
+    ) -> Report:
         # The registry's estimate passed; the store's own count is the truth (a device that
         # reports more often than registered must not make a report read without bound).
         longest = max((d.interval_s for d in pilot.devices), default=0)
@@ -116,5 +131,11 @@ class ReportCache:
         if found > self.max_scan_readings:
             raise too_many(found, self.max_scan_readings, "this report")
         return build_report(
-            self.registry, self.store, pilot, start_ns, end_ns, readings_from=self.readings
+            self.registry,
+            self.store,
+            pilot,
+            start_ns,
+            end_ns,
+            readings_from=self.readings,
+            alarms=alarms,
         )

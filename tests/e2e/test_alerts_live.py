@@ -164,7 +164,7 @@ def test_alerts_survive_a_kill_a_dead_receiver_a_live_edit_and_a_broken_file(
 
         # a broken file is refused; the edited rules keep working
         rules.write_text("[[rules]\nkind = ")
-        service.wait_for_output("refused, keeping the running ones", 20)
+        service.wait_for_output("refused, keeping the running one", 20)
         publish(mosquitto.port, [level("rs-rlv-01", "resistencia", t - 30 * NS_PER_S, 5.10)])
         wait_for(
             lambda: any(a.rule == "live.edit" and not a.active for a in alarms_of(data)),

@@ -2,7 +2,8 @@
 
 The store holds a day of Santa Fe readings: two river gauges (one went quiet two hours ago)
 and a weather station; the other devices never reported. The browser is Debian's Chromium
-driven by Playwright; Playwright never downloads a browser of its own.
+driven by Playwright; Playwright never downloads a browser of its own. Alarms are recorded in
+the API's alarm store as the alert service would, while the page is open.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
+from alerts.store import AlarmStore
 from api.auth import TokenStore
+from core.alerts import AlertEvent, alarm_id
 from core.readings import Readings
 from core.registry import Registry
 from core.rollups import compute_rollups
@@ -168,6 +171,8 @@ class Served:
     base: str
     token: str
     seeded: Seeded
+    data_dir: Path
+    operator_token: str
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +183,7 @@ def served(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
     seeded = seed(registry, data_dir, time.time_ns())
     tokens = TokenStore.in_data_dir(data_dir)
     token = tokens.create("dashboard-test", "read")
+    operator_token = tokens.create("dashboard-operator", "operator")
     tokens.close()
     env = {
         "PILOTS_DATA_DIR": str(data_dir),
@@ -188,7 +194,7 @@ def served(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
     base = f"http://127.0.0.1:{env['PILOTS_API_PORT']}"
     try:
         wait_for_http(f"{base}/health", 30, api)
-        yield Served(base, token, seeded)
+        yield Served(base, token, seeded, data_dir, operator_token)
     finally:
         code = api.stop(signal.SIGTERM)
     assert code == 0, api.output()
@@ -362,3 +368,81 @@ def test_a_refused_token_shows_the_api_detail_and_the_token_form(
     expect(page.locator("#pilots h3")).to_have_text(PILOT_NAMES)
     expect(page.get_by_role("alert")).to_be_hidden()
     assert chart_points(page, "level") > 0
+
+
+def river_alarm(kind: str, start_ns: int, at_ns: int) -> AlertEvent:
+    """An event of the Santa Fe alert-level alarm of sf-rlv-01, as the evaluator makes one."""
+    alarm = alarm_id("santa-fe.level.alert", "santa-fe", "sf-rlv-01", start_ns)
+    return AlertEvent(
+        id=f"{alarm}:{kind}",
+        alarm_id=alarm,
+        type="fired" if kind == "fired" else "cleared",
+        rule="santa-fe.level.alert",
+        kind="threshold",
+        pilot="santa-fe",
+        device="sf-rlv-01",
+        sensor="level",
+        severity="warning",
+        label="alert",
+        level=5.3,
+        direction="above",
+        start_ns=start_ns,
+        end_ns=None if kind == "fired" else at_ns,
+        at_ns=at_ns,
+        value=5.34,
+        latest=5.34 if kind == "fired" else 5.21,
+        peak=5.41,
+        late=False,
+    )
+
+
+def test_the_banner_shows_an_active_alarm_until_it_clears(
+    served: Served, watched: Watched, browser: Browser
+) -> None:
+    start_ns = time.time_ns() - 40 * 60 * NS_PER_S
+    since = datetime.fromtimestamp(start_ns / NS_PER_S, ZoneInfo("America/Argentina/Cordoba"))
+    words = rf"Santa Fe: alert at sf-rlv-01 since \w+ \d+, {since:%H:%M}"
+    alarms = AlarmStore(served.data_dir / "alerts.sqlite")
+    try:
+        alarms.record([river_alarm("fired", start_ns, start_ns)])
+
+        # A read token sees the alarm, and no way to acknowledge it.
+        page = watched.page
+        page.goto(f"{served.base}/#token={served.token}")
+        banner = page.get_by_label("Active alarms")
+        expect(banner.locator("li")).to_have_count(1)
+        expect(banner).to_contain_text(re.compile(words))
+        expect(banner.locator("li .sev")).to_have_text("warning")
+        expect(banner.get_by_role("button", name="Acknowledge")).to_have_count(0)
+        expect(page.locator("#alarm-table tbody tr")).to_have_count(1)
+
+        # An operator token acknowledges it; the read page sees that too.
+        context = browser.new_context(locale="en-US", timezone_id="UTC")
+        try:
+            operator = context.new_page()
+            operator.goto(f"{served.base}/#token={served.operator_token}")
+            operator.get_by_label("Active alarms").get_by_role("button", name="Acknowledge").click()
+            expect(operator.get_by_label("Active alarms")).to_contain_text(
+                "acknowledged by dashboard-operator"
+            )
+        finally:
+            context.close()
+        expect(banner).to_contain_text("acknowledged by dashboard-operator")
+
+        # The notification's link: the pilot, and its day centred on the alarm's start.
+        banner.get_by_role("link", name="Show").click()
+        expect(page.locator("#pilot-heading")).to_have_text("Santa Fe")
+        expect(page.locator("#chart-note")).to_contain_text("24 hours around")
+        expect(page.locator('svg[data-sensor="level"] g.moment')).to_have_count(1)
+
+        # The alarm clears: it leaves the banner and stays in the list as history.
+        alarms.record([river_alarm("cleared", start_ns, time.time_ns() - 5 * 60 * NS_PER_S)])
+        expect(banner).to_be_hidden()
+        row = page.locator("#alarm-table tbody tr")
+        expect(row).to_have_count(1)
+        expect(row).to_have_class(re.compile(r"\bcleared\b"))
+        expect(row.locator("td").nth(7)).to_have_text("dashboard-operator")
+    finally:
+        alarms.close()
+    assert watched.errors == []
+    assert not any(served.token in url for url in watched.requests), "token in a URL"
