@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import typer
 
@@ -15,6 +16,8 @@ log = logging.getLogger(__name__)
 def ingest() -> None:
     """Subscribe to the broker, spool and acknowledge, write to the store; SIGTERM stops it.
 
+    SIGHUP makes it look at the registry file at once (an edited file is also found by itself).
+
     Serves Prometheus metrics and a health check on PILOTS_INGEST_HTTP_HOST:PORT.
     """
     from core.store import describe_store
@@ -25,6 +28,8 @@ def ingest() -> None:
     try:
         log.info("store: %s", describe_store(settings))
         service = IngestService(settings, registry)
+        # SIGHUP: look at the registry file now (it is also watched for changes)
+        signal.signal(signal.SIGHUP, lambda *_: service.reload_registry())
         service.start()
         while not stop.wait(1):
             pass
