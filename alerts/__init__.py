@@ -1,8 +1,9 @@
-"""Alarm notifications, delivered at least once and never lost silently.
+"""Live alerts as a service: evaluation, alarms, and notifications never lost silently.
 
-`alerts.message` builds a `Notification` (its plain-words text in the pilot's local time);
-`alerts.outbox` keeps notifications durably (`Outbox`) and sends them (`Dispatcher`) on the
-channels of `alerts.channels` (webhook, MQTT, e-mail), retrying with backoff. This package sits
-beside ingest and api: it imports `core` and nothing above it. docs/ALERTS-channels.md tells
-the whole of it.
+`alerts.service` is `pilots alerts run`: it reads every device message on a session of its own
+(with ingest's decoders and checks), evaluates it with `core.alerts`, and records the events in
+`alerts.store` (the alarms, their acknowledgement and change feed, the evaluator's saved state)
+and `alerts.outbox` (notifications kept durably until `alerts.channels` delivered them: webhook,
+MQTT, e-mail, with backoff). `alerts.message` words them. The package imports `core` and
+ingest's reading of messages; the API reads its store. docs/ALERTS.md tells the whole of it.
 """
