@@ -66,6 +66,23 @@ def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -
 
         (entry,) = wait_for(junk, 30, "the refused message in GET /quarantine")
         assert (entry["reason"], entry["source"]) == ("malformed_json", "sf-rlv-01")
+
+        # The storm: Santa Fe's river is past its evacuation level, a live critical alarm.
+        def evacuation() -> list[dict[str, object]]:
+            body = httpx.get(
+                f"{base}/alerts",
+                params={
+                    "pilot": "santa-fe",
+                    "state": "active",
+                    "rule": "santa-fe.level.evacuation",
+                },
+                headers=auth,
+                timeout=10,
+            ).json()
+            return [a for a in body if not a["late"]]
+
+        (alarm,) = wait_for(evacuation, 30, "the storm's evacuation alarm in GET /alerts")
+        assert (alarm["severity"], alarm["device"]) == ("critical", "sf-rlv-01")
     finally:
         code = demo.stop(signal.SIGINT)
     assert code == 0, demo.output()
