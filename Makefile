@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit check services bench bench-ingest bench-aggregate bench-api bench-abuse clean
+.PHONY: demo test test-unit check services bench bench-ingest bench-aggregate bench-api bench-abuse \
+	bench-alerts clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -37,7 +38,7 @@ check: $(STAMP)
 	$(BIN)/pre-commit validate-config .pre-commit-config.yaml
 
 ## bench: every benchmark (results go into docs/BENCHMARKS.md by hand, with the command)
-bench: bench-ingest bench-aggregate bench-api bench-abuse
+bench: bench-ingest bench-aggregate bench-api bench-abuse bench-alerts
 
 ## bench-aggregate: the numpy core against pandas, polars, DuckDB and InfluxDB
 bench-aggregate: $(STAMP) services
@@ -53,6 +54,10 @@ bench-api: $(STAMP) services
 ## bench-abuse: a flooding device against good ones; the costliest requests a read token can make
 bench-abuse: $(STAMP) services
 	$(BIN)/python -m bench.abuse
+
+## bench-alerts: publish-to-webhook latency of the alert service against a bare bridge; its CPU
+bench-alerts: $(STAMP) services
+	$(BIN)/python -m bench.alerts
 
 ## bench-ingest: ingest against its ceilings and the naive bridge; then the outage memory run
 bench-ingest: $(STAMP) services
