@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 #: Most messages held unacknowledged before an evaluation is forced.
 HOLD_MAX = 5_000
-_LOOP_TIMEOUT_S = 0.02
+_LOOP_TIMEOUT_S = 0.05
 _BACKOFF_MAX_S = 30.0
 
 
