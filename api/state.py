@@ -1,13 +1,25 @@
-"""The app's state, typed: what `api.app.create_app` builds once and every request reads.
+"""The app's state, typed: what `api.app.create_app` builds and every request reads.
 
 `AppState` is the app's `app.state` (a Starlette `State`, so that code written for any app,
 such as the token check in `api.auth`, keeps reading it the usual way). Routes never read it:
 they name what they need with the `Annotated` aliases of `api.deps`. This module must not
 start anything or read the store: the app's lifespan starts and stops what runs (the hot
 cache's refresh; the alarm store, which `alarms` holds once the lifespan has opened it).
+
+A new registry (`api.app`'s reload) brings a new store object and new services, built by
+`build_state(..., keep=running)` and put in place by `AppState.replace`, all at once. A request
+`pinned` to the state (the app's outermost middleware does it) reads the values that were in
+place when it began, however long it runs: it never mixes one registry's pilot with another's
+services, and the values it holds stay usable until it ends (`AppState.users`).
 """
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 from starlette.datastructures import State
 
@@ -32,6 +44,9 @@ class AppState(State):
     app runs (`AlarmService.store`, None before the lifespan opens it); `streams` bounds the
     alarm streams. The attributes are held in the `State`'s mapping; they are declared here so
     that readers see their types.
+
+    The values are replaced together (`replace`): a request `pinned` to the state reads the
+    values in place when it began; other readers (the lifespan, a test) read those in place now.
     """
 
     settings: Settings
@@ -45,6 +60,10 @@ class AppState(State):
     metrics: ApiMetrics
     alarms: AlarmService
     streams: StreamBounds
+
+    _pin: ContextVar[dict[str, Any] | None]
+    _lock: threading.Lock
+    _users: dict[int, int]  # id of a values mapping -> requests pinned to it
 
     def __init__(
         self,
@@ -76,6 +95,75 @@ class AppState(State):
                 "streams": streams,
             }
         )
+        # Set past `State.__setattr__`, which would put them among the values.
+        object.__setattr__(
+            self, "_pin", ContextVar[dict[str, Any] | None]("api_state", default=None)
+        )
+        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_users", {})
+
+    def _values(self) -> dict[str, Any]:
+        """The values this reader sees: those its request is pinned to, else those in place."""
+        # Through `__dict__`: a missing attribute here must not come back to `__getattr__`.
+        pin: ContextVar[dict[str, Any] | None] | None = self.__dict__.get("_pin")
+        pinned = None if pin is None else pin.get()
+        values: dict[str, Any] = self.__dict__.get("_state", {}) if pinned is None else pinned
+        return values
+
+    def __getattr__(self, key: Any) -> Any:
+        try:
+            return self._values()[key]
+        except KeyError:
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute '{key}'"
+            ) from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Read the values in place now until the block ends (one request), whatever replaces them.
+
+        The values are counted as used (`users`) meanwhile. The pin holds in the threads and tasks
+        started inside the block (they copy its context), such as FastAPI's sync dependencies.
+        """
+        with self._lock:
+            values = self._state
+            self._users[id(values)] = self._users.get(id(values), 0) + 1
+        token = self._pin.set(values)
+        try:
+            yield
+        finally:
+            self._pin.reset(token)
+            with self._lock:
+                left = self._users[id(values)] - 1
+                if left:
+                    self._users[id(values)] = left
+                else:
+                    del self._users[id(values)]
+
+    def replace(self, new: AppState) -> dict[str, Any]:
+        """Put `new`'s values in place of these, all at once; returns the values replaced.
+
+        A value `new` lacks (one set on this state by hand) is kept. Requests pinned before go
+        on with the values returned; `users(those values)` says how many are left.
+        """
+        with self._lock:
+            old = self._state
+            object.__setattr__(self, "_state", {**old, **new._state})
+        return old
+
+    def users(self, values: Mapping[str, Any]) -> int:
+        """How many requests are still pinned to these values (from `replace`)."""
+        with self._lock:
+            return self._users.get(id(values), 0)
 
 
 def max_interval_h(registry: Registry) -> float:
@@ -84,9 +172,22 @@ def max_interval_h(registry: Registry) -> float:
 
 
 def build_state(
-    settings: Settings, registry: Registry, store: Store, *, cache: bool = True
+    settings: Settings,
+    registry: Registry,
+    store: Store,
+    *,
+    cache: bool = True,
+    keep: AppState | None = None,
 ) -> AppState:
-    """Everything one API process serves from, over the given store (not started)."""
+    """Everything one API process serves from, over the given store (not started).
+
+    With `keep` (the running state, when a new registry is taken), what does not depend on
+    the registry is kept from it rather than built: the token store, the metrics, the scan
+    slots (one bound per process across the change), the alarm streams' bounds (open streams
+    go on) and the alarm service with its open alarm store, whose registry the caller changes
+    once the new state is in place. Everything else is new, so nothing kept (series answers,
+    reports, the hot cache's data) was made with the old registry.
+    """
     # Raw readings for the longest range served from them, plus the flags' context around it.
     raw_hours = settings.api_raw_max_hours + FLAG_CONTEXT_INTERVALS * max_interval_h(registry)
     hot = (
@@ -102,7 +203,11 @@ def build_state(
     )
     # One bound per process on requests that read or build (each is bounded on its own by
     # PILOTS_API_MAX_SCAN_READINGS); the thread pool's 40 threads would otherwise multiply it.
-    slots = ScanSlots(settings.api_max_concurrent_scans, settings.api_scan_wait_s)
+    slots = (
+        keep.slots
+        if keep is not None
+        else ScanSlots(settings.api_max_concurrent_scans, settings.api_scan_wait_s)
+    )
     series = SeriesService(
         registry,
         store,
@@ -116,7 +221,7 @@ def build_state(
         ),
         slots=slots,
     )
-    alarms = AlarmService(settings, registry)
+    alarms = keep.alarms if keep is not None else AlarmService(settings, registry)
     reports = ReportCache(
         registry,
         store,
@@ -130,11 +235,15 @@ def build_state(
         registry=registry,
         store=store,
         cache=hot,
-        tokens=TokenStore.in_data_dir(settings.data_dir),
+        tokens=keep.tokens if keep is not None else TokenStore.in_data_dir(settings.data_dir),
         slots=slots,
         series=series,
         reports=reports,
-        metrics=ApiMetrics(),
+        metrics=keep.metrics if keep is not None else ApiMetrics(),
         alarms=alarms,
-        streams=StreamBounds(settings.api_max_streams, settings.api_max_streams_per_token),
+        streams=(
+            keep.streams
+            if keep is not None
+            else StreamBounds(settings.api_max_streams, settings.api_max_streams_per_token)
+        ),
     )

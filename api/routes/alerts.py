@@ -37,8 +37,7 @@ UNAVAILABLE = "the alarm store is unavailable; try again later (the API's log ha
 
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "server-sent events: `snapshot`, then `alarm` per change "
-        "(docs/ALERTS.md)",
+        "description": "server-sent events: `snapshot`, then `alarm` per change (docs/ALERTS.md)",
         "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
     },
     429: {

@@ -18,13 +18,21 @@ def api(
         int | None, typer.Option(help="processes serving the port [PILOTS_API_WORKERS]")
     ] = None,
 ) -> None:
-    """Serve the HTTP API (OpenAPI at /docs) over the configured store; SIGTERM stops it."""
+    """Serve the HTTP API (OpenAPI at /docs) over the configured store; SIGTERM stops it.
+
+    An edited registry file (PILOTS_REGISTRY) is taken without a restart, found within
+    PILOTS_ALERT_RELOAD_EVERY_S, and at once on SIGHUP; a bad file is refused with its reason
+    and the running registry kept. With several workers, SIGHUP restarts them instead.
+    """
     import uvicorn
 
     from api.app import app_from_environment
 
     settings, _ = setup()
     if workers is None and settings.api_workers == 1:
+        # Until the app runs and makes SIGHUP a look at the registry (and after it stops), a
+        # SIGHUP must not end the server: the edited file is found by its look anyway.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             app = app_from_environment()  # built here, so that a bad store URL fails now
         except PilotsError as exc:
