@@ -28,6 +28,16 @@ The words follow the rule's kind (`rule_kind`):
     value since 12:05 (UTC-03:00) on 2026-12-06 (stuck or flat-lined sensor).
 
 (The offset's minus is the true minus sign, U+2212, in the text itself.)
+
+An `unhealthy` alarm (`alerts.health`: a component's health endpoint) has no registry pilot
+or device: its pilot is `system` (named `System`), its device the component, times in UTC;
+the reason and the URL come from its label (`core.alerts.rules.health_label`), the URL is
+also its `site`, the numbers are seconds unhealthy (`unit` `s`), and its link is the
+dashboard itself:
+
+    System: ingest-1 (http://127.0.0.1:9101/health) unhealthy since 14:05 UTC on 2026-12-06:
+    HTTP 503: store unreachable for 75 s.
+    System: ingest-1 healthy again at 14:10 UTC on 2026-12-06 after 5 min.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import orjson
 
 from core.alerts.evaluate import AlertEvent
 from core.alerts.rules import KINDS as RULE_KINDS
+from core.alerts.rules import SYSTEM_PILOT, UNHEALTHY, parse_health_label
 from core.alerts.rules import Kind as RuleKind
 from core.registry import Registry
 from core.timeutil import MINUTE_NS, NS_PER_S, ns_to_datetime
@@ -59,6 +70,8 @@ EN_DASH = "\N{EN DASH}"
 #: Why a late event comes now.
 BACKLOG = "reported when the device's backlog arrived"
 STUCK = "stuck or flat-lined sensor"
+#: What an `unhealthy` alarm's pilot is called.
+SYSTEM_NAME = "System"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +83,8 @@ class Notification:
     it). `kind` is the event: `fired`, `cleared`, or `late` for either of an episode found
     after the fact (`late` is then true; the late fired has no `end_ns`, the late cleared
     has one). `rule_kind` is the kind of the rule that raised it (`threshold`,
-    `mean_over_guideline`, `rate_of_rise`, `silent`, `battery_low`, `flat`).
+    `mean_over_guideline`, `rate_of_rise`, `silent`, `battery_low`, `flat`, `unhealthy`: see
+    the module docstring for the last).
 
     Times are int64 ns; `end_ns` is None in a fired event, late or not. The numbers are the rule's
     metric, in `unit`: `threshold` is what it was compared with (named `level`), `value` the
@@ -216,8 +230,29 @@ def compose(
     `level` is the threshold's name (`alert`, `evacuation`, or a phrase such as `WHO 24-hour
     guideline`); `key` defaults to `<alarm id>:<kind>`; `latest` to `value`. `sensor` may be
     None only for a `silent` rule. An unknown device or sensor is a `KeyError`: the
-    evaluator only raises alarms for registered ones.
+    evaluator only raises alarms for registered ones. An `unhealthy` alarm needs neither:
+    `device` is its component, and the registry is not read.
     """
+    if rule_kind == UNHEALTHY:
+        return _health_notification(
+            {
+                "key": key or f"{alarm_id}:{kind}",
+                "alarm_id": alarm_id,
+                "kind": kind,
+                "device": device,
+                "rule_id": rule_id,
+                "severity": severity,
+                "level": level,
+                "direction": direction,
+                "threshold": float(threshold),
+                "value": float(value),
+                "latest": float(value if latest is None else latest),
+                "peak": None if peak is None else float(peak),
+                "start_ns": int(start_ns),
+                "end_ns": None if end_ns is None else int(end_ns),
+                "link": dashboard_url,
+            }
+        )
     dev = registry.devices[device]
     pilot = registry.pilots[dev.pilot]
     spec = registry.sensors[sensor] if sensor is not None else None
@@ -251,6 +286,67 @@ def compose(
     }
     words = _WORDS.get(rule_kind, _Words)(fields, pilot.tz, dev.interval_s)
     return Notification(**fields, title=words.title(), text=words.text())
+
+
+def _health_notification(fields: dict[str, Any]) -> Notification:
+    """An `unhealthy` alarm's notification: no registry pilot, device or sensor; UTC."""
+    reason, url = parse_health_label(fields["level"])
+    fields |= {
+        "late": fields["kind"] == "late",
+        "pilot": SYSTEM_PILOT,
+        "pilot_name": SYSTEM_NAME,
+        "site": url or "",
+        "sensor": "",
+        "sensor_name": "",
+        "rule_kind": UNHEALTHY,
+        "unit": "s",
+        "timezone": "UTC",
+    }
+    words = _HealthWords(fields, reason, url)
+    return Notification(**fields, title=words.title(), text=words.text())
+
+
+class _HealthWords:
+    """`unhealthy`: a component's health endpoint, unhealthy since its start (times in UTC)."""
+
+    def __init__(self, f: dict[str, Any], reason: str, url: str | None) -> None:
+        self.f = f
+        self.reason = reason
+        self.component = f["device"]
+        self.named = f"{self.component} ({url})" if url else self.component
+        self.start_ns: int = f["start_ns"]
+        self.end_ns: int = f["end_ns"] if f["end_ns"] is not None else f["start_ns"]
+
+    @staticmethod
+    def when(at_ns: int) -> str:
+        moment = ns_to_datetime(at_ns)
+        return f"{moment:%H:%M} UTC on {moment:%Y-%m-%d}"
+
+    def because(self) -> str:
+        """`: HTTP 503.`: the reason as the sentence's end."""
+        return f": {self.reason}" + ("" if self.reason.endswith(".") else ".")
+
+    def title(self) -> str:
+        headline = {
+            "fired": f"{self.component} unhealthy",
+            "cleared": f"{self.component} healthy again",
+            "late": f"{self.component} was unhealthy",
+        }[self.f["kind"]]
+        return f"{SYSTEM_NAME}: {headline}"
+
+    def text(self) -> str:
+        f = self.f
+        lasted = duration(self.end_ns - self.start_ns)
+        if f["kind"] == "fired":
+            body = f"{self.named} unhealthy since {self.when(self.start_ns)}{self.because()}"
+        elif f["kind"] == "cleared":
+            body = f"{self.component} healthy again at {self.when(self.end_ns)} after {lasted}."
+        elif f["end_ns"] is None:
+            body = f"{self.named} was unhealthy from {self.when(self.start_ns)}{self.because()}"
+        else:
+            since = self.when(self.start_ns)
+            body = f"{self.named} was unhealthy for {lasted} from {since}{self.because()}"
+        return f"{SYSTEM_NAME}: {body}"
 
 
 def dashboard_link(base_url: str, pilot: str, at_ns: int) -> str:

@@ -46,10 +46,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts.channels import enabled_channels
+from alerts.health import HealthWatch
 from alerts.message import Notification, notification_for
 from alerts.outbox import Dispatcher, Outbox
-from alerts.store import AlarmStore
+from alerts.store import MAX_LIMIT, AlarmQuery, AlarmStore
 from core.alerts import AlertEvent, AlertState, AlertStateError, Evaluator, Rule, load_rules
+from core.alerts.rules import SYSTEM_PILOT
 from core.errors import PilotsError
 from core.registry import Registry, load_registry
 from core.reload import Watched, registry_change, registry_path
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 
 #: Most messages held unacknowledged before an evaluation is forced.
 HOLD_MAX = 5_000
+#: The longest the thread sleeps waiting for the broker (shorter with a shorter evaluation period).
 _LOOP_TIMEOUT_S = 0.05
 _BACKOFF_MAX_S = 30.0
 
@@ -139,6 +142,13 @@ class AlertService:
             self.outbox = Outbox.from_settings(settings, [c.name for c in channels])
             self.dispatcher = Dispatcher.from_settings(settings, self.outbox, channels)
         self.state = self._saved_state()
+        self.health = HealthWatch(
+            self.config.rules, clock=clock, every_s=settings.alert_health_every_s
+        )
+        self.health.adopt(
+            self.store.query(AlarmQuery(pilot=SYSTEM_PILOT, state="active", limit=MAX_LIMIT))
+        )
+        self._health_events: list[AlertEvent] = []
         self.router = Router(settings.ingest_routes)
         window_ns = settings.ingest_dedupe_window_s * NS_PER_S
         self._frames = FrameCache(window_ns)
@@ -152,6 +162,7 @@ class AlertService:
         self._dirty = False
         self._saved_at = time.monotonic()
         self._ack_at = max(1, min(HOLD_MAX, settings.mqtt_receive_maximum * 4 // 5))
+        self._loop_timeout_s = min(_LOOP_TIMEOUT_S, settings.alert_eval_every_s / 2)
         self._connected = False
         self._stopping = threading.Event()
         self.subscribed = threading.Event()
@@ -200,14 +211,17 @@ class AlertService:
         """Start the dispatcher and the evaluation thread."""
         if self.dispatcher is not None:
             self.dispatcher.start()
+        self.health.start()
         self._thread.start()
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Evaluate what is held, disconnect, stop the dispatcher, close the stores."""
         self._stopping.set()
+        self.health.stop()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        self._record_health_safely()
         if self.dispatcher is not None:
             self.dispatcher.stop(timeout_s)
         if self.outbox is not None:
@@ -224,12 +238,15 @@ class AlertService:
         delay = 1.0
         while not self._stopping.is_set():
             if not self._connected and not self._connect():
-                if self._stopping.wait(delay):
-                    break
+                # the broker away: health events (ingest is likely unhealthy too) still go out
+                waited = 0.0
+                while waited < delay and not self._stopping.wait(min(1.0, delay - waited)):
+                    self._record_health_safely()
+                    waited += 1.0
                 delay = min(delay * 2, _BACKOFF_MAX_S)
                 continue
             delay = 1.0
-            rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
+            rc = self._client.loop(timeout=self._loop_timeout_s)
             try:
                 self._turn()
             except PilotsError as exc:  # a store that cannot be written: hold, retry
@@ -267,6 +284,7 @@ class AlertService:
             self._silence_at = now
             self._silence()
         self._record_events()
+        self._record_health()
         if self._dirty and (
             len(self._done) >= self._ack_at
             or now - self._saved_at >= self.settings.alert_checkpoint_every_s
@@ -421,6 +439,30 @@ class AlertService:
                 e.device,
             )
 
+    def _record_health(self) -> None:
+        """Hand the health watch's events to the outbox and the alarm store (idempotent).
+
+        They are made by the clock, not by messages: kept apart from the evaluator's events,
+        which a rewind forgets because redelivery makes them again.
+        """
+        self._health_events.extend(self.health.drain())
+        events = self._health_events
+        if not events:
+            return
+        if self.outbox is not None:
+            self.outbox.add(self._notifications(events))
+        self.store.record(events, now_ns=self.clock())
+        self._health_events = []
+        self.events += len(events)
+        for e in events:
+            log.info("alarm %s %s: %s (%s) at %s", e.alarm_id, e.type, e.rule, e.label, e.device)
+
+    def _record_health_safely(self) -> None:
+        try:
+            self._record_health()
+        except PilotsError as exc:
+            log.error("health alarms not recorded, will retry: %s", exc)
+
     def _checkpoint(self) -> None:
         """Save the state with the digests, then acknowledge the evaluated messages."""
         self._record_events()
@@ -464,6 +506,7 @@ class AlertService:
         old = self.config
         self.config = config
         self.validator = self._validator(config.registry)
+        self.health.replace_rules(config.rules)
         self.reloads += 1
         log.info(
             "alert rules reloaded: %d rules (was %d); %s",

@@ -172,6 +172,7 @@ class Settings(BaseSettings):
     alert_late_after_s: float = Field(default=3600.0, ge=0)
     alert_reload_every_s: float = Field(default=2.0, gt=0, le=3600)
     alert_checkpoint_every_s: float = Field(default=5.0, gt=0, le=60)
+    alert_health_every_s: float = Field(default=15.0, gt=0, le=3600)
 
     demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
     demo_backfill_hours: float = Field(default=1.0, ge=0)

@@ -8,7 +8,13 @@ pydantic (frozen specs, unknown keys refused); cross references (pilots, sensors
 named thresholds) are checked against the registry afterwards. Every refusal is a
 `core.errors.ConfigError` that names the file and the place, e.g. `rules[3].pending_s: ...`.
 
-This module reads no store, no network and no clock: `load_rules` reads one file.
+One kind is not judged on readings: `unhealthy` watches a component's health endpoint (an
+ingest worker's or the API's `/health`). It has a URL and a component name instead of a pilot,
+devices and a sensor; the evaluator is given it and ignores it (it feeds on no device), and
+`alerts.health.HealthWatch` polls it (docs/ALERTS.md, "Unhealthy components").
+
+This module reads no store, no network and no clock: `load_rules` reads one file (and an
+`unhealthy` rule's `ca_file` is looked at to exist).
 """
 
 from __future__ import annotations
@@ -19,15 +25,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.errors import ConfigError
 from core.registry import ID_PATTERN, Registry
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
-Kind = Literal["threshold", "mean_over_guideline", "rate_of_rise", "silent", "battery_low", "flat"]
+#: The kinds; a new one goes last (`core.alerts.metrics` numbers them in this order).
+Kind = Literal[
+    "threshold", "mean_over_guideline", "rate_of_rise", "silent", "battery_low", "flat", "unhealthy"
+]
 KINDS: tuple[str, ...] = get_args(Kind)
 Direction = Literal["above", "below"]
 
@@ -47,6 +64,16 @@ DEFAULT_BATTERY_V = 3.4
 DEFAULT_FLAT_SPAN_S = 2 * 3600
 DEFAULT_SILENT_INTERVALS = 3.0
 BATTERY_SENSOR = "battery_v"
+#: `unhealthy`: unhealthy this long before it fires, healthy this long before it clears.
+DEFAULT_UNHEALTHY_PENDING_S = 60
+DEFAULT_UNHEALTHY_CLEAR_S = 0
+DEFAULT_HEALTH_TIMEOUT_S = 5.0
+MAX_HEALTH_TIMEOUT_S = 60.0
+MAX_URL_LENGTH = 512
+#: The pilot of `unhealthy` alarms and events (no registry pilot: the system itself).
+SYSTEM_PILOT = "system"
+#: The label of an `unhealthy` rule, and the start of its alarms' labels (`health_label`).
+UNHEALTHY = "unhealthy"
 
 
 class _Spec(BaseModel):
@@ -153,8 +180,38 @@ class SilentSpec(_Common):
     intervals: float = Field(default=DEFAULT_SILENT_INTERVALS, gt=0)
 
 
+class UnhealthySpec(_Spec):
+    """`kind = "unhealthy"`: a component's health endpoint not answering 2xx.
+
+    No pilot, devices, sensor or label: the alarm's pilot is `system`, its device the
+    component's name (default `host:port` of the URL).
+    """
+
+    kind: Literal["unhealthy"]
+    id: RuleId
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    component: Identifier | None = None
+    severity: Severity = "critical"
+    pending_s: int = Field(default=DEFAULT_UNHEALTHY_PENDING_S, ge=0)
+    clear_s: int = Field(default=DEFAULT_UNHEALTHY_CLEAR_S, ge=0)
+    timeout_s: float = Field(default=DEFAULT_HEALTH_TIMEOUT_S, gt=0, le=MAX_HEALTH_TIMEOUT_S)
+    ca_file: str | None = Field(default=None, min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http(cls, url: str) -> str:
+        check_health_url(url)
+        return url
+
+    @model_validator(mode="after")
+    def _ca_for_https(self) -> UnhealthySpec:
+        if self.ca_file is not None and not self.url.lower().startswith("https:"):
+            raise ValueError("ca_file is for an https url only")
+        return self
+
+
 RuleSpec = Annotated[
-    ThresholdSpec | MeanSpec | RateSpec | BatterySpec | FlatSpec | SilentSpec,
+    ThresholdSpec | MeanSpec | RateSpec | BatterySpec | FlatSpec | SilentSpec | UnhealthySpec,
     Field(discriminator="kind"),
 ]
 
@@ -183,7 +240,13 @@ class Rule:
     (`direction` "above": at or above, "below": at or below; `mean_over_guideline` needs
     the mean strictly above, as the report's exceedance days) for `pending_s`, and clears
     when it has been back beyond `clear_level` for `clear_s`. `sensor` is None only for a
-    silent rule that listens to every sensor of its devices.
+    silent rule that listens to every sensor of its devices, and for `unhealthy`.
+
+    An `unhealthy` rule has no pilot, no devices and no sensor (the evaluator feeds it
+    nothing): `url` is its health endpoint, `component` the name its alarms carry as their
+    device, `timeout_s` how long a request may take, `ca_file` the certificates an https
+    endpoint is checked against (None: the system's); `level` and `clear_level` are
+    `pending_s`. The other kinds leave these four at their defaults.
     """
 
     id: str
@@ -203,6 +266,10 @@ class Rule:
     min_span_s: int = 0
     span_s: int = 0
     readings: int | None = None
+    url: str | None = None
+    component: str | None = None
+    timeout_s: float = 0.0
+    ca_file: str | None = None
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -280,6 +347,8 @@ class _Resolver:
         return tuple(merged.values())
 
     def rule(self, where: str, spec: Any) -> Rule:
+        if isinstance(spec, UnhealthySpec):
+            return self.unhealthy(where, spec)
         pilot = self.pilot(where, spec.pilot)
         sensor: str | None = spec.sensor
         if sensor is not None and sensor not in self.registry.sensors:
@@ -319,6 +388,29 @@ class _Resolver:
                 readings=spec.readings,
             )
         return self.level_rule(where, spec, pilot, devices)
+
+    def unhealthy(self, where: str, spec: UnhealthySpec) -> Rule:
+        """A health endpoint's rule: its component named, its CA file found."""
+        if spec.ca_file is not None and not Path(spec.ca_file).is_file():
+            raise self.fail(f"{where}.ca_file", f"no such file {spec.ca_file!r}")
+        return Rule(
+            id=spec.id,
+            kind="unhealthy",
+            pilot=None,
+            sensor=None,
+            devices=(),
+            severity=spec.severity,
+            label=UNHEALTHY,
+            level=float(spec.pending_s),
+            clear_level=float(spec.pending_s),
+            direction="above",
+            pending_s=spec.pending_s,
+            clear_s=spec.clear_s,
+            url=spec.url,
+            component=spec.component or default_component(spec.url),
+            timeout_s=spec.timeout_s,
+            ca_file=spec.ca_file,
+        )
 
     def level_rule(
         self, where: str, spec: Any, pilot: str | None, devices: tuple[str, ...]
@@ -432,6 +524,68 @@ def format_window(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}-{unit}"
     return f"{seconds}-second"
+
+
+def check_health_url(url: str) -> None:
+    """Refuse a health URL that is not plain `http(s)://host[:port]/path` (a `ValueError`).
+
+    No credentials (`user:password@`), query or fragment: the URL is shown in alarms and
+    notifications, so it must hold no secret. The message never repeats the URL.
+    """
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("url must hold no spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"url is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("url must start with http:// or https://")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "url must not hold credentials (user:password@): alarms and messages show it"
+        )
+    if not parts.hostname:
+        raise ValueError("url has no host")
+    if port == 0:
+        raise ValueError("url's port must be 1 to 65535")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError(
+            "url must have no query or fragment (?... #...): alarms and messages show it"
+        )
+
+
+def default_component(url: str) -> str:
+    """The component an `unhealthy` rule names by default: its URL's `host:port`."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    return f"{host}:{port}"
+
+
+def health_label(reason: str, url: str) -> str:
+    """An `unhealthy` alarm's label: `unhealthy: HTTP 503 (http://127.0.0.1:9101/health)`.
+
+    The label carries what the alarm's words need besides its fields: why the endpoint was
+    judged unhealthy when the episode began, and the URL. `parse_health_label` reads it back
+    (the URL is its last parenthesis: a URL holds no space).
+    """
+    return f"{UNHEALTHY}: {reason} ({url})"
+
+
+def parse_health_label(label: str) -> tuple[str, str | None]:
+    """The reason and the URL of a `health_label` (URL None when the label is another)."""
+    prefix = f"{UNHEALTHY}: "
+    body = label.removeprefix(prefix)
+    at = body.rfind(" (")
+    if not label.startswith(prefix) or at < 0 or not body.endswith(")"):
+        return body, None
+    url = body[at + 2 : -1]
+    if not url or any(c.isspace() for c in url):
+        return body, None
+    return body[:at], url
 
 
 def rule_ids(rules: Iterable[Rule]) -> tuple[str, ...]:

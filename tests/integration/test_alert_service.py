@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.service import AlertService
-from alerts.store import AlarmQuery, AlarmStore
+from alerts.store import Alarm, AlarmQuery, AlarmStore
 from core.registry import Registry, load_registry
 from core.settings import Settings
 from core.timeutil import MINUTE_NS, parse_instant_ns
@@ -246,3 +247,83 @@ def test_the_storm_gives_exactly_the_alarms_its_truth_implies_live_and_late(
     assert all(
         "late" in r.body["text"] for r in receiver.received if r.body["alarm_id"] in late_ids
     )
+
+
+class Health:
+    """A component's /health: a real HTTP server answering 200 or 503 as the test says."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        health = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b'{"status": "unavailable"}' if health.status != 200 else b'{"status": "ok"}'
+                self.send_response(health.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/health"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_unhealthy_component_alarms_and_is_told_once_across_a_restart(
+    mosquitto: Mosquitto, receiver: Receiver, tmp_path: Path
+) -> None:
+    health = Health()
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        f'[defaults]\ninclude = false\n\n[[rules]]\nid = "system.ingest-1"\nkind = "unhealthy"\n'
+        f'url = "{health.url}"\ncomponent = "ingest-1"\npending_s = 0\nclear_s = 0\n'
+    )
+    settings = Settings(
+        _env_file=None,
+        mqtt_url=mosquitto.url,
+        data_dir=tmp_path / "var",
+        alert_rules=rules,
+        alert_webhook_url=receiver.url,
+        alert_webhook_secret=SECRET,
+        alert_session_id=f"alerts-{uuid.uuid4().hex[:8]}",
+        alert_health_every_s=0.1,
+        alert_retry_base_s=0.1,
+        alert_retry_max_s=0.5,
+    )
+
+    def alarms() -> list[Alarm]:
+        store = AlarmStore.from_settings(settings)
+        try:
+            return store.query(AlarmQuery(pilot="system"))
+        finally:
+            store.close()
+
+    try:
+        health.status = 503
+        service = AlertService(settings).start()
+        try:
+            wait_for(alarms, 10, "the unhealthy alarm")
+        finally:
+            service.stop()
+        service = AlertService(settings).start()  # a restart while it is still unhealthy
+        try:
+            health.status = 200
+            wait_for(lambda: not alarms()[0].active, 10, "the alarm cleared")
+        finally:
+            service.stop()
+    finally:
+        health.close()
+    [alarm] = alarms()  # the restart adopted it: not a second alarm
+    assert (alarm.rule, alarm.device, alarm.kind) == ("system.ingest-1", "ingest-1", "unhealthy")
+    wait_for(lambda: len(set(receiver.keys())) == 2, 10, "both notifications")
+    texts = {r.key.rsplit(":", 1)[1]: r.body["text"] for r in receiver.received}
+    assert texts["fired"].startswith("System: ingest-1 (")
+    assert "unhealthy since" in texts["fired"] and "HTTP 503" in texts["fired"]
+    assert texts["cleared"].startswith("System: ingest-1 healthy again")

@@ -8,12 +8,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from core.alerts import default_rules, load_rules, parse_rules
-from core.alerts.rules import Rule
+from core.alerts import AlertState, Evaluator, default_rules, load_rules, parse_rules
+from core.alerts.rules import Rule, health_label, parse_health_label
 from core.errors import ConfigError
+from core.readings import Readings
 from core.registry import Registry
+from core.timeutil import NS_PER_S
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "core" / "alerts.example.toml"
@@ -123,6 +126,12 @@ def test_the_example_file_loads_against_the_shipped_registry(registry: Registry)
     assert oxygen.devices == ("rs-wq-01", "rs-wq-02")
     assert "san-nicolas.wind_dir.flat" not in rules  # disabled
     assert "san-nicolas.wind_speed.flat" in rules  # the other defaults stay
+    ingest = rules["system.ingest-1"]
+    assert (ingest.kind, ingest.url, ingest.component) == (
+        "unhealthy",
+        "http://127.0.0.1:9101/health",
+        "ingest-1",
+    )
 
 
 def test_a_file_can_leave_the_defaults_out_and_rules_default_to_every_fitting_device(
@@ -258,7 +267,7 @@ def test_a_missing_or_broken_file_is_a_config_error_naming_it(
 def test_every_field_the_example_documents_is_a_real_field(registry: Registry) -> None:
     # The example's tables parse with extra keys refused, so a typo in it would fail here.
     document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
-    assert len(document["rules"]) == 7
+    assert len(document["rules"]) == 8
     assert {r["kind"] for r in document["rules"]} == {
         "threshold",
         "mean_over_guideline",
@@ -266,6 +275,7 @@ def test_every_field_the_example_documents_is_a_real_field(registry: Registry) -
         "silent",
         "battery_low",
         "flat",
+        "unhealthy",
     }
     parse_rules(document, registry)
 
@@ -278,3 +288,152 @@ def test_core_alerts_imports_no_service_package() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# --- unhealthy: a component's health endpoint ---------------------------------------------
+
+INGEST = {"id": "system.ingest-1", "kind": "unhealthy", "url": "http://127.0.0.1:9101/health"}
+
+
+def test_an_unhealthy_rule_resolves_to_no_pilot_devices_or_sensor(registry: Registry) -> None:
+    rules = parse(
+        registry,
+        own(
+            {
+                **INGEST,
+                "component": "ingest-1",
+                "pending_s": 30,
+                "clear_s": 120,
+                "severity": "warning",
+                "timeout_s": 2.5,
+            }
+        ),
+    )
+    rule = rules["system.ingest-1"]
+    assert (rule.kind, rule.pilot, rule.devices, rule.sensor) == ("unhealthy", None, (), None)
+    assert (rule.url, rule.component, rule.timeout_s, rule.ca_file) == (
+        "http://127.0.0.1:9101/health",
+        "ingest-1",
+        2.5,
+        None,
+    )
+    assert (rule.pending_s, rule.clear_s, rule.severity) == (30, 120, "warning")
+    assert (rule.level, rule.clear_level, rule.direction, rule.label) == (
+        30.0,
+        30.0,
+        "above",
+        "unhealthy",
+    )
+
+
+def test_an_unhealthy_rule_takes_its_documented_defaults(registry: Registry) -> None:
+    rules = parse(
+        registry,
+        own(
+            INGEST,
+            {"id": "api", "kind": "unhealthy", "url": "https://Pilots.Example.org/health"},
+            {"id": "v6", "kind": "unhealthy", "url": "http://[::1]:8000/health"},
+        ),
+    )
+    ingest = rules["system.ingest-1"]
+    assert (ingest.component, ingest.pending_s, ingest.clear_s) == ("127.0.0.1:9101", 60, 0)
+    assert (ingest.severity, ingest.timeout_s) == ("critical", 5.0)
+    assert rules["api"].component == "pilots.example.org:443"
+    assert rules["v6"].component == "[::1]:8000"
+
+
+def test_an_unhealthy_rule_may_trust_a_ca_file(registry: Registry, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    url = "https://127.0.0.1:8443/health"
+    rules = parse(registry, own({**INGEST, "url": url, "ca_file": str(ca)}))
+    assert rules["system.ingest-1"].ca_file == str(ca)
+    message = refusal(registry, own({**INGEST, "url": url, "ca_file": str(tmp_path / "no.pem")}))
+    assert ": rules[0].ca_file: no such file" in message
+
+
+@pytest.mark.parametrize(
+    ("changes", "place", "words"),
+    [
+        ({"url": "ftp://127.0.0.1/health"}, "rules[0].url", "http:// or https://"),
+        ({"url": "127.0.0.1:9101/health"}, "rules[0].url", "http:// or https://"),
+        ({"url": "http:///health"}, "rules[0].url", "no host"),
+        ({"url": "http://127.0.0.1:99999/health"}, "rules[0].url", "not a valid URL"),
+        ({"url": "http://127.0.0.1:0/health"}, "rules[0].url", "1 to 65535"),
+        ({"url": "http://127.0.0.1/health?token=x"}, "rules[0].url", "no query or fragment"),
+        ({"url": "http://127.0.0.1/health#x"}, "rules[0].url", "no query or fragment"),
+        ({"url": "http://127.0.0.1/he alth"}, "rules[0].url", "no spaces"),
+        ({"url": ""}, "rules[0].url", "at least 1 character"),
+        ({"url": "http://h/" + "x" * 600}, "rules[0].url", "at most 512 characters"),
+        ({"component": "Ingest 1"}, "rules[0].component", "pattern"),
+        ({"timeout_s": 0}, "rules[0].timeout_s", "greater than 0"),
+        ({"timeout_s": 61}, "rules[0].timeout_s", "less than or equal to 60"),
+        ({"pending_s": -1}, "rules[0].pending_s", "greater than or equal to 0"),
+        ({"severity": "panic"}, "rules[0].severity", "'info', 'warning'"),
+        ({"pilot": "santa-fe"}, "rules[0].pilot", "Extra inputs"),
+        ({"devices": ["sf-rlv-01"]}, "rules[0].devices", "Extra inputs"),
+        ({"sensor": "level"}, "rules[0].sensor", "Extra inputs"),
+        ({"label": "down"}, "rules[0].label", "Extra inputs"),
+        ({"ca_file": "/etc/ssl/ca.pem"}, "rules[0]", "https url only"),
+    ],
+)
+def test_a_bad_unhealthy_rule_is_refused_naming_its_place(
+    registry: Registry, changes: dict[str, Any], place: str, words: str
+) -> None:
+    message = refusal(registry, own({**INGEST, **changes}))
+    assert f": {place}: " in message
+    assert words in message
+
+
+def test_a_url_with_credentials_is_refused_without_repeating_them(registry: Registry) -> None:
+    message = refusal(registry, own({**INGEST, "url": "http://ops:s3cret@127.0.0.1:9101/health"}))
+    assert ": rules[0].url: " in message
+    assert "must not hold credentials" in message
+    assert "s3cret" not in message
+
+
+def test_a_missing_url_is_refused(registry: Registry) -> None:
+    message = refusal(registry, own({"id": "x", "kind": "unhealthy"}))
+    assert ": rules[0].url: Field required" in message
+
+
+def test_the_health_label_carries_the_reason_and_the_url() -> None:
+    url = "http://127.0.0.1:9101/health"
+    label = health_label("HTTP 503: store unreachable (75 s)", url)
+    assert label == "unhealthy: HTTP 503: store unreachable (75 s) (http://127.0.0.1:9101/health)"
+    assert parse_health_label(label) == ("HTTP 503: store unreachable (75 s)", url)
+    assert parse_health_label("alert") == ("alert", None)
+    assert parse_health_label("unhealthy: HTTP 503") == ("HTTP 503", None)
+
+
+def test_the_evaluator_ignores_unhealthy_rules(registry: Registry) -> None:
+    # Given to the evaluator with the others (as the service loads them), an unhealthy rule
+    # feeds on no device: the same events, readings and silences alike, as without it.
+    document = own(
+        INGEST,
+        {**RIVER, "clear_s": 0},
+        {"id": "quiet", "kind": "silent", "pilot": "santa-fe", "devices": ["sf-rlv-01"]},
+    )
+    every = parse_rules(document, registry, source="rules.toml")
+    others = tuple(r for r in every if r.kind != "unhealthy")
+    assert len(others) == len(every) - 1
+    t0 = 1_796_576_700 * NS_PER_S
+    minutes = np.arange(6, dtype=np.int64) * 600 * NS_PER_S
+    batch = Readings.from_arrays(
+        t0 + minutes,
+        [registry.devices["sf-rlv-01"].code] * 6,
+        [registry.sensors["level"].code] * 6,
+        [5.0, 5.2, 5.4, 5.5, 5.1, 5.0],
+    )
+    results = []
+    for rules in (every, others):
+        evaluator = Evaluator(rules, registry)
+        events, state = evaluator.evaluate(batch, AlertState.empty(), t0 + minutes[-1])
+        silence, _ = evaluator.evaluate_silence(state, t0 + 5 * 3600 * NS_PER_S)
+        results.append(events + silence)
+    assert results[0] == results[1]
+    assert [(e.rule, e.type) for e in results[0]] == [
+        ("river", "fired"),
+        ("river", "cleared"),
+        ("quiet", "fired"),
+    ]
