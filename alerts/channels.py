@@ -290,7 +290,10 @@ class EmailChannel:
 
     def send(self, notification: Notification) -> None:
         """Connect, send one message and return once the server accepted it (250)."""
-        mail = self.message(notification)
+        try:
+            mail = self.message(notification)
+        except ValueError as exc:  # a header the e-mail format cannot hold: never will
+            raise RefusedError(f"the e-mail cannot be written: {exc}") from exc
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
                 smtp.ehlo()

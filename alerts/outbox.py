@@ -28,7 +28,6 @@ alarms' rows go on when one is being retried.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import random
 import sqlite3
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from alerts.message import Notification
-from core.durable import open_durable
+from core.durable import exclusive, open_durable
 from core.errors import PilotsError
 from core.settings import Settings
 from core.timeutil import NS_PER_S
@@ -62,7 +61,7 @@ EXPIRE_EVERY_S = 1.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    key      TEXT    NOT NULL,                  -- the idempotency key, `<alarm id>:<kind>`
+    key      TEXT    NOT NULL,                  -- the idempotency key, `<alarm id>:<event>`
     channel  TEXT    NOT NULL,                  -- webhook, mqtt, email
     alarm    TEXT    NOT NULL,                  -- one alarm's rows go out in order
     body     BLOB    NOT NULL,                  -- the notification, JSON
@@ -72,24 +71,32 @@ CREATE TABLE IF NOT EXISTS outbox (
     added_ns INTEGER NOT NULL,
     due_ns   INTEGER NOT NULL,                  -- not sent before (backoff)
     done_ns  INTEGER,                           -- when it stopped being pending
+    since_ns INTEGER NOT NULL DEFAULT 0,        -- when its wait began (clock moved back: due)
+    rank     INTEGER NOT NULL DEFAULT 1,        -- over the bound, lower ranks are dropped first
     UNIQUE (key, channel)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (channel, state, due_ns);
 CREATE INDEX IF NOT EXISTS outbox_alarm ON outbox (channel, alarm, state, id);
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
 """
+#: Columns added after the first version: an older file gets them when opened.
+ADDED_COLUMNS = {
+    "since_ns": "INTEGER NOT NULL DEFAULT 0",
+    "rank": "INTEGER NOT NULL DEFAULT 1",
+}
+RANK_INDEX = "CREATE INDEX IF NOT EXISTS outbox_rank ON outbox (state, rank, id)"
 
 # A waiting row is not due while an older waiting row of its alarm, same channel, exists.
 DUE = """
 SELECT o.id, o.attempts, o.body FROM outbox AS o
-WHERE o.channel = ? AND o.state = 'pending' AND o.due_ns <= ? AND NOT EXISTS (
+WHERE o.channel = ? AND o.state = 'pending' AND (o.due_ns <= ? OR o.since_ns > ?) AND NOT EXISTS (
     SELECT 1 FROM outbox AS p
     WHERE p.channel = o.channel AND p.alarm = o.alarm AND p.state = 'pending' AND p.id < o.id
 )
 ORDER BY o.due_ns, o.id LIMIT ?
 """
 NEXT_DUE = """
-SELECT MIN(o.due_ns) FROM outbox AS o
+SELECT MIN(CASE WHEN o.since_ns > ? THEN ? ELSE o.due_ns END) FROM outbox AS o
 WHERE o.channel = ? AND o.state = 'pending' AND NOT EXISTS (
     SELECT 1 FROM outbox AS p
     WHERE p.channel = o.channel AND p.alarm = o.alarm AND p.state = 'pending' AND p.id < o.id
@@ -155,7 +162,13 @@ class Row:
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to the outbox database with the schema in place."""
     try:
-        return open_durable(path, SCHEMA)
+        db = open_durable(path, SCHEMA)
+        have = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+        for column, declaration in ADDED_COLUMNS.items():
+            if column not in have:
+                db.execute(f"ALTER TABLE outbox ADD COLUMN {column} {declaration}")
+        db.execute(RANK_INDEX)
+        return db
     except (OSError, sqlite3.Error) as exc:
         raise OutboxError(f"cannot open the alert outbox {path}: {exc}") from exc
 
@@ -222,7 +235,7 @@ class Outbox:
         """
         now = self.clock()
         rows = [
-            (n.key, channel, n.alarm_id, n.to_json(), now, now)
+            (n.key, channel, n.alarm_id, n.to_json(), now, now, now, rank(n))
             for n in notifications
             for channel in self.channels
         ]
@@ -231,8 +244,9 @@ class Outbox:
                 self._db.execute("BEGIN IMMEDIATE")
                 before = self._db.total_changes
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO outbox (key, channel, alarm, body, added_ns, due_ns) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO outbox "
+                    "(key, channel, alarm, body, added_ns, due_ns, since_ns, rank) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 added = self._db.total_changes - before
@@ -254,7 +268,7 @@ class Outbox:
         if excess <= 0:
             return []
         victims = self._db.execute(
-            "SELECT id, channel FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?",
+            "SELECT id, channel FROM outbox WHERE state = 'pending' ORDER BY rank, id LIMIT ?",
             (excess,),
         ).fetchall()
         self._db.executemany(
@@ -316,7 +330,8 @@ class Outbox:
         """
         with self._lock:
             try:
-                rows = self._db.execute(DUE, (channel, self.clock(), limit)).fetchall()
+                now = self.clock()
+                rows = self._db.execute(DUE, (channel, now, now, limit)).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail("read", exc) from exc
         out = []
@@ -341,7 +356,8 @@ class Outbox:
     def next_due_ns(self, channel: str) -> int | None:
         """When the channel's next row becomes due (None: nothing waits)."""
         with self._lock:
-            (due,) = self._db.execute(NEXT_DUE, (channel,)).fetchone()
+            now = self.clock()
+            (due,) = self._db.execute(NEXT_DUE, (now, now, channel)).fetchone()
         return None if due is None else int(due)
 
     def _finish(self, row: Pending, state: State, reason: str | None) -> bool:
@@ -371,13 +387,14 @@ class Outbox:
 
     def retry_later(self, row: Pending, delay_s: float, error: str) -> None:
         """A failed attempt: count it and make the row due again after `delay_s`."""
-        due = self.clock() + int(delay_s * NS_PER_S)
+        now = self.clock()
+        due = now + int(delay_s * NS_PER_S)
         with self._lock:
             try:
                 changed = self._db.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, due_ns = ?, reason = ? "
-                    "WHERE id = ? AND state = 'pending'",
-                    (due, error, row.id),
+                    "UPDATE outbox SET attempts = attempts + 1, due_ns = ?, since_ns = ?, "
+                    "reason = ? WHERE id = ? AND state = 'pending'",
+                    (due, now, error, row.id),
                 ).rowcount
             except sqlite3.Error as exc:
                 raise self._fail("update", exc) from exc
@@ -406,6 +423,17 @@ class Outbox:
         """Close the database."""
         with self._lock:
             self._db.close()
+
+
+def rank(n: Notification) -> int:
+    """How much a notification is kept over the bound: late or `info` 0, `warning` 1, else 2.
+
+    A device's backlog can hold many late episodes, and a sensor many stuck spells: over the
+    bound they go before an alarm that is live and serious does.
+    """
+    if n.late or n.severity == "info":
+        return 0
+    return 1 if n.severity == "warning" else 2
 
 
 def backoff_s(failures: int, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -465,13 +493,9 @@ class Dispatcher:
 
     def start(self) -> Dispatcher:
         """Take the outbox's dispatcher lock and start a thread per channel."""
-        lock_path = self.outbox.path.with_name(self.outbox.path.name + LOCK_SUFFIX)
-        lock = lock_path.open("w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            lock.close()
-            raise OutboxError(f"another alert dispatcher is running on {self.outbox.path}") from exc
+        lock = exclusive(self.outbox.path.with_name(self.outbox.path.name + LOCK_SUFFIX))
+        if lock is None:
+            raise OutboxError(f"another alert dispatcher is running on {self.outbox.path}")
         self._lock_file = lock
         self._unlisten = self.outbox.listen(self._wake_all)
         for channel in self.channels:

@@ -37,8 +37,10 @@ import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -47,11 +49,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts.channels import enabled_channels
 from alerts.health import HealthWatch
+from alerts.late import Merged, bound_late, merged_words
 from alerts.message import Notification, notification_for
 from alerts.outbox import Dispatcher, Outbox
-from alerts.store import MAX_LIMIT, AlarmQuery, AlarmStore
+from alerts.retire import retired, retired_words
+from alerts.store import DATABASE, MAX_LIMIT, AlarmQuery, AlarmStore
 from core.alerts import AlertEvent, AlertState, AlertStateError, Evaluator, Rule, load_rules
-from core.alerts.rules import SYSTEM_PILOT
+from core.alerts.rules import SYSTEM_PILOT, UNHEALTHY
+from core.durable import exclusive
 from core.errors import PilotsError
 from core.registry import Registry, load_registry
 from core.reload import Watched, registry_change, registry_path
@@ -61,7 +66,7 @@ from ingest.decoders import Router
 from ingest.dedupe import FrameCache
 from ingest.process import columns, process
 from ingest.session import connect_session, session_client
-from ingest.validate import Validator
+from ingest.validate import Checked, Validator
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,17 @@ HOLD_MAX = 5_000
 #: The longest the thread sleeps waiting for the broker (shorter with a shorter evaluation period).
 _LOOP_TIMEOUT_S = 0.05
 _BACKOFF_MAX_S = 30.0
+#: A connection the broker closes within this many seconds counts towards the back-off.
+_SHORT_LIVED_S = 10
+#: How often the counts of readings not evaluated are logged, and how many kinds are named.
+_REFUSALS_EVERY_S = 60.0
+_TOLD_MAX = 100
+#: The lock file that keeps a second alert service off the same data directory.
+SERVICE_LOCK = DATABASE + ".service.lock"
+
+
+class AlertServiceError(PilotsError):
+    """The alert service cannot run as configured."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +95,28 @@ class Rules:
     registry: Registry
     rules: tuple[Rule, ...]
     evaluator: Evaluator
+    #: A hash of the files they came from: the same files give the same rules.
+    digest: bytes = b""
 
 
 def load(settings: Settings) -> Rules:
     """Load and check the registry and the rules (a `PilotsError` says what is wrong)."""
+    paths = [registry_path(settings.registry)]
+    if settings.alert_rules is not None:
+        paths.append(settings.alert_rules)
+    h = hashlib.blake2b(digest_size=16)
+    for path in paths:
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"\x00missing")
     registry = load_registry(settings.registry)
     rules = load_rules(settings.alert_rules, registry)
     try:
         evaluator = Evaluator(rules, registry, late_after_s=settings.alert_late_after_s)
     except ValueError as exc:
         raise PilotsError(f"alert rules refused: {exc}") from exc
-    return Rules(registry, rules, evaluator)
+    return Rules(registry, rules, evaluator, h.digest())
 
 
 def digest(topic: str, payload: bytes) -> bytes:
@@ -133,7 +160,8 @@ class AlertService:
             every_s=settings.alert_reload_every_s,
         )
         self.config = self._watch.load()
-        self.target = settings.mqtt(settings.alert_session_id)
+        self._to_retire: list[tuple[Rules, Rules]] = []
+        self._lock_file = self._take_lock()
         self.store = AlarmStore.from_settings(settings)
         channels = enabled_channels(settings)
         self.outbox: Outbox | None = None
@@ -148,30 +176,47 @@ class AlertService:
         self.health.adopt(
             self.store.query(AlarmQuery(pilot=SYSTEM_PILOT, state="active", limit=MAX_LIMIT))
         )
-        self._health_events: list[AlertEvent] = []
+        #: Events made by the clock or a reload, not by messages: a rewind does not make them again.
+        self._clock_events: list[AlertEvent] = []
+        self._clock_notes: list[Notification] = []
+        self._refusals: Counter[str] = Counter()
+        self._refusals_told: set[str] = set()
+        self._refusals_at = time.monotonic()
         self.router = Router(settings.ingest_routes)
-        window_ns = settings.ingest_dedupe_window_s * NS_PER_S
-        self._frames = FrameCache(window_ns)
+        self._frames = FrameCache(settings.ingest_dedupe_window_s * NS_PER_S)
         self.validator = self._validator(self.config.registry)
-        self._silence_at = time.monotonic()
-        self._held: list[_Held] = []
-        self._held_since = 0.0
-        self._done: list[_Held] = []
-        self._digests: list[bytes] = []
-        self._unrecorded: list[AlertEvent] = []
-        self._dirty = False
-        self._saved_at = time.monotonic()
-        self._ack_at = max(1, min(HOLD_MAX, settings.mqtt_receive_maximum * 4 // 5))
-        self._loop_timeout_s = min(_LOOP_TIMEOUT_S, settings.alert_eval_every_s / 2)
-        self._connected = False
-        self._stopping = threading.Event()
-        self.subscribed = threading.Event()
+        self._init_evaluation()
         #: Readings and messages evaluated, events recorded, silence checks run, since start.
         self.evaluated = 0
         self.messages = 0
         self.silence_checks = 0
         self.events = 0
         self.reloads = 0
+        self._init_session()
+
+    def _init_evaluation(self) -> None:
+        """What is held, evaluated and not yet saved, and when each step is due."""
+        self._silence_at = time.monotonic()
+        self._held: list[_Held] = []
+        self._held_since = 0.0
+        self._done: list[_Held] = []
+        self._digests: list[bytes] = []
+        self._unrecorded: list[AlertEvent] = []
+        self._merged: dict[str, Merged] = {}
+        self._dirty = False
+        self._saved_at = time.monotonic()
+        self._ack_at = max(1, min(HOLD_MAX, self.settings.mqtt_receive_maximum * 4 // 5))
+
+    def _init_session(self) -> None:
+        """The MQTT client of the service's own session, and its thread (not started)."""
+        settings = self.settings
+        self.target = settings.mqtt(settings.alert_session_id)
+        self._loop_timeout_s = min(_LOOP_TIMEOUT_S, settings.alert_eval_every_s / 2)
+        self._connected = False
+        self._connected_at = 0.0
+        self._quick_losses = 0
+        self._stopping = threading.Event()
+        self.subscribed = threading.Event()
         self._client = session_client(
             settings, self.target, settings.alert_session_id, self.target.username
         )
@@ -180,6 +225,15 @@ class AlertService:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
+
+    def _take_lock(self) -> IO[str]:
+        lock = exclusive(Path(self.settings.data_dir) / SERVICE_LOCK)
+        if lock is None:
+            raise AlertServiceError(
+                f"another alert service is running on {self.settings.data_dir} "
+                "(PILOTS_DATA_DIR): run one alert service"
+            )
+        return lock
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -221,12 +275,13 @@ class AlertService:
         self.health.stop()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
-        self._record_health_safely()
+        self._record_clock_safely()
         if self.dispatcher is not None:
             self.dispatcher.stop(timeout_s)
         if self.outbox is not None:
             self.outbox.close()
         self.store.close()
+        self._lock_file.close()
 
     def reload(self) -> None:
         """Look at the rules and registry files at the next turn (what SIGHUP does)."""
@@ -237,11 +292,13 @@ class AlertService:
     def _loop(self) -> None:
         delay = 1.0
         while not self._stopping.is_set():
+            if not self._connected and self._quick_losses and not self._back_off():
+                break
             if not self._connected and not self._connect():
                 # the broker away: health events (ingest is likely unhealthy too) still go out
                 waited = 0.0
                 while waited < delay and not self._stopping.wait(min(1.0, delay - waited)):
-                    self._record_health_safely()
+                    self._record_clock_safely()
                     waited += 1.0
                 delay = min(delay * 2, _BACKOFF_MAX_S)
                 continue
@@ -259,6 +316,31 @@ class AlertService:
                 self._lost(mqtt.error_string(rc))
         self._shutdown()
         self._connected = False
+
+    def _back_off(self) -> bool:
+        """Wait before connecting again; False if stopped meanwhile.
+
+        The broker closed the last connections soon after they were made: another client on
+        this session id takes it over each time (a second alert service), and connecting at
+        once would take it back, endlessly.
+        """
+        wait = min(_BACKOFF_MAX_S, 2.0 ** (self._quick_losses - 1))
+        if self._quick_losses >= 3:
+            log.error(
+                "the broker closed this session's connection %d times within %d s of connecting: "
+                "is another client using the session id %r (PILOTS_ALERT_SESSION_ID, a second "
+                "alert service?); connecting again in %.0f s",
+                self._quick_losses,
+                _SHORT_LIVED_S,
+                self.settings.alert_session_id,
+                wait,
+            )
+        end = time.monotonic() + wait
+        while (left := end - time.monotonic()) > 0:
+            if self._stopping.wait(min(1.0, left)):
+                return False
+            self._record_clock_safely()
+        return True
 
     def _shutdown(self) -> None:
         if not self._connected:
@@ -284,7 +366,8 @@ class AlertService:
             self._silence_at = now
             self._silence()
         self._record_events()
-        self._record_health()
+        self._record_clock()
+        self._retire_pending()
         if self._dirty and (
             len(self._done) >= self._ack_at
             or now - self._saved_at >= self.settings.alert_checkpoint_every_s
@@ -305,6 +388,9 @@ class AlertService:
         # and they are evaluated again from the saved state.
         was, self._connected = self._connected, False
         self.subscribed.clear()
+        if was and self._connected_at:
+            short = time.monotonic() - self._connected_at < _SHORT_LIVED_S
+            self._quick_losses = self._quick_losses + 1 if short else 0
         if self._done or self._held:
             self._rewind(keep=False)
         if was and not self._stopping.is_set():
@@ -337,6 +423,7 @@ class AlertService:
         if reason_code.is_failure:
             log.error("broker %s refused the connection: %s", self.target, reason_code)
             return
+        self._connected_at = time.monotonic()
         log.info("alerts connected to %s (session present: %s)", self.target, flags.session_present)
         client.subscribe([(f, 1) for f in self.router.topic_filters])
 
@@ -380,6 +467,7 @@ class AlertService:
         digests = [digest(m.topic, m.payload) for m in held]
         redelivered = [d for d, m in zip(digests, held, strict=True) if m.dup]
         known = self.store.evaluated(redelivered) if redelivered else set()
+        fresh = [m for d, m in zip(digests, held, strict=True) if d not in known]
         checks = [
             (
                 process(
@@ -392,9 +480,9 @@ class AlertService:
                 ),
                 m.received_ns,
             )
-            for d, m in zip(digests, held, strict=True)
-            if d not in known
+            for m in fresh
         ]
+        self._note_refusals([m.topic for m in fresh], [c for c, _ in checks])
         readings, _, _ = columns(checks)
         try:
             events, self.state = self.config.evaluator.evaluate(readings, self.state, self.clock())
@@ -403,12 +491,33 @@ class AlertService:
             self._held = held + self._held
             self._rewind()
             raise
+        events, merged = bound_late(events)
+        self._merged.update(merged)
         self._unrecorded.extend(events)
         self._done.extend(held)
         self._digests.extend(digests)
         self._dirty = True
         self.evaluated += len(readings)
         self.messages += len(held)
+
+    def _note_refusals(self, topics: list[str], checks: list[Checked]) -> None:
+        """Say what could not be evaluated: each new (reason, topic) at once, counts every minute.
+
+        Ingest quarantines the same messages; here they are only counted, never silent.
+        """
+        for topic, checked in zip(topics, checks, strict=True):
+            for r in checked.rejections:
+                key = f"{r.reason.value} on {topic}"
+                self._refusals[r.reason.value] += r.records
+                if key not in self._refusals_told and len(self._refusals_told) < _TOLD_MAX:
+                    self._refusals_told.add(key)
+                    log.warning("not evaluated: %s: %s (ingest quarantines it)", key, r.detail)
+        if self._refusals and time.monotonic() - self._refusals_at >= _REFUSALS_EVERY_S:
+            counts = ", ".join(f"{n} {why}" for why, n in self._refusals.most_common())
+            log.warning("readings not evaluated in the last minute: %s", counts)
+            self._refusals.clear()
+            self._refusals_told.clear()
+            self._refusals_at = time.monotonic()
 
     def _silence(self) -> None:
         events, self.state = self.config.evaluator.evaluate_silence(self.state, self.clock())
@@ -427,6 +536,7 @@ class AlertService:
             self.outbox.add(self._notifications(events))
         self.store.record(events, now_ns=self.clock())
         self._unrecorded = []
+        self._merged.clear()
         self.events += len(events)
         for e in events:
             log.info(
@@ -439,29 +549,32 @@ class AlertService:
                 e.device,
             )
 
-    def _record_health(self) -> None:
-        """Hand the health watch's events to the outbox and the alarm store (idempotent).
+    def _record_clock(self) -> None:
+        """Hand the events of the health watch and of reloads to the outbox and the alarm store.
 
-        They are made by the clock, not by messages: kept apart from the evaluator's events,
-        which a rewind forgets because redelivery makes them again.
+        They are made by the clock or a reload, not by messages: kept apart from the evaluator's
+        events, which a rewind forgets because redelivery makes them again. Both hand-overs are
+        idempotent: a failure keeps them for the next turn.
         """
-        self._health_events.extend(self.health.drain())
-        events = self._health_events
+        self._clock_events.extend(self.health.drain())
+        events = self._clock_events
         if not events:
             return
         if self.outbox is not None:
-            self.outbox.add(self._notifications(events))
+            self.outbox.add(
+                self._clock_notes + self._notifications(events[len(self._clock_notes) :])
+            )
         self.store.record(events, now_ns=self.clock())
-        self._health_events = []
+        self._clock_events, self._clock_notes = [], []
         self.events += len(events)
         for e in events:
             log.info("alarm %s %s: %s (%s) at %s", e.alarm_id, e.type, e.rule, e.label, e.device)
 
-    def _record_health_safely(self) -> None:
+    def _record_clock_safely(self) -> None:
         try:
-            self._record_health()
+            self._record_clock()
         except PilotsError as exc:
-            log.error("health alarms not recorded, will retry: %s", exc)
+            log.error("health or reload events not recorded, will retry: %s", exc)
 
     def _checkpoint(self) -> None:
         """Save the state with the digests, then acknowledge the evaluated messages."""
@@ -490,9 +603,14 @@ class AlertService:
         out: list[Notification] = []
         for e in events:
             try:
-                out.append(notification_for(e, registry, dashboard_url=url))
+                note = notification_for(e, registry, dashboard_url=url)
             except (KeyError, ValueError) as exc:
                 log.error("alarm %s: no notification could be written: %s", e.id, exc)
+                continue
+            merged = self._merged.get(e.alarm_id)
+            if merged is not None:
+                note = merged_words(note, merged, note.timezone or None)
+            out.append(note)
         return out
 
     # --- reloading ------------------------------------------------------------------------
@@ -501,12 +619,19 @@ class AlertService:
         config = self._watch.check()  # a refusal is logged there, and the running rules kept
         if config is None:
             return
-        # What is held was received under the old rules: evaluate and save it with them first.
-        self.flush()
+        if config.digest == self.config.digest:
+            log.info("alert rules and registry looked at again: unchanged")
+            return
+        # What is held was received under the old rules: evaluated with them first. Nothing
+        # here needs the store to be writable: what is not yet recorded or saved stays pending.
+        if self._held:
+            self._evaluate_held()
         old = self.config
         self.config = config
         self.validator = self._validator(config.registry)
         self.health.replace_rules(config.rules)
+        self._to_retire.append((old, config))
+        self._dirty = True  # the state as the new rules adopt it is saved at the next turn
         self.reloads += 1
         log.info(
             "alert rules reloaded: %d rules (was %d); %s",
@@ -514,3 +639,48 @@ class AlertService:
             len(old.rules),
             registry_change(old.registry, config.registry),
         )
+
+    def _retire_pending(self) -> None:
+        """Close the alarms reloads left without a rule or device (retried until recorded)."""
+        while self._to_retire:
+            old, new = self._to_retire[0]
+            self._retire(old, new)
+            self._to_retire.pop(0)
+
+    def _retire(self, old: Rules, new: Rules) -> None:
+        """Close the active alarms whose rule or device the new rules no longer have.
+
+        Their state goes with the reload (the evaluator drops it), so nothing else would ever
+        clear them. The event says what happened, worded with the old registry, which still
+        knows the device.
+        """
+        rules = {r.id: r for r in new.rules}
+        now = self.clock()
+        active = self.store.query(AlarmQuery(state="active", limit=MAX_LIMIT))
+        for alarm in active:
+            rule = rules.get(alarm.rule)
+            if alarm.kind == UNHEALTHY or (
+                rule is not None
+                and alarm.device in new.registry.devices
+                and (not rule.devices or alarm.device in rule.devices)
+            ):
+                continue
+            event = retired(alarm, now)
+            self._clock_events.insert(len(self._clock_notes), event)
+            try:
+                note = notification_for(
+                    event, old.registry, dashboard_url=self.settings.alert_dashboard_url
+                )
+            except (KeyError, ValueError) as exc:
+                log.error("alarm %s: no notification could be written: %s", alarm.id, exc)
+                self._clock_events.remove(event)
+                self.store.record([event], now_ns=now)
+                continue
+            self._clock_notes.append(retired_words(note, alarm, old.registry))
+            log.warning(
+                "alarm %s (%s at %s) closed: its rule or device is no longer configured",
+                alarm.id,
+                alarm.rule,
+                alarm.device,
+            )
+        self._record_clock()

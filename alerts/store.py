@@ -15,8 +15,9 @@ operator may acknowledge an active alarm or a cleared one; once acknowledged it 
 Every change takes the next number of a sequence (`seq`): `changes(after)` is the feed of the
 dashboard's live stream, and a client that reconnects resumes from the last number it saw.
 
-Bounds: cleared alarms older than `history_days` are deleted, the message digests are kept
-for `EVALUATED_KEEP_S`; a query returns at most `MAX_LIMIT` alarms.
+Bounds: cleared alarms older than `history_days` are deleted, and beyond `history_max` cleared
+alarms the oldest go; the message digests are kept for `EVALUATED_KEEP_S`; a query returns at
+most `MAX_LIMIT` alarms.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ CREATE TABLE IF NOT EXISTS alarms (
 CREATE INDEX IF NOT EXISTS alarms_start ON alarms (start_ns);
 CREATE INDEX IF NOT EXISTS alarms_seq ON alarms (seq);
 CREATE INDEX IF NOT EXISTS alarms_active ON alarms (active, start_ns);
+CREATE INDEX IF NOT EXISTS alarms_ended ON alarms (active, end_ns);
 CREATE TABLE IF NOT EXISTS alarm_seq (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     value INTEGER NOT NULL
@@ -181,11 +183,12 @@ class AlarmQuery:
 class AlarmStore:
     """The alarms and the evaluator's state (see the module docstring); thread-safe."""
 
-    def __init__(self, path: Path, *, history_days: int = 365) -> None:
-        if history_days < 1:
-            raise ValueError("history_days must be at least 1")
+    def __init__(self, path: Path, *, history_days: int = 365, history_max: int = 100_000) -> None:
+        if history_days < 1 or history_max < 1:
+            raise ValueError("history_days and history_max must be at least 1")
         self.path = path
         self.history_ns = history_days * DAY_NS
+        self.history_max = history_max
         try:
             self._db = open_durable(path, SCHEMA)
         except (OSError, sqlite3.Error) as exc:
@@ -195,7 +198,11 @@ class AlarmStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> AlarmStore:
         """The store in `PILOTS_DATA_DIR`, keeping `PILOTS_ALERT_HISTORY_DAYS` of history."""
-        return cls(Path(settings.data_dir) / DATABASE, history_days=settings.alert_history_days)
+        return cls(
+            Path(settings.data_dir) / DATABASE,
+            history_days=settings.alert_history_days,
+            history_max=settings.alert_history_max,
+        )
 
     def close(self) -> None:
         """Close the connection."""
@@ -243,10 +250,22 @@ class AlarmStore:
                 self._db.execute(
                     "DELETE FROM alarms WHERE active = 0 AND end_ns < ?", (now - self.history_ns,)
                 )
+                if changed:
+                    self._prune_beyond_max()
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self._fail("write to", exc) from exc
         return changed
+
+    def _prune_beyond_max(self) -> None:
+        (cleared,) = self._db.execute("SELECT COUNT(*) FROM alarms WHERE active = 0").fetchone()
+        excess = int(cleared) - self.history_max
+        if excess > 0:
+            self._db.execute(
+                "DELETE FROM alarms WHERE id IN (SELECT id FROM alarms WHERE active = 0 "
+                "ORDER BY end_ns LIMIT ?)",
+                (excess,),
+            )
 
     def _next_seq(self) -> int:
         self._db.execute("UPDATE alarm_seq SET value = value + 1 WHERE id = 1")

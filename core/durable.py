@@ -6,8 +6,10 @@ process or the machine. This module must not know any schema but the one it is g
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from pathlib import Path
+from typing import IO
 
 
 def open_durable(path: Path, schema: str) -> sqlite3.Connection:
@@ -22,3 +24,18 @@ def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(schema)
     return db
+
+
+def exclusive(path: Path) -> IO[str] | None:
+    """An exclusive lock on `path` (created if missing), held while the file stays open.
+
+    None when another process holds it. The lock goes with its process, however that ends.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle

@@ -166,6 +166,7 @@ class Settings(BaseSettings):
     alert_retry_max_s: float = Field(default=60.0, gt=0)
     alert_rules: Path | None = None
     alert_history_days: int = Field(default=365, ge=1, le=36_500)
+    alert_history_max: int = Field(default=100_000, ge=1)
     alert_session_id: str = Field(default="pilots-alerts-eval", pattern=r"^[A-Za-z0-9_.-]+$")
     alert_eval_every_s: float = Field(default=0.1, gt=0, le=10)
     alert_silence_every_s: float = Field(default=10.0, gt=0, le=3600)

@@ -87,7 +87,10 @@ class _Common(_Spec):
     pilot: Identifier | None = None
     devices: list[Identifier] | None = Field(default=None, min_length=1)
     severity: Severity = "warning"
-    label: str | None = Field(default=None, min_length=1, max_length=80)
+    # printable: a label goes into message texts, titles and e-mail subjects
+    label: str | None = Field(
+        default=None, min_length=1, max_length=80, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
 
 
 class _Pending(_Common):

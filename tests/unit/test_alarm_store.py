@@ -127,3 +127,14 @@ def test_the_saved_state_is_kept_with_the_events(store: AlarmStore) -> None:
     store.record([fired()], state=b"state-1", now_ns=T0)
     store.record([], state=b"state-2", now_ns=T0 + 1)
     assert store.saved_state() == b"state-2"
+
+
+def test_beyond_the_most_kept_the_oldest_cleared_alarms_go(tmp_path: Path) -> None:
+    store = AlarmStore(tmp_path / "alerts.sqlite", history_max=3)
+    for i in range(5):
+        f = fired(f"dev-{i}", T0 + i * HOUR_NS)
+        store.record([f, cleared(f, T0 + i * HOUR_NS + 60 * NS_PER_S)], now_ns=T0 + 5 * HOUR_NS)
+    active = fired("sf-rlv-09", T0)
+    store.record([active], now_ns=T0 + 5 * HOUR_NS)
+    kept = sorted(a.device for a in store.query(AlarmQuery()))
+    assert kept == ["dev-2", "dev-3", "dev-4", "sf-rlv-09"]
