@@ -8,6 +8,10 @@ store when the app owns it). This module must not hold routes or queries.
 A server such as uvicorn waits for open responses to finish before it runs the lifespan's end,
 and an alarm stream never finishes by itself: so while the app runs in the main thread, SIGTERM
 and SIGINT first end the streams (`_end_streams_on_signals`), then reach the server's handler.
+`StreamBounds.close()` wakes every stream on its event loop, and cancels one whose send waits
+for a client that does not read (`api.routes.alerts.AlarmStream`): no stream outlives it by
+more than 0.5 s. Bytes already handed to the server stay its own: a connection whose client
+reads none of them is closed by the server's graceful-shutdown timeout (`pilots api` sets it).
 
 While the app runs, `RegistryReload` looks at the registry file every
 `PILOTS_ALERT_RELOAD_EVERY_S` (the look interval of the rules and the registry everywhere), and
@@ -325,6 +329,9 @@ async def _alarm_store_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _end_streams_on_signals(streams: StreamBounds) -> Callable[[], None]:
     """Make SIGTERM and SIGINT end the alarm streams, then do what they did; returns the undo.
+
+    Ending them (`StreamBounds.close`) only sets a flag and schedules a wake-up on each stream's
+    loop (`call_soon_threadsafe`), which a signal handler may do.
 
     Only in the main thread (where signal handlers live), and only over a handler that is a
     function (a server's, or Python's KeyboardInterrupt): a signal left to its default action

@@ -122,7 +122,13 @@ def run_demo(settings: Settings, registry: Registry) -> None:
         log.info("dashboard: %s/#token=%s", base, token)
         log.info("try: curl -H 'Authorization: Bearer %s' %s/pilots", token, base)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=live.api_host, port=live.api_port, log_level="warning")
+            uvicorn.Config(
+                app,
+                host=live.api_host,
+                port=live.api_port,
+                log_level="warning",
+                timeout_graceful_shutdown=5,  # as `pilots api`: what a stuck client may delay
+            )
         )
         # uvicorn re-raises the signal that stopped it once it has shut down; with our handler in
         # place that only sets `stop`, so the rest of the system gets to stop cleanly too.

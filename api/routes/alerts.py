@@ -8,14 +8,14 @@ ran) the listing is empty and the stream's snapshot too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Body, Header, Path, Query
 from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from alerts.store import AlarmQuery, AlarmStoreError
 from api.auth import OperatorAccess, Principal, ReadAccess
@@ -23,12 +23,15 @@ from api.deps import AlarmsDep, RegistryDep, StreamBoundsDep, instant_ns
 from api.problems import PROBLEM_JSON, PROBLEM_SCHEMA, Problem, problem_response, responses
 from api.schemas import AckIn, AlarmOut
 from api.services.alerts import (
+    ENDING_GRACE_S,
     STREAM_RETRY_AFTER_S,
     AlarmService,
     StreamBounds,
     follow,
     opening,
 )
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["alerts"])
 
@@ -116,6 +119,15 @@ class AlarmStream(StreamingResponse):
     stream is counted against the bounds (or refused with 429), its opening read (or refused
     with 503), then followed until the client disconnects, the follower ends (the process is
     stopping, the store failed) or sending fails; the count is given back in every case.
+
+    As `StreamingResponse` does for servers before ASGI 2.4, the body and the wait for the
+    client's disconnect run in one task group, whose cancel scope ends the stream. It is also
+    cancelled when a send waits more than `StreamBounds.send_timeout_s` for the client (one
+    that does not read: the stream is dropped, its slot given back) and `ENDING_GRACE_S` after
+    `StreamBounds.close()` (the follower ends the body at once; a send that waits for the client
+    would otherwise keep the stream, and the server's shutdown, waiting for ever). What the
+    server (or a middleware in between) already took for that client is the server's: uvicorn
+    closes such a connection when its graceful-shutdown timeout ends (`pilots api`).
     """
 
     media_type = EVENT_STREAM
@@ -158,20 +170,50 @@ class AlarmStream(StreamingResponse):
             except AlarmStoreError:
                 await problem_response(503, UNAVAILABLE)(scope, receive, send)
                 return
-            self.body_iterator = follow(self.alarms, self.bounds, start)
-            async with anyio.create_task_group() as group:
-
-                async def stream_then_stop() -> None:
-                    # OSError: the client is gone (servers of ASGI 2.4 say so this way).
-                    with suppress(OSError):
-                        await self.stream_response(send)
-                    group.cancel_scope.cancel()
-
-                group.start_soon(stream_then_stop)
-                await self.listen_for_disconnect(receive)
-                group.cancel_scope.cancel()
+            with self.bounds.ending() as ending:
+                self.body_iterator = follow(self.alarms, self.bounds, start, ending)
+                await self._run(receive, self._in_time(send), ending)
         finally:
             self.bounds.release(token)
+
+    async def _run(self, receive: Receive, send: Send, ending: anyio.Event) -> None:
+        """Send the body until it ends, the client leaves or is too slow, or `ending` + grace."""
+        who = self.principal.name
+        async with anyio.create_task_group() as group:
+
+            async def stream_then_stop() -> None:
+                try:
+                    await self.stream_response(send)
+                except TimeoutError:  # before OSError, which it is
+                    log.warning(
+                        "alarm stream of token %r dropped: its client took nothing for %g s",
+                        who,
+                        self.bounds.send_timeout_s,
+                    )
+                except OSError:  # the client is gone (servers of ASGI 2.4 say so this way)
+                    pass
+                group.cancel_scope.cancel()
+
+            async def cut_when_ending() -> None:
+                await ending.wait()
+                await anyio.sleep(ENDING_GRACE_S)
+                log.info("alarm stream of token %r cut: its client is not reading", who)
+                group.cancel_scope.cancel()
+
+            group.start_soon(stream_then_stop)
+            group.start_soon(cut_when_ending)
+            await self.listen_for_disconnect(receive)
+            group.cancel_scope.cancel()
+
+    def _in_time(self, send: Send) -> Send:
+        """`send`, failing with TimeoutError when the client takes nothing for too long."""
+        limit = self.bounds.send_timeout_s
+
+        async def send_in_time(message: Message) -> None:
+            with anyio.fail_after(limit):
+                await send(message)
+
+        return send_in_time
 
 
 @router.get(
@@ -184,7 +226,8 @@ async def stream_alerts(
     last_event_id: Annotated[
         str | None,
         Header(
-            description="the `id` of the last event received: resume after it (no snapshot)",
+            description="the `id` of the last event received: resume after it (no snapshot, "
+            "unless it is more than 1000 changes behind)",
             max_length=19,
             pattern=r"^[0-9]+$",
         ),
@@ -193,8 +236,10 @@ async def stream_alerts(
     """Live alarms as server-sent events: a snapshot of the active ones, then every change.
 
     Send `Last-Event-ID` to resume after the last event received (as `EventSource` does when
-    it reconnects). A comment is sent after 15 s without an event. Each token may hold
-    `PILOTS_API_MAX_STREAMS_PER_TOKEN` streams open, the process `PILOTS_API_MAX_STREAMS`.
+    it reconnects); an id more than 1000 changes behind gets a snapshot instead. A comment is
+    sent after 15 s without an event. A client that takes nothing for 10 s is dropped. Each
+    token may hold `PILOTS_API_MAX_STREAMS_PER_TOKEN` streams open, the process
+    `PILOTS_API_MAX_STREAMS`.
     """
     resume_from = None if last_event_id is None else int(last_event_id)
     return AlarmStream(alarms, bounds, principal, resume_from)

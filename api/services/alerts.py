@@ -10,7 +10,8 @@ The live stream (`GET /alerts/stream`) is server-sent events, built here as byte
 
     retry: 3000                      the client's reconnection delay (ms)
     event: snapshot                  on connect: the active alarms, and the change number they
-    id: 41                           are as of (`seq`); not sent when a client resumes
+    id: 41                           are as of (`seq`); not sent when a client resumes (one at
+                                     most `max_replay` changes behind gets it instead)
     data: {"seq": 41, "alarms": [...], "can_acknowledge": false}
 
     event: alarm                     then each change (fired, cleared, acknowledged), in order,
@@ -20,9 +21,15 @@ The live stream (`GET /alerts/stream`) is server-sent events, built here as byte
     : keep-alive                     a comment after `heartbeat_s` without an event
 
 `StreamBounds` bounds the streams one process holds open (`PILOTS_API_MAX_STREAMS` in all,
-`PILOTS_API_MAX_STREAMS_PER_TOKEN` per token) and ends them all when the process stops.
-Every read of the store runs in a worker thread of the streams' own small pool, so that a
-slow store never blocks the event loop nor takes the threads of the other routes.
+`PILOTS_API_MAX_STREAMS_PER_TOKEN` per token) and ends them all when the process stops: each
+running stream registers with it (`StreamBounds.ending`), and `close()` wakes every one on its
+own event loop, so that a stream whose send waits for a client that does not read is cut
+(`ENDING_GRACE_S`) instead of holding the server's shutdown. A stream holds one batch of changes
+at most: `follow` reads the next only once the previous events were handed to the server, and a
+send that waits more than `send_timeout_s` for the client ends the stream (see
+`api.routes.alerts.AlarmStream`). Every read of the store runs in a worker thread of the
+streams' own small pool, so that a slow store never blocks the event loop nor takes the threads
+of the other routes.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -71,6 +79,14 @@ STREAM_RETRY_AFTER_S = 10
 BATCH = 100
 #: Threads the streams read the store with, at most, in one process.
 STREAM_THREADS = 4
+#: Changes a resuming client may be behind at most: further behind, it gets a snapshot instead
+#: of the replay (the snapshot's own bound, `MAX_LIMIT` active alarms).
+MAX_REPLAY = MAX_LIMIT
+#: Seconds a send may wait for the client to take the bytes before the stream is dropped.
+SEND_TIMEOUT_S = 10.0
+#: Seconds after `StreamBounds.close()` before a stream that did not end by itself is cut
+#: (its send is waiting for a client that does not read).
+ENDING_GRACE_S = 0.25
 
 
 class AlarmService:
@@ -191,8 +207,13 @@ class Refusal:
 class StreamBounds:
     """Open streams of this process, bounded in all and per token; `close()` ends them all.
 
-    Counting happens on the event loop and in request threads alike, under a lock. Streams
-    watch `closing` at every poll, so they end within `poll_s` of `close()`.
+    Counting happens on the event loop and in request threads alike, under a lock (re-entrant:
+    `close()` runs in signal handlers, which may interrupt the main thread while it holds it).
+    Each running stream registers an event (`ending`) that `close()` sets on the stream's event
+    loop: the stream's follower wakes at once and ends its body, and a stream still running
+    `ENDING_GRACE_S` later (its send waits for the client) is cancelled, so every stream ends
+    within 0.5 s of `close()`. `max_replay` bounds how far behind a resuming client may be
+    (`opening`); `send_timeout_s` how long a send may wait for its client.
     """
 
     def __init__(
@@ -202,13 +223,18 @@ class StreamBounds:
         *,
         poll_s: float = POLL_S,
         heartbeat_s: float = HEARTBEAT_S,
+        max_replay: int = MAX_REPLAY,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
         self.max_streams = max_streams
         self.max_per_token = max_per_token
         self.poll_s = poll_s
         self.heartbeat_s = heartbeat_s
-        self._lock = threading.Lock()
+        self.max_replay = max_replay
+        self.send_timeout_s = send_timeout_s
+        self._lock = threading.RLock()
         self._open: dict[int, int] = {}
+        self._running: dict[int, tuple[asyncio.AbstractEventLoop, anyio.Event]] = {}
         self._closing = threading.Event()
         self._limiter: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
 
@@ -252,9 +278,39 @@ class StreamBounds:
             else:
                 self._open.pop(token_id, None)
 
+    @contextmanager
+    def ending(self) -> Iterator[anyio.Event]:
+        """An event that `close()` sets, for the stream running in this task (on its loop).
+
+        Set already when the bounds were closed before the stream registered.
+        """
+        loop = asyncio.get_running_loop()
+        event = anyio.Event()
+        key = id(event)
+        with self._lock:
+            self._running[key] = (loop, event)
+            closing = self._closing.is_set()
+        if closing:
+            event.set()
+        try:
+            yield event
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
+
     def close(self) -> None:
-        """End every stream (at their next poll) and refuse new ones; safe from a signal handler."""
+        """End every stream and refuse new ones; safe from a signal handler and any thread.
+
+        The flag is set first, then every registered stream is woken on its own loop
+        (`call_soon_threadsafe`: a signal handler or another thread must not touch the loop's
+        objects itself); a stream that registers after this finds the flag set.
+        """
         self._closing.set()
+        with self._lock:
+            running = list(self._running.values())
+        for loop, event in running:
+            with suppress(RuntimeError):  # that loop is closed: its stream is gone
+                loop.call_soon_threadsafe(event.set)
 
     async def run(self, fn: Callable[[], T]) -> T:
         """`fn()` in one of the streams' worker threads."""
@@ -296,13 +352,14 @@ async def opening(
 ) -> Follow:
     """The stream's first bytes: the snapshot, or only `retry:` when a client resumes.
 
-    A client resumes (`Last-Event-ID`) from a change this store has made; an id past the
-    store's last change (a store replaced since) gets a snapshot, as a new client does.
-    `AlarmStoreError` when the store cannot be read.
+    A client resumes (`Last-Event-ID`) from a change this store has made, at most
+    `bounds.max_replay` changes ago; an id further behind (a client away for long, or one
+    asking for every change with `0`) or past the store's last change (a store replaced since)
+    gets a snapshot, as a new client does. `AlarmStoreError` when the store cannot be read.
     """
     store = alarms.store
     last = 0 if store is None else await bounds.run(store.last_seq)
-    if resume_from is not None and resume_from <= last:
+    if resume_from is not None and last - bounds.max_replay <= resume_from <= last:
         return Follow(resume_from, f"retry: {RECONNECT_MS}\n\n".encode())
     if store is None:
         active: list[Alarm] = []
@@ -317,16 +374,19 @@ async def opening(
     return Follow(last, sse("snapshot", snapshot, last, RECONNECT_MS))
 
 
-async def follow(alarms: AlarmService, bounds: StreamBounds, start: Follow) -> AsyncIterator[bytes]:
+async def follow(
+    alarms: AlarmService, bounds: StreamBounds, start: Follow, ending: anyio.Event
+) -> AsyncIterator[bytes]:
     """The stream: its opening, then every change after it, until the process stops.
 
-    It also ends when the store fails (the client reconnects and resumes); the caller ends it
-    when the client goes away.
+    It ends as soon as `ending` is set (`StreamBounds.close()`), and when the store fails (the
+    client reconnects and resumes); the caller ends it when the client goes away. Changes are
+    read `BATCH` at a time, the next batch only once the previous one was sent.
     """
     yield start.opening
     after = start.after
     quiet_since = time.monotonic()
-    while not bounds.closing:
+    while not bounds.closing and not ending.is_set():
         store = alarms.store
         try:
             batch = [] if store is None else await bounds.run(partial(store.changes, after, BATCH))
@@ -343,4 +403,5 @@ async def follow(alarms: AlarmService, bounds: StreamBounds, start: Follow) -> A
             yield KEEP_ALIVE
             quiet_since = now
         if len(batch) < BATCH:
-            await anyio.sleep(bounds.poll_s)
+            with anyio.move_on_after(bounds.poll_s):
+                await ending.wait()

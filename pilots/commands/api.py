@@ -10,6 +10,11 @@ import typer
 from core.errors import PilotsError
 from pilots.commands.common import fail, setup
 
+#: Seconds uvicorn waits, once stopping, for the responses still open before it cancels them
+#: and runs the app's shutdown: a client that stopped reading keeps its connection (and a
+#: response with unsent bytes) until then, or until the process is killed.
+GRACEFUL_SHUTDOWN_S = 5
+
 
 def api(
     host: Annotated[str | None, typer.Option(help="bind address [PILOTS_API_HOST]")] = None,
@@ -19,6 +24,9 @@ def api(
     ] = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs) over the configured store; SIGTERM stops it.
+
+    Once stopping, open responses get GRACEFUL_SHUTDOWN_S (5 s) to finish; the alarm streams
+    end at once.
 
     An edited registry file (PILOTS_REGISTRY) is taken without a restart, found within
     PILOTS_ALERT_RELOAD_EVERY_S, and at once on SIGHUP; a bad file is refused with its reason
@@ -46,6 +54,7 @@ def api(
             host=host or settings.api_host,
             port=port if port is not None else settings.api_port,
             log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         return
     uvicorn.run(
@@ -55,6 +64,7 @@ def api(
         host=host or settings.api_host,
         port=port if port is not None else settings.api_port,
         log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 

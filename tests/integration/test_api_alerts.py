@@ -4,17 +4,23 @@ Alarms are recorded with `AlarmStore.record` as the alert service records them; 
 `api.app.create_app` in a `TestClient`, whose streamed responses arrive chunk by chunk, so the
 server-sent events are read as a client reads them. One test runs `pilots api` as a process:
 a stream left open must not keep SIGTERM from stopping it, and a client that goes away must
-give its stream back.
+give its stream back. A client that stops reading needs a real socket (a `TestClient` takes
+everything at once): those tests serve the app with uvicorn in a thread, over a listening
+socket with a small send buffer, and read (or not) with a plain socket.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import signal
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,8 @@ import hypothesis
 import orjson
 import pytest
 import schemathesis
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from schemathesis import Case, checks
 
@@ -31,6 +39,7 @@ from alerts.store import AlarmStore
 from api import problems
 from api.app import create_app
 from api.auth import TokenError, TokenStore
+from api.services.alerts import StreamBounds
 from core.alerts import AlertEvent, alarm_id
 from core.registry import Registry
 from core.settings import Settings
@@ -425,6 +434,27 @@ def test_last_event_id_resumes_after_it_without_a_snapshot(recorded: World) -> N
     assert_problem(recorded.client.get("/alerts/stream", headers=headers), 422, "last-event-id")
 
 
+def test_a_stream_resumed_too_far_behind_starts_with_a_snapshot(recorded: World) -> None:
+    streams = recorded.client.app.state.streams  # type: ignore[attr-defined]
+    streams.max_replay = 2  # 1000 by default: the snapshot's own bound
+    last = recorded.alarms.last_seq()
+    headers = {**recorded.headers["read"], "Last-Event-ID": str(last - 2)}
+    with recorded.client.stream("GET", "/alerts/stream", headers=headers) as response:
+        events = sse_events(response)
+        replayed = [next(events)[:2] for _ in range(2)]
+    assert replayed == [("alarm", str(last - 1)), ("alarm", str(last))]  # within the bound
+    for behind in (3, last):  # `Last-Event-ID: 0` asks for every change since the first
+        headers["Last-Event-ID"] = str(last - behind)
+        with recorded.client.stream("GET", "/alerts/stream", headers=headers) as response:
+            kind, event_id, snapshot = next(sse_events(response))
+        assert (kind, event_id) == ("snapshot", str(last))
+        assert {a["id"] for a in snapshot["alarms"]} == {
+            FLOOD.alarm_id,
+            SILENT.alarm_id,
+            RESISTENCIA.alarm_id,
+        }
+
+
 def test_streams_are_bounded_per_token_and_in_all(world: World) -> None:
     client, headers = world.client, world.headers
     streams = world.client.app.state.streams  # type: ignore[attr-defined]
@@ -510,6 +540,126 @@ def open_stream(client: httpx.Client) -> httpx.Response | None:
     response.close()
     assert response.status_code == 429, response.text
     return None
+
+
+# -- a client that does not read, over a real socket -----------------------------------------
+
+
+@dataclass
+class Live:
+    """The app served by uvicorn on `port`, its streams' bounds, the alarm store, a read token."""
+
+    port: int
+    streams: StreamBounds
+    alarms: AlarmStore
+    token: str
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[int]:
+    """`app` served by uvicorn in a thread (lifespan included); yields the port."""
+    listener = socket.socket()
+    # Inherited by the accepted sockets, and then not grown by the kernel: a client that does
+    # not read makes the server's sends wait after some 100 KB (with uvicorn's own buffer),
+    # not after the megabytes loopback would otherwise hold.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 10, "uvicorn started", interval_s=0.02)
+        yield listener.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path, registry: Registry) -> Iterator[Live]:
+    data_dir = tmp_path / "var"
+    store = EmbeddedStore(data_dir / "store.sqlite", registry)
+    tokens = TokenStore.in_data_dir(data_dir)
+    token = tokens.create("ana", "read")
+    app = create_app(Settings(data_dir=data_dir, _env_file=None), registry, store, cache=False)
+    streams: StreamBounds = app.state.streams
+    streams.poll_s = 0.05
+    alarms = AlarmStore(data_dir / "alerts.sqlite")
+    # 400 alarms: some 350 KB of events, more than the sockets and uvicorn's buffer hold.
+    alarms.record([event("fired", start_ns=T0 + i * NS_PER_S) for i in range(400)])
+    try:
+        with served(app) as port:
+            yield Live(port, streams, alarms, token)
+    finally:
+        alarms.close()
+        tokens.close()
+        store.close()
+
+
+def idle_reader(live: Live) -> socket.socket:
+    """A client that asks for every change (`Last-Event-ID: 0`), reads the status, and stops."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", live.port))
+    client.sendall(
+        f"GET /alerts/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {live.token}\r\n"
+        "Last-Event-ID: 0\r\n\r\n".encode()
+    )
+    assert client.recv(15).startswith(b"HTTP/1.1 200")
+    return client
+
+
+def read_to_the_end(client: socket.socket) -> bytes:
+    """What the server still sends, up to the end of its chunked body."""
+    client.settimeout(5)
+    received = b""
+    while not received.endswith(b"\r\n0\r\n\r\n"):
+        chunk = client.recv(65536)
+        assert chunk, "the connection closed before the body's end"
+        received += chunk
+    return received
+
+
+def test_a_stream_whose_client_stops_reading_is_dropped_and_its_slot_given_back(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="api.routes.alerts")
+    live.streams.send_timeout_s = 0.5  # 10 s by default
+    client = idle_reader(live)
+    try:
+        assert live.streams.open_streams == 1
+        began = time.monotonic()
+        wait_for(lambda: live.streams.open_streams == 0, 3, "the stream dropped", 0.02)
+        assert time.monotonic() - began >= 0.5  # dropped for its send, not for anything else
+        assert "stream of token 'ana' dropped: its client took nothing for 0.5 s" in caplog.text
+        # What the server had already taken still arrives, then the body ends (not cut in a
+        # chunk): the client reconnects and resumes after the last id it got.
+        body = read_to_the_end(client)
+        ids = [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
+        assert ids == list(range(1, len(ids) + 1))
+        assert 0 < len(ids) < 400
+    finally:
+        client.close()
+
+
+def test_closing_the_streams_cuts_one_whose_client_does_not_read(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="api.routes.alerts")
+    client = idle_reader(live)
+    try:
+        time.sleep(0.3)  # the server's sends now wait for this client
+        began = time.monotonic()
+        live.streams.close()  # what SIGTERM, SIGINT and the lifespan's end do
+        wait_for(lambda: live.streams.open_streams == 0, 2, "the stream ended", 0.02)
+        assert time.monotonic() - began < 0.5  # as docs/ALERTS.md promises
+        assert "alarm stream of token 'ana' cut: its client is not reading" in caplog.text
+        read_to_the_end(client)  # the body still ends cleanly for a client that reads again
+    finally:
+        client.close()
 
 
 # -- the report ----------------------------------------------------------------------------------
