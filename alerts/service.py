@@ -65,7 +65,7 @@ from core.timeutil import NS_PER_S
 from ingest.decoders import Router
 from ingest.dedupe import FrameCache
 from ingest.process import columns, process
-from ingest.session import connect_session, session_client
+from ingest.session import connect_session, granted, session_client
 from ingest.validate import Checked, Validator
 
 log = logging.getLogger(__name__)
@@ -435,11 +435,8 @@ class AlertService:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
-        if any(code.is_failure for code in reason_codes):
-            log.error("broker refused a subscription: %s", [str(c) for c in reason_codes])
-            return
-        log.info("alerts ready: subscribed at QoS 1 to %s", ", ".join(self.router.topic_filters))
-        self.subscribed.set()
+        if granted(reason_codes, "alerts", self.router.topic_filters):
+            self.subscribed.set()
 
     def _on_disconnect(
         self,

@@ -64,7 +64,7 @@ from ingest.members import (
     valid_member,
 )
 from ingest.metrics import Health, HttpEndpoint, IngestMetrics, MetricEvents, make_app
-from ingest.session import connect_session, session_client
+from ingest.session import connect_session, granted, session_client
 from ingest.spool import DATABASE, Spool, SpoolError
 from ingest.writer import BACKOFF_MAX_S, SpoolWriter, start_store
 from ingest.writer_process import HELD_AT_SPAWN, Tally, writer_process
@@ -503,11 +503,8 @@ class IngestService:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
-        if any(code.is_failure for code in reason_codes):
-            log.error("broker refused a subscription: %s", [str(c) for c in reason_codes])
-            return
-        log.info("ingest ready: subscribed at QoS 1 to %s", ", ".join(self.router.topic_filters))
-        self.subscribed.set()
+        if granted(reason_codes, "ingest", self.router.topic_filters):
+            self.subscribed.set()
 
     def _on_disconnect(
         self,

@@ -8,12 +8,18 @@ A session is persistent (3.1.1 with clean session off, or MQTT 5 with clean star
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from core.settings import MqttTarget, Settings
+
+log = logging.getLogger(__name__)
 
 
 def session_client(
@@ -57,3 +63,12 @@ def connect_session(client: mqtt.Client, settings: Settings, target: MqttTarget)
         )
     else:
         client.connect(target.host, target.port, keepalive=settings.mqtt_keepalive_s)
+
+
+def granted(reason_codes: Sequence[ReasonCode], who: str, filters: Sequence[str]) -> bool:
+    """Whether the broker granted every subscription of a SUBACK, said in the log either way."""
+    if any(code.is_failure for code in reason_codes):
+        log.error("broker refused a subscription of %s: %s", who, [str(c) for c in reason_codes])
+        return False
+    log.info("%s ready: subscribed at QoS 1 to %s", who, ", ".join(filters))
+    return True

@@ -10,23 +10,17 @@ counted by reason) and a refusal (recorded once, not retried).
 
 from __future__ import annotations
 
-import contextlib
 import email
 import email.policy
-import hashlib
-import hmac
 import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +39,7 @@ from core.settings import MqttTarget
 from core.timeutil import NS_PER_S, parse_instant_ns
 from tests.helpers import wait_for
 from tests.services import Mosquitto, free_port
+from tests.webhook import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -83,98 +78,6 @@ def alarms(registry: Registry, count: int) -> list[Notification]:
 
 
 # -- the webhook's receiver ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Received:
-    key: str
-    event: str
-    body: dict[str, Any]
-    signed: bool
-
-
-class Receiver:
-    """A user's webhook receiver: checks the signature, records what came, answers as told."""
-
-    def __init__(self, secret: str) -> None:
-        self.secret = secret.encode()
-        self.port = free_port()
-        self.received: list[Received] = []
-        self.refuse: set[str] = set()  # keys answered with 400
-        self.endless: set[str] = set()  # keys answered with 400 and a body that never ends
-        self.busy = 0  # how many requests to answer 503 with Retry-After: 1
-        self.statuses: list[int] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/pilots"
-
-    def keys(self) -> list[str]:
-        with self._lock:
-            return [r.key for r in self.received]
-
-    def answer(self, body: bytes, headers: Any) -> tuple[int, dict[str, str]]:
-        expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        given = headers.get("X-Pilots-Signature", "")
-        key = headers.get("X-Pilots-Idempotency-Key", "")
-        with self._lock:
-            self.received.append(
-                Received(
-                    key,
-                    headers.get("X-Pilots-Event", ""),
-                    orjson.loads(body),
-                    hmac.compare_digest(expected, given),
-                )
-            )
-            if key in self.endless:
-                status, extra = 400, {"X-Endless": "1"}
-            elif key in self.refuse:
-                status, extra = 400, {}
-            elif self.busy > 0:
-                self.busy -= 1
-                status, extra = 503, {"Retry-After": "1"}
-            else:
-                status, extra = 204, {}
-            self.statuses.append(status)
-        return status, extra
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status, extra = receiver.answer(body, self.headers)
-                if extra.pop("X-Endless", None):
-                    self.send_response(status)
-                    self.end_headers()  # no length: the body lasts until the connection ends
-                    with contextlib.suppress(OSError):
-                        while receiver._server is not None:
-                            self.wfile.write(b"x" * 65536)
-                            time.sleep(0.01)
-                    return
-                text = b"unknown pilot" if status == 400 else b""
-                self.send_response(status)
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(text)))
-                self.end_headers()
-                self.wfile.write(text)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 @pytest.fixture
