@@ -19,6 +19,10 @@ Index = NDArray[np.intp]
 
 #: "No time": pending or clearing not under way, a device never heard, and so on.
 NONE_NS = int(np.iinfo(np.int64).min)
+#: `grouped_search` steps this many entries one by one before its binary search.
+_LINEAR_STEPS = 3
+#: `window_sums` and `last_range` copy windows of one length at a time, up to this many lengths.
+_MAX_SUM_LENGTHS = 12
 
 
 def grouped_search(
@@ -27,22 +31,41 @@ def grouped_search(
     """For each query, the first index `j` in `[lo, hi)` with `values[j] >= query`.
 
     With `right`, `values[j] > query`; `hi` when there is none. `values` must be sorted
-    within each `[lo, hi)`. A vectorised binary search: as many passes as the widest range has bits.
+    within each `[lo, hi)`, which may lie anywhere in `values`. A few linear steps first (in a
+    stream the answer is mostly at `lo` or just after it), then a vectorised binary search
+    for the queries still open: as many passes as their widest range has bits.
     """
-    low = np.asarray(lo, dtype=np.intp).copy()
-    high = np.asarray(hi, dtype=np.intp).copy()
-    if len(low) == 0 or len(values) == 0:
-        return low
-    top = len(values) - 1
-    for _ in range(int(np.max(high - low, initial=0)).bit_length()):
-        open_ = low < high
-        mid = (low + high) >> 1
-        probe = values[np.minimum(mid, top)]
-        onward = (probe <= query) if right else (probe < query)
-        onward &= open_
-        low = np.where(onward, mid + 1, low)
-        high = np.where(open_ & ~onward, mid, high)
-    return low
+    first = np.array(lo, dtype=np.intp)
+    high = np.asarray(hi, dtype=np.intp)
+    if len(first) == 0 or len(values) == 0:
+        return first
+    compare = np.less_equal if right else np.less
+    onward = first < high
+    for _ in range(_LINEAR_STEPS):
+        onward &= compare(np.take(values, first, mode="clip"), query)
+        if not onward.any():
+            return first
+        first += onward
+        onward &= first < high
+    still = np.flatnonzero(onward)
+    if len(still):
+        first[still] = _binary_search(values, first[still], high[still], query[still], compare)
+    return first
+
+
+def _binary_search(
+    values: NDArray[Any], lo: Index, hi: Index, query: NDArray[Any], compare: np.ufunc
+) -> Index:
+    below = lo - 1  # the last index known to pass the test (to come before the answer)
+    step = 1 << max(int(np.max(hi - lo, initial=0)).bit_length() - 1, 0)
+    while step:
+        probe = below + step
+        onward = compare(np.take(values, probe, mode="clip"), query)
+        onward &= probe < hi
+        np.add(below, step, out=below, where=onward)
+        step >>= 1
+    out: Index = below + 1
+    return out
 
 
 def runs(flag: Bools, segment_begins: Bools) -> tuple[Index, Index]:
@@ -112,3 +135,63 @@ def ragged_gather(starts: I64, lengths: I64) -> tuple[I64, Index]:
     shift = np.repeat(starts - offsets[:-1], lengths)
     source = (np.arange(int(offsets[-1]), dtype=np.int64) + shift).astype(np.intp, copy=False)
     return offsets, source
+
+
+def window_sums(x: F64, a: Index, b: Index) -> F64:
+    """`np.add.reduceat` of each window `x[a[i] : b[i] + 1]` (`a <= b`), wherever they lie.
+
+    The sum of a window is the one `reduceat` gives for it anywhere (its bits depend on the
+    window's contents only), but the windows need not be laid end to end: windows of equal
+    length are copied as rows of one strided view (a copy of what is summed, no more), a few
+    lengths at a time; with many lengths, gathered into one ragged buffer.
+    """
+    out = np.empty(len(a), dtype=np.float64)
+    if len(a) == 0:
+        return out
+    length = b - a + 1
+    lengths = np.flatnonzero(np.bincount(length))
+    if len(lengths) > _MAX_SUM_LENGTHS:
+        offsets, source = ragged_gather(a.astype(np.int64), length.astype(np.int64))
+        out[:] = np.add.reduceat(x[source], offsets[:-1])
+        return out
+    for n in lengths.tolist():
+        at = np.flatnonzero(length == n) if len(lengths) > 1 else np.arange(len(a))
+        rows = _rows(x, n)[a[at]]
+        out[at] = np.add.reduceat(rows.ravel(), np.arange(0, len(at) * n, n))
+    return out
+
+
+def _rows(x: NDArray[Any], n: int) -> NDArray[Any]:
+    """Every run of `n` entries of contiguous `x` as a row (a view, as `sliding_window_view`)."""
+    x = np.ascontiguousarray(x)
+    step = x.strides[0]
+    return np.ndarray((len(x) - n + 1, n), dtype=x.dtype, buffer=x, strides=(step, step))
+
+
+def last_range(x: F64, a: Index, b: Index, start: Index) -> F64:
+    """`max - min` of each window `x[a[i] : b[i] + 1]` (`start[i] <= a[i] <= b[i]`).
+
+    The windows are the readings of segments that begin at `start` (equal for the windows of
+    one segment, which come together). Windows of equal length are copied as rows of one
+    strided view, a few lengths at a time; with many lengths, through a sparse table over
+    each segment's span.
+    """
+    out = np.empty(len(a), dtype=np.float64)
+    if len(a) == 0:
+        return out
+    length = b - a + 1
+    lengths = np.flatnonzero(np.bincount(length))
+    if len(lengths) <= _MAX_SUM_LENGTHS:
+        for n in lengths.tolist():
+            at = np.flatnonzero(length == n) if len(lengths) > 1 else np.arange(len(a))
+            rows = np.ascontiguousarray(_rows(x, n)[a[at]].T)  # a window a column
+            out[at] = rows.max(axis=0) - rows.min(axis=0)
+        return out
+    begins = np.ones(len(a), dtype=np.bool_)
+    begins[1:] = start[1:] != start[:-1]
+    first = np.flatnonzero(begins)
+    lengths = (np.maximum.reduceat(b, first) - start[first] + 1).astype(np.int64)
+    offsets, source = ragged_gather(start[first].astype(np.int64), lengths)
+    shift = np.repeat(offsets[:-1] - start[first], np.diff(np.append(first, len(a))))
+    out[:] = window_range(x[source], a + shift, b + shift)
+    return out

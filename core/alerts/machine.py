@@ -31,9 +31,15 @@ from core.alerts.kernels import (
     Bools,
     Index,
     grouped_search,
+    ragged_gather,
     runs,
     window_reduce,
 )
+
+#: `run_machine` runs on busy segments only in groups of this many segments or more, when at
+#: most one in `_SPARSE_SHARE` is busy.
+_SPARSE_MIN_SEGMENTS = 128
+_SPARSE_SHARE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +62,12 @@ class Carry:
 
     @classmethod
     def idle(cls, n: int) -> Carry:
-        """Segments with nothing under way."""
+        """Segments with nothing under way (arrays of their own)."""
         none = np.full(n, NONE_NS, dtype=np.int64)
         nan = np.full(n, np.nan)
-        return cls(np.zeros(n, np.bool_), none, nan, nan.copy(), none.copy(), none.copy(), nan)
+        return cls(
+            np.zeros(n, np.bool_), none, nan, nan.copy(), none.copy(), none.copy(), nan.copy()
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +83,40 @@ class Signals:
 
 
 @dataclass(frozen=True, slots=True)
-class Segments:
-    """Per segment: its slice, peak direction and timings (ns)."""
+class RuleTimes:
+    """Per rule: the direction of its peaks (high: the largest metric), its timings (ns)."""
 
-    first: Index
-    last: Index
     high: Bools
     pending_ns: I64
     clear_ns: I64
+
+
+@dataclass(frozen=True, slots=True)
+class Segments:
+    """Per segment: its slice and rule (its direction and timings read when needed)."""
+
+    first: Index
+    last: Index
+    rule: Index
+    times: RuleTimes
+
+    @property
+    def high(self) -> Bools:
+        """Whether each segment's peak is its largest metric."""
+        out: Bools = self.times.high[self.rule]
+        return out
+
+    @property
+    def pending_ns(self) -> I64:
+        """How long each segment's rule waits past the level before it fires."""
+        out: I64 = self.times.pending_ns[self.rule]
+        return out
+
+    @property
+    def clear_ns(self) -> I64:
+        """How long each segment's rule waits on the safe side before it clears."""
+        out: I64 = self.times.clear_ns[self.rule]
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +228,151 @@ class _Tails:
     idle: Bools  # nothing under way: no peak to keep
 
 
-def run_machine(sig: Signals, segs: Segments, carry: Carry) -> tuple[Transitions, Carry]:
-    """The transitions of a group of segments and the state each segment ends in."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What `run_machine` found: the transitions, and the state the segments end in.
+
+    `end` holds the segments `busy` (every segment when it is None); the others end idle:
+    nothing open, nothing pending (`Carry.idle`), as they began.
+    """
+
+    transitions: Transitions
+    end: Carry
+    busy: Index | None
+
+    def full_end(self, n_seg: int) -> Carry:
+        """The end state of every segment."""
+        if self.busy is None:
+            return self.end
+        out = Carry.idle(n_seg)
+        busy, end = self.busy, self.end
+        out.active[busy] = end.active
+        out.start_ns[busy] = end.start_ns
+        out.start_value[busy] = end.start_value
+        out.peak[busy] = end.peak
+        out.pending_ns[busy] = end.pending_ns
+        out.clear_ns[busy] = end.clear_ns
+        out.clear_value[busy] = end.clear_value
+        return out
+
+
+def run_machine(
+    sig: Signals, segs: Segments, carry: Carry, *, busy: Index | None = None
+) -> Outcome:
+    """The transitions of a group of segments and the state each segment ends in.
+
+    A segment with no alarm open, no run pending and no reading past the level has nothing
+    to do: it ends idle, as it began. When most of a large group is so (a stream of batches:
+    most devices are fine), the machine runs on the others only (`Outcome.busy`). With
+    `busy` (those others, found by the caller), `carry` is of those segments only. When
+    every segment has one reading (a stream of small batches), one step of the machine does.
+    """
+    n_seg = len(segs.first)
+    if busy is None and n_seg >= _SPARSE_MIN_SEGMENTS:
+        chosen = carry.active | (carry.pending_ns != NONE_NS)
+        chosen[sig.seg[sig.past]] = True
+        busy = np.flatnonzero(chosen)
+        if len(busy) * _SPARSE_SHARE <= n_seg:
+            return _busy_only(sig, segs, _take(carry, busy), busy)
+        busy = None
+    if busy is not None and len(busy) < n_seg:
+        return _busy_only(sig, segs, carry, busy)
+    step = _one_each if len(sig.ts) == n_seg else _run_machine
+    transitions, end = step(sig, segs, carry)
+    return Outcome(transitions, end, None)
+
+
+def _take(carry: Carry, at: Index) -> Carry:
+    return Carry(
+        carry.active[at],
+        carry.start_ns[at],
+        carry.start_value[at],
+        carry.peak[at],
+        carry.pending_ns[at],
+        carry.clear_ns[at],
+        carry.clear_value[at],
+    )
+
+
+def _busy_only(sig: Signals, segs: Segments, carry: Carry, chosen: Index) -> Outcome:
+    """`run_machine` on the `chosen` segments (`carry`: theirs); the others end idle."""
+    count = (segs.last[chosen] - segs.first[chosen] + 1).astype(np.int64)
+    if len(sig.ts) == len(segs.first):  # one reading each
+        readings = chosen
+        first = last = np.arange(len(chosen))
+    else:
+        _, readings = ragged_gather(segs.first[chosen].astype(np.int64), count)
+        last = (np.cumsum(count) - 1).astype(np.intp)
+        first = last - count + 1
+    sub_sig = Signals(
+        np.repeat(np.arange(len(chosen)), count),
+        sig.ts[readings],
+        sig.onset[readings],
+        sig.metric[readings],
+        sig.past[readings],
+        sig.safe[readings],
+    )
+    sub_segs = Segments(first, last, segs.rule[chosen], segs.times)
+    step = _one_each if len(readings) == len(chosen) else _run_machine
+    t, end = step(sub_sig, sub_segs, carry)
+    transitions = Transitions(
+        chosen[t.seg], readings[t.pos], t.fire, t.mark_ns, t.mark_value, t.start_ns, t.peak
+    )
+    return Outcome(transitions, end, chosen)
+
+
+def _one_each(sig: Signals, segs: Segments, carry: Carry) -> tuple[Transitions, Carry]:
+    """`run_machine` when every segment has one reading: one step of the sequential machine.
+
+    Idle: a reading past the level continues the pending run (or starts one at its onset)
+    and fires when the run has lasted `pending_ns`. Active: a reading on the safe side
+    continues the clearing run (or starts one) and clears when it has lasted `clear_ns`.
+    Peaks: the reading's metric and the carried peak of the run or episode it continues.
+    """
+    ts, metric = sig.ts, sig.metric
+    idle = ~carry.active
+    carried_run = idle & (carry.pending_ns != NONE_NS)
+    run_ns = np.where(carried_run, carry.pending_ns, sig.onset)
+    run_value = np.where(carried_run, carry.start_value, metric)
+    past = idle & sig.past
+    fires = past & (run_ns + segs.pending_ns <= ts)
+    pending = past & ~fires
+    clearing_on = carry.active & (carry.clear_ns != NONE_NS)
+    back_ns = np.where(clearing_on, carry.clear_ns, ts)
+    back_value = np.where(clearing_on, carry.clear_value, metric)
+    safe = carry.active & sig.safe
+    clears = safe & (back_ns + segs.clear_ns <= ts)
+    clearing = safe & ~clears
+    sign = np.where(segs.high, 1.0, -1.0)
+    carried_peak = np.where(carry.active | carried_run, carry.peak * sign, np.nan)
+    peak = np.fmax(metric * sign, carried_peak) * sign
+    at = np.flatnonzero(fires | clears)
+    fire = fires[at]
+    transitions = Transitions(
+        sig.seg[at],
+        at,
+        fire,
+        np.where(fire, run_ns[at], back_ns[at]),
+        np.where(fire, run_value[at], back_value[at]),
+        np.where(fire, run_ns[at], carry.start_ns[at]),
+        peak[at],
+    )
+    active = (carry.active & ~clears) | fires
+    opened = fires | pending  # start and value of the run
+    under_way = active | pending
+    end = Carry(
+        active,
+        np.where(opened, run_ns, np.where(active, carry.start_ns, NONE_NS)),
+        np.where(opened, run_value, np.where(active, carry.start_value, np.nan)),
+        np.where(under_way, peak, np.nan),
+        np.where(pending, run_ns, NONE_NS),
+        np.where(clearing, back_ns, NONE_NS),
+        np.where(clearing, back_value, np.nan),
+    )
+    return transitions, end
+
+
+def _run_machine(sig: Signals, segs: Segments, carry: Carry) -> tuple[Transitions, Carry]:
     seg_begins = np.zeros(len(sig.ts), dtype=np.bool_)
     seg_begins[segs.first] = True
     idle_pending = ~carry.active & (carry.pending_ns != NONE_NS)

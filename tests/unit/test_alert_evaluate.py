@@ -501,6 +501,39 @@ def test_bytes_that_are_not_a_state_are_refused(registry: Registry, damage: Any)
         AlertState.from_bytes(damage(state.to_bytes()))
 
 
+def test_bytes_that_would_unpack_beyond_their_size_are_refused() -> None:
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<i8", "fortran_order": False, "shape": (10**12,)}
+    )
+    for compression in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+            archive.writestr("rule.npy", header.getvalue() + bytes(16))
+        with pytest.raises(AlertStateError):
+            AlertState.from_bytes(buffer.getvalue())
+
+
+def test_damaged_bytes_load_or_are_refused_never_anything_else(registry: Registry) -> None:
+    evaluator = Evaluator(default_rules(registry), registry)
+    day = _fleet_day(registry, seed=4, hours=20)
+    _, state = evaluator.evaluate(day, AlertState.empty(), int(day.ts_ns.max()))
+    good = state.to_bytes()
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        damaged = bytearray(good)
+        for i in rng.integers(0, len(good), int(rng.integers(1, 4))).tolist():
+            damaged[i] = int(rng.integers(0, 256))
+        try:
+            loaded = AlertState.from_bytes(bytes(damaged))
+        except AlertStateError:
+            continue
+        evaluator.evaluate(day.take(slice(0, 200)), loaded, int(day.ts_ns.max()))
+
+
 def test_a_state_of_another_format_version_is_refused() -> None:
     import io
     import json
@@ -587,6 +620,201 @@ def test_one_batch_many_batches_and_many_through_bytes_give_identical_events(
         saved = AlertState.from_bytes(saved.to_bytes())
     assert _canon(many) == _canon(whole)
     assert _canon(through) == _canon(whole)
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """One step of a stream: live readings (split into batches), a backlog, or the clock."""
+
+    live: Readings | None = None
+    backlog: Readings | None = None
+    silence_at: int | None = None
+    now: int = 0
+
+
+def _stream_with_backlogs_and_silences(registry: Registry, seed: int) -> list[_Delivery]:
+    """Every device for 22 hours in two-hour phases, in receipt (device time) order; one
+    device starts late (new keys midway), two fall silent for hours, and after some phases
+    a gateway delivers an older stretch of two devices again, 20 s earlier and past their
+    levels (backlog). The clock is checked for silent devices after every phase."""
+    rng = np.random.default_rng(seed)
+    day = _fleet_day(registry, seed, hours=22)
+    device = day.device
+    late_starter = registry.devices["rs-wq-02"].code
+    quiet = [registry.devices["sf-rg-01"].code, registry.devices["sn-aq-03"].code]
+    keep = ~((device == late_starter) & (day.ts_ns < at(7 * 60)))
+    for code, (start, end) in zip(quiet, [(5, 9), (12, 15)], strict=True):
+        keep &= ~((device == code) & (day.ts_ns >= at(start * 60)) & (day.ts_ns < at(end * 60)))
+    day = day.take(np.flatnonzero(keep))
+    level, battery = registry.sensors["level"].code, registry.sensors["battery_v"].code
+    steps: list[_Delivery] = []
+    for phase in range(11):
+        begin, end = at(phase * 120), at((phase + 1) * 120)
+        live = day.take(np.flatnonzero((day.ts_ns >= begin) & (day.ts_ns < end)))
+        steps.append(_Delivery(live=live, now=end))
+        if phase >= 2 and rng.random() < 0.7:
+            older = (day.ts_ns >= at((phase - 2) * 120)) & (day.ts_ns < at((phase - 1) * 120))
+            chosen = rng.choice(np.unique(day.device), 2, replace=False)
+            queue = day.take(np.flatnonzero(older & np.isin(day.device, chosen)))
+            value = queue.value + np.where(queue.sensor == level, 0.3, 0.0)
+            value = value - np.where(queue.sensor == battery, 0.12, 0.0)
+            shifted = Readings(queue.ts_ns - 20 * 10**9, queue.device, queue.sensor, value)
+            steps.append(_Delivery(backlog=shifted, now=end))
+        steps.append(_Delivery(silence_at=end + 5 * MIN, now=end))
+    return steps
+
+
+def _run_stream(
+    evaluator: Evaluator, steps: Sequence[_Delivery], size: int | None, *, through_bytes: bool
+) -> tuple[list[AlertEvent], AlertState]:
+    """The stream with live readings in batches of `size` (None: each phase whole)."""
+    state = AlertState.empty()
+    events: list[AlertEvent] = []
+    for step in steps:
+        if step.live is not None:
+            n = len(step.live)
+            for lo in range(0, n, size or max(n, 1)):
+                new, state = evaluator.evaluate(
+                    step.live.take(slice(lo, lo + (size or n))), state, step.now
+                )
+                events += new
+        if step.backlog is not None:
+            new, state = evaluator.evaluate(step.backlog, state, step.now)
+            events += new
+        if step.silence_at is not None:
+            new, state = evaluator.evaluate_silence(state, step.silence_at)
+            events += new
+            if through_bytes:
+                state = AlertState.from_bytes(state.to_bytes())
+    return events, state
+
+
+def test_results_are_identical_whatever_the_batch_split(registry: Registry) -> None:
+    """Batches of 1, 7, 100 readings or whole phases give the same events and the same state,
+    backlogs and silences included (each backlog is one delivery: how it is split decides
+    what it can show, by the late-data rules). Nothing is late but backlogs (late_after_s
+    large), since what is late among live readings depends on what came in one batch."""
+    evaluator = Evaluator(default_rules(registry), registry, late_after_s=NEVER_LATE)
+    steps = _stream_with_backlogs_and_silences(registry, seed=21)
+    whole, whole_state = _run_stream(evaluator, steps, None, through_bytes=False)
+    kinds = {e.kind for e in whole}
+    assert {"threshold", "mean_over_guideline", "battery_low", "flat", "silent"} <= kinds
+    assert any(e.late for e in whole), "the stream has backlog episodes"
+    assert any(e.kind == "silent" and e.type == "cleared" for e in whole)
+    for size in (1, 7, 100):
+        events, state = _run_stream(evaluator, steps, size, through_bytes=size == 7)
+        assert _canon(events) == _canon(whole), size
+        assert _comparable(state, evaluator) == _comparable(whole_state, evaluator), size
+
+
+def _comparable(state: AlertState, evaluator: Evaluator) -> dict[str, bytes]:
+    """The state's columns, bit for bit, but the last value of rules on any sensor: of
+    readings of several sensors at one device time, the one kept is the last given in its
+    batch."""
+    columns = {name: array.copy() for name, array in state.columns().items()}
+    any_sensor = np.asarray([evaluator.rules[r].sensor is None for r in columns["rule"]], bool)
+    columns["last_value"][any_sensor] = 0.0
+    return {name: array.tobytes() for name, array in columns.items()}
+
+
+def test_a_former_state_still_reads_and_evaluates_as_it_was(registry: Registry) -> None:
+    """The state given to `evaluate` hands its store on, but reads, saves and evaluates as
+    it was, however many batches later and in whatever order former states are used."""
+    evaluator = Evaluator(default_rules(registry), registry)
+    day = _fleet_day(registry, seed=8, hours=26)
+    parts = [day.take(p) for p in np.array_split(np.arange(len(day)), 40)]
+    states = [AlertState.empty()]
+    saved = [states[0].to_bytes()]
+    outcomes = []
+    for part in parts:
+        now = int(part.ts_ns.max())
+        events, state = evaluator.evaluate(part, states[-1], now)
+        events_silent, state = evaluator.evaluate_silence(state, now + HOUR_NS)
+        outcomes.append((_canon(events), _canon(events_silent)))
+        states.append(state)
+        saved.append(state.to_bytes())
+    rng = np.random.default_rng(8)
+    for i in rng.permutation(len(parts))[:12].tolist():
+        assert states[i].to_bytes() == saved[i]
+        assert len(states[i]) == len(AlertState.from_bytes(saved[i]))
+        now = int(parts[i].ts_ns.max())
+        events, after = evaluator.evaluate(parts[i], states[i], now)
+        events_silent, after = evaluator.evaluate_silence(after, now + HOUR_NS)
+        assert (_canon(events), _canon(events_silent)) == outcomes[i]
+        assert after.to_bytes() == saved[i + 1]
+    assert states[-1].active_alarms() == AlertState.from_bytes(saved[-1]).active_alarms()
+    with pytest.raises(ValueError, match="read-only"):
+        states[3].last_ts_ns[:] = 0
+
+
+@pytest.mark.parametrize("failing", ["run_machine", "_closed"])  # before, amid the writes
+def test_a_batch_that_fails_midway_leaves_the_state_as_it_was(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    import core.alerts.evaluate as evaluate_module
+
+    evaluator = Evaluator(default_rules(registry), registry)
+    day = _fleet_day(registry, seed=9, hours=24)
+    first, second = day.take(slice(0, len(day) // 2)), day.take(slice(len(day) // 2, None))
+    _, state = evaluator.evaluate(first, AlertState.empty(), int(first.ts_ns.max()))
+    saved = state.to_bytes()
+    expected, after = evaluator.evaluate(second, AlertState.from_bytes(saved), 0)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(evaluate_module, failing, broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        evaluator.evaluate(second, state, 0)  # rows added, arena written, then it fails
+    monkeypatch.undo()
+    assert state.to_bytes() == saved
+    events, state = evaluator.evaluate(second, state, 0)
+    assert _canon(events) == _canon(expected)
+    assert state.to_bytes() == after.to_bytes()
+
+
+def test_pairs_feeding_many_rules_expand_alike(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readings expand to the rules they feed through a table of short rows, or (a sensor
+    feeding many rules) through a CSR table: the same keys either way."""
+    import core.alerts.evaluate as evaluate_module
+
+    rules = default_rules(registry)
+    day = _fleet_day(registry, seed=6, hours=20)
+    parts = [day.take(p) for p in np.array_split(np.arange(len(day)), 9)]
+    rows, rows_state = run(Evaluator(rules, registry), parts)
+    monkeypatch.setattr(evaluate_module, "_TABLE_WIDTH", 0)
+    csr, csr_state = run(Evaluator(rules, registry), parts)
+    assert _canon(csr) == _canon(rows)
+    assert csr_state.to_bytes() == rows_state.to_bytes()
+
+
+def test_the_window_kernels_agree_with_plain_python() -> None:
+    """The searches, sums and ranges over windows that lie anywhere in an array."""
+    from core.alerts.kernels import grouped_search, last_range, window_sums
+
+    rng = np.random.default_rng(12)
+    for _ in range(200):
+        n = int(rng.integers(1, 300))
+        values = np.sort(rng.integers(0, 60, n))
+        m = int(rng.integers(1, 40))
+        lo = rng.integers(0, n, m)
+        hi = np.minimum(lo + rng.integers(0, 80, m), n)
+        query = rng.integers(-5, 70, m)
+        for right in (False, True):
+            expected = [
+                a + int(np.searchsorted(values[a:b], q, side="right" if right else "left"))
+                for a, b, q in zip(lo.tolist(), hi.tolist(), query.tolist(), strict=True)
+            ]
+            assert grouped_search(values, lo, hi, query, right=right).tolist() == expected
+        x = rng.normal(0, 100, n)
+        a = np.sort(rng.integers(0, n, m))
+        b = np.minimum(a + rng.integers(0, 40, m), n - 1)
+        sums = [float(np.add.reduceat(x[i : j + 1], [0])[0]) for i, j in zip(a, b, strict=True)]
+        assert window_sums(x, a, b).tolist() == sums
+        ranges = [float(x[i : j + 1].max() - x[i : j + 1].min()) for i, j in zip(a, b, strict=True)]
+        assert last_range(x, a, b, a).tolist() == ranges
 
 
 # --- against a reading-by-reading model ------------------------------------------------------
