@@ -25,7 +25,7 @@ whole and refuses anything else with `AlertStateError`. Numbers keep their exact
 state read back evaluates exactly as the one written.
 
 In memory a state is not those sorted columns but a `_Store` the evaluator updates in place,
-so that a batch costs what it touches, not the size of the state (docs/ALERTS-eval-perf.md):
+so that a batch costs what it touches, not the size of the state (docs/ALERTS.md, "The state"):
 
 - row columns in preallocated arrays, one slot per key in the order keys appeared (slots
   never move), and a dense table from key (`rule * n_devices + device`) to slot, built when
