@@ -199,7 +199,8 @@ class AlertService:
         self._silence_at = time.monotonic()
         self._held: list[_Held] = []
         self._held_since = 0.0
-        self._done: list[_Held] = []
+        #: Evaluated, not yet saved: what to acknowledge once saved (payloads are not kept).
+        self._done: list[tuple[mqtt.Client, int, int]] = []
         self._digests: list[bytes] = []
         self._unrecorded: list[AlertEvent] = []
         self._merged: dict[str, Merged] = {}
@@ -392,18 +393,16 @@ class AlertService:
             short = time.monotonic() - self._connected_at < _SHORT_LIVED_S
             self._quick_losses = self._quick_losses + 1 if short else 0
         if self._done or self._held:
-            self._rewind(keep=False)
+            self._rewind()
         if was and not self._stopping.is_set():
             log.warning("lost the broker %s (%s); reconnecting", self.target, why)
 
-    def _rewind(self, *, keep: bool = True) -> None:
-        """Go back to the saved state; what was evaluated since is evaluated again.
+    def _rewind(self) -> None:
+        """Go back to the saved state and forget the messages not yet acknowledged.
 
-        With `keep`, the messages are kept (evaluated again at the next turn); without, they
-        are forgotten (the broker sends them again after a reconnection).
+        The broker sends them again after a reconnection, and they are evaluated again.
         """
-        self._held = self._done + self._held if keep else []
-        self._done, self._digests = [], []
+        self._held, self._done, self._digests = [], [], []
         self._unrecorded = []  # the same events come again, with the same ids
         self._frames = FrameCache(self._frames.window_ns)  # frames seen since then come again
         self.validator = self._validator(self.config.registry)
@@ -484,14 +483,15 @@ class AlertService:
         try:
             events, self.state = self.config.evaluator.evaluate(readings, self.state, self.clock())
         except BaseException:
-            # Start again from the saved state with everything not yet saved, in order.
-            self._held = held + self._held
+            # Start again from the saved state with everything not yet saved, in order: the
+            # broker redelivers all of it after the reconnection.
             self._rewind()
+            self._client.disconnect()
             raise
         events, merged = bound_late(events)
         self._merged.update(merged)
         self._unrecorded.extend(events)
-        self._done.extend(held)
+        self._done.extend((m.client, m.mid, m.qos) for m in held)
         self._digests.extend(digests)
         self._dirty = True
         self.evaluated += len(readings)
@@ -579,9 +579,9 @@ class AlertService:
         self.store.record(
             [], state=self.state.to_bytes(), evaluated=self._digests, now_ns=self.clock()
         )
-        for m in self._done:
-            if m.qos and m.client.is_connected():
-                m.client.ack(m.mid, m.qos)
+        for client, mid, qos in self._done:
+            if qos and client.is_connected():
+                client.ack(mid, qos)
         self._done, self._digests = [], []
         self._dirty = False
         self._saved_at = time.monotonic()

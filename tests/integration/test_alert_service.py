@@ -17,10 +17,12 @@ each alarm's events once per idempotency key, the late ones worded as late.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -40,7 +42,7 @@ from simulators.fleet import Fleet, Message
 from simulators.formats import DEFAULT_MIX
 from simulators.storm import SPAN_NS, storm
 from simulators.truth import level_episodes
-from tests.helpers import wait_for
+from tests.helpers import plain, publish, wait_for
 from tests.services import Mosquitto
 from tests.webhook import Receiver
 
@@ -327,3 +329,46 @@ def test_an_unhealthy_component_alarms_and_is_told_once_across_a_restart(
     assert texts["fired"].startswith("System: ingest-1 (")
     assert "unhealthy since" in texts["fired"] and "HTTP 503" in texts["fired"]
     assert texts["cleared"].startswith("System: ingest-1 healthy again")
+
+
+def test_an_evaluation_that_fails_is_done_again_from_what_the_broker_sends_again(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[defaults]\ninclude = false\n\n[[rules]]\nid = "sf.level"\nkind = "threshold"\n'
+        'pilot = "santa-fe"\nsensor = "level"\nlevel = 5.3\nclear_s = 0\n'
+    )
+    settings = Settings(
+        _env_file=None,
+        mqtt_url=mosquitto.url,
+        data_dir=tmp_path / "var",
+        alert_rules=rules,
+        alert_session_id=f"alerts-{uuid.uuid4().hex[:8]}",
+    )
+    service = AlertService(settings)
+    evaluate = service.config.evaluator.evaluate
+    failures: list[int] = []
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:  # a bug that strikes once
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("a bug")
+        return evaluate(*args, **kwargs)
+
+    service.config.evaluator.evaluate = failing_once  # type: ignore[method-assign]
+    service.start()
+    try:
+        wait_for(service.subscribed.is_set, 10, "the alert service subscribed")
+        now_ms = time.time_ns() // 1_000_000
+        publish(
+            mosquitto.port,
+            [("pilots/santa-fe/sf-rlv-01/up", plain(now_ms - 60_000, {"level": 5.5}))],
+        )
+        wait_for(lambda: service.events >= 1, 20, "the alarm, after the failure")
+    finally:
+        service.stop()
+    store = AlarmStore.from_settings(settings)
+    [alarm] = store.query(AlarmQuery())
+    store.close()
+    assert failures and alarm.start_ns == (now_ms - 60_000) * 1_000_000
