@@ -18,6 +18,9 @@ The words follow the rule's kind (`rule_kind`):
     San Nicolás de los Arroyos: 24-hour mean of PM2.5 at sn-aq-01 (Plaza Mitre, centro) rose
     above the WHO 24-hour guideline 15 µg/m³ at 14:05 (UTC-03:00) on 2026-12-06; mean
     17.2 µg/m³ now.
+    San Nicolás de los Arroyos: the mean of PM2.5 at sn-aq-01 (Plaza Mitre, centro) today
+    (local day) rose above the WHO 24-hour guideline 15 µg/m³ at 19:05 (UTC-03:00) on
+    2026-12-06; mean 17.2 µg/m³ so far today.
     Santa Fe: river level at sf-rlv-01 (Puerto de Santa Fe) rising 6 cm per hour (over
     5 cm/h) since 14:05 (UTC-03:00) on 2026-12-06; rising 7 cm per hour now.
     Santa Fe: sf-rg-01 (Facultad Regional Santa Fe) has sent nothing since 13:35 (UTC-03:00)
@@ -54,7 +57,7 @@ import orjson
 
 from core.alerts.evaluate import AlertEvent
 from core.alerts.rules import KINDS as RULE_KINDS
-from core.alerts.rules import SYSTEM_PILOT, UNHEALTHY, parse_health_label
+from core.alerts.rules import SYSTEM_PILOT, UNHEALTHY, MeanWindow, parse_health_label
 from core.alerts.rules import Kind as RuleKind
 from core.registry import Registry
 from core.timeutil import MINUTE_NS, NS_PER_S, ns_to_datetime
@@ -91,9 +94,10 @@ class Notification:
     metric that made the event (at the start when fired, at the end when cleared), `latest`
     the metric at the reading that decided the event (the text's "now"), `peak` the furthest
     past the threshold during the alarm, when known. The metric is the reading (`threshold`,
-    `battery_low`), the rolling mean, the rise per hour, the range of the last readings
-    (`flat`), or for `silent` the seconds of silence (`threshold`: the allowed silence), with
-    `unit` empty. `sensor`, `sensor_name` are empty for a `silent` rule on any sensor.
+    `battery_low`), the rolling mean (or the local day's mean so far), the rise per hour, the
+    range of the last readings (`flat`), or for `silent` the seconds of silence (`threshold`:
+    the allowed silence), with `unit` empty. `sensor`, `sensor_name` are empty for a `silent`
+    rule on any sensor.
     """
 
     key: str
@@ -201,6 +205,7 @@ def notification_for(event: AlertEvent, registry: Registry, *, dashboard_url: st
         direction=event.direction,
         dashboard_url=dashboard_url,
         key=event.id,
+        window=event.window,
     )
 
 
@@ -224,6 +229,7 @@ def compose(
     key: str | None = None,
     rule_kind: RuleKind = "threshold",
     latest: float | None = None,
+    window: MeanWindow = "rolling",
 ) -> Notification:
     """A notification with its text, from the registry's names, units, sites and time zone.
 
@@ -231,7 +237,8 @@ def compose(
     guideline`); `key` defaults to `<alarm id>:<kind>`; `latest` to `value`. `sensor` may be
     None only for a `silent` rule. An unknown device or sensor is a `KeyError`: the
     evaluator only raises alarms for registered ones. An `unhealthy` alarm needs neither:
-    `device` is its component, and the registry is not read.
+    `device` is its component, and the registry is not read. `window`: a mean's (`day`: the
+    mean of the pilot's local day so far, worded so).
     """
     if rule_kind == UNHEALTHY:
         return _health_notification(
@@ -284,7 +291,10 @@ def compose(
         "timezone": pilot.timezone,
         "link": dashboard_link(dashboard_url, pilot.id, start_ns),
     }
-    words = _WORDS.get(rule_kind, _Words)(fields, pilot.tz, dev.interval_s)
+    words_of = _WORDS.get(rule_kind, _Words)
+    if rule_kind == "mean_over_guideline" and window == "day":
+        words_of = _DayMeanWords
+    words = words_of(fields, pilot.tz, dev.interval_s)
     return Notification(**fields, title=words.title(), text=words.text())
 
 
@@ -593,6 +603,45 @@ class _MeanWords(_Words):
     def late_cleared(self) -> str:
         return (
             f"{self.what} was above {self.level} at {self.when(self.start_ns)}"
+            f"{self.with_peak(word='peak')} {self.late_note()}."
+        )
+
+
+class _DayMeanWords(_MeanWords):
+    """`mean_over_guideline` with `window = "day"`: the mean of the pilot's local day so far.
+
+    The day restarts at local midnight, so "today" is the day of the reading that decided;
+    a late episode names no "today" (its day is its start's).
+    """
+
+    def __init__(self, f: dict[str, Any], tz: ZoneInfo, interval_s: int) -> None:
+        super().__init__(f, tz, interval_s)
+        self.mean = "local-day mean"
+        self.what = f"the mean of {self.name} at {self.place} today (local day)"
+        self.was = f"the local-day mean of {self.name} at {self.place}"
+
+    def fired(self) -> str:
+        now = self.amount(self.f["latest"])
+        return (
+            f"{self.what} rose above {self.level} at {self.when(self.start_ns)}; "
+            f"mean {now} so far today."
+        )
+
+    def cleared(self) -> str:
+        peak = f" ({self.peak('peak')})" if self.f["peak"] is not None else ""
+        now = self.amount(self.f["latest"])
+        return (
+            f"{self.what} is back below {self.level} since {self.when(self.end_ns)}, "
+            f"after {self.lasted()} above it{peak}; mean {now} so far today."
+        )
+
+    def late_fired(self) -> str:
+        at = self.when(self.start_ns)
+        return f"{self.was} was above {self.level} at {at} {self.late_note()}."
+
+    def late_cleared(self) -> str:
+        return (
+            f"{self.was} was above {self.level} at {self.when(self.start_ns)}"
             f"{self.with_peak(word='peak')} {self.late_note()}."
         )
 

@@ -6,7 +6,11 @@ Per pilot, in this order (ids in brackets):
   sensor is `warning`, every higher one `critical` (Santa Fe's river: alert 5.30 m warning,
   evacuation 5.70 m critical); pending 0 s, clear 1 % of the level below it for 30 minutes;
 - one `mean_over_guideline` per sensor with a WHO `guideline_24h` that some device of the
-  pilot reports (`<pilot>.<sensor>.mean-24h`): the rolling 24-hour mean strictly above it;
+  pilot reports (`<pilot>.<sensor>.mean-24h`): the rolling 24-hour mean strictly above it.
+  No calendar-day rule (`window = "day"`) is derived: beside the rolling one it would raise
+  a second alarm, and a second notification, for nearly every episode of the same device and
+  sensor, where the day's figure is what the report's exceedance days already count; an
+  operator adds it in the rules file (`core/alerts.example.toml`, `<pilot>.<sensor>.mean-day`);
 - one `rate_of_rise` per sensor of `RISE_PER_H` (`<pilot>.level.rise`): 5 cm/h over 3 hours;
 - `silent` (`<pilot>.silent`): 3 intervals without any reading;
 - `battery_low` (`<pilot>.battery_v.low`): 3.4 V or less;

@@ -47,6 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.alerts import metrics
+from core.alerts.days import LocalDays
 from core.alerts.kernels import F64, I64, NONE_NS, Bools, Index, ragged_gather
 from core.alerts.machine import (
     Carry,
@@ -57,7 +58,15 @@ from core.alerts.machine import (
     run_machine,
 )
 from core.alerts.metrics import RuleTable, Windows
-from core.alerts.rules import Direction, Kind, Rule, Severity, check_finite, rule_ids
+from core.alerts.rules import (
+    Direction,
+    Kind,
+    MeanWindow,
+    Rule,
+    Severity,
+    check_finite,
+    rule_ids,
+)
 from core.alerts.state import (
     HOT,
     ROW_COLUMNS,
@@ -98,6 +107,8 @@ class AlertEvent:
     is the reading (`threshold`, `battery_low`), the rolling mean, the rise per hour, the
     range of the last n readings (`flat`) or the seconds since the last reading (`silent`);
     `level` is what it was compared with (`silent`: the allowed silence in seconds).
+    `window`: a mean's window, `rolling` or `day` (the mean of the pilot's local day so far);
+    `rolling` for the other kinds.
     """
 
     id: str
@@ -119,6 +130,7 @@ class AlertEvent:
     latest: float
     peak: float
     late: bool
+    window: MeanWindow = "rolling"
 
 
 def alarm_id(rule: str, pilot: str, device: str, start_ns: int) -> str:
@@ -213,6 +225,14 @@ class Evaluator:
             (r.id, r.kind, r.sensor, r.severity, r.label, r.level, r.direction, r.kind == "silent")
             for r in self.rules
         ]
+        self._window = [r.window for r in self.rules]
+        self._days: LocalDays | None = None  # only with day means
+        if self._table.day.any():
+            zones = sorted({p.timezone for p in registry.pilot_list})
+            zone_at = {z: i for i, z in enumerate(zones)}
+            self._days = LocalDays(
+                zones, [zone_at[registry.pilots[d.pilot].timezone] for d in registry.device_list]
+            )
         self._devices = [(d.id, d.pilot, float(d.interval_s)) for d in registry.device_list]
         self._build_pairs()
 
@@ -555,6 +575,7 @@ class Evaluator:
         store.write_arena(pos, g.ts[readings], g.value[readings])
         key = g.key[seg]
         line = hot[seg]
+        day_from, day_least = self._local_days(g, seg, of, readings)
         windows = Windows(
             ts=store.w_ts,
             value=store.w_value,
@@ -566,6 +587,8 @@ class Evaluator:
             seg=of,
             pos=pos,
             quiet=(line[:, HOT["active"]] == 0) & (line[:, HOT["pending_since_ns"]] == NONE_NS),
+            day_from=day_from,
+            day_least=day_least,
         )
         before = int(plan.kept.sum())
         return _Placed(seg, r, readings, windows, base, plan.size, before), hot
@@ -578,6 +601,8 @@ class Evaluator:
         k = (g.last[seg] - g.first[seg] + 1).astype(np.int64)
         _, readings = ragged_gather(g.first[seg].astype(np.int64), k)
         key = g.key[seg]
+        of = np.repeat(np.arange(len(seg)), k)
+        day_from, day_least = self._local_days(g, seg, of, readings)
         windows = Windows(
             ts=g.ts,
             value=g.value,
@@ -586,11 +611,42 @@ class Evaluator:
             least=self._least[key],
             start=g.first[seg],
             end=g.last[seg] + 1,
-            seg=np.repeat(np.arange(len(seg)), k),
+            seg=of,
             pos=readings,
+            day_from=day_from,
+            day_least=day_least,
         )
         empty = np.empty(0, dtype=np.int64)
         return _Placed(seg, seg, readings, windows, empty, empty, 0)
+
+    def _local_days(
+        self, g: _Group, seg: Index, of: Index, readings: Index
+    ) -> tuple[I64 | None, F64 | None]:
+        """The local day's start and least count of the readings of day means, or None twice.
+
+        Among the readings of windowed segments `seg` (`of`: each reading's place in `seg`;
+        `readings`: its place in the group), those of day means: the local midnight that
+        began the reading's day, and `min_coverage` x that day's real length ÷ the interval
+        (as a 24-hour window's least count). Arrays over all the readings, zero at those of
+        other rules; None and None when there are none.
+        """
+        if self._days is None:
+            return None, None
+        rule = g.rule[seg]
+        day_seg = self._table.day[rule]
+        if not day_seg.any():
+            return None, None
+        at = np.flatnonzero(day_seg[of])
+        owner = of[at]
+        device = g.device[seg][owner]
+        start, end = self._days.bounds(g.ts[readings[at]], device)
+        day_from = np.zeros(len(of), dtype=np.int64)
+        day_least = np.zeros(len(of), dtype=np.float64)
+        day_from[at] = start
+        # as a 24-hour window's: min_coverage x the day's seconds ÷ the interval
+        length_s = (end - start) / NS_PER_S
+        day_least[at] = self._table.min_coverage[rule[owner]] * length_s / self._interval_s[device]
+        return day_from, day_least
 
     # --- signals --------------------------------------------------------------------------
 
@@ -650,7 +706,7 @@ class Evaluator:
             late[chosen].tolist(),
             strict=True,
         )
-        about, devices, append = self._about, self._devices, events.append
+        about, devices, windows, append = self._about, self._devices, self._window, events.append
         for r, d, fire, start, mark, at, value, latest, peak, is_late in rows:
             # `_emit`, inline: a batch of a large fleet gives tens of events
             rule_id, rule_kind, sensor, severity, label, level, direction, silent = about[r]
@@ -677,6 +733,7 @@ class Evaluator:
                 latest,
                 peak,
                 is_late,
+                windows[r],
             )
             append(((at, r, d, not fire, start), event))
 
@@ -711,6 +768,7 @@ class Evaluator:
             latest,
             peak,
             late,
+            self._window[r],
         )
         events.append(((at_ns, r, d, kind != "fired", start_ns), event))
 

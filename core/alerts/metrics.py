@@ -56,7 +56,10 @@ class RuleTable:
     of sign is exact). `strict`: past strictly beyond the level (the mean), safe at the clear
     level already. `window_ns`: how far back a window reaches in device time (a flat rule's,
     by its count alone: `FOREVER_NS`); `after_ns`: a window holds the readings at or after
-    `t - after_ns` (the mean's, strictly after `t - window`: one nanosecond less).
+    `t - after_ns` (the mean's, strictly after `t - window`: one nanosecond less). `day`: a
+    mean over the local calendar day so far (`window = "day"`): its window begins at the
+    local midnight of each reading's day instead (`Windows.day_from`), and its least count
+    is that day's (`Windows.day_least`); its `window_s` (86400) only sets its cap.
     """
 
     kind: NDArray[np.int8]
@@ -74,6 +77,7 @@ class RuleTable:
     signed_clear: F64
     strict: Bools
     silent: Bools
+    day: Bools
 
     @classmethod
     def of(cls, rules: Sequence[Rule]) -> RuleTable:
@@ -102,13 +106,18 @@ class RuleTable:
             signed_clear=sign * np.asarray([r.clear_level for r in rules], dtype=np.float64),
             strict=strict,
             silent=np.asarray([r.kind == "silent" for r in rules], dtype=np.bool_),
+            day=np.asarray(
+                [r.kind == "mean_over_guideline" and r.window == "day" for r in rules],
+                dtype=np.bool_,
+            ),
         )
 
     def per_key(self, interval_s: I64) -> tuple[I64, F64]:
         """Per key (`rule * len(interval_s) + device`): a window's reach and least count.
 
         Reach: the readings a window holds at most (`window_cap` for the mean and the rise,
-        n for flat); least count: the readings a mean needs to be known.
+        n for flat); least count: the readings a mean needs to be known (a day's mean: that
+        of a 24-hour day, unused: each reading has its own day's, `Windows.day_least`).
         """
         window_s, iv = self.window_s[:, None], interval_s[None, :]
         n = flat_readings(self.readings[:, None], self.span_s[:, None], iv)
@@ -167,7 +176,9 @@ class Windows:
     Per segment: its rule, its reach and least count (`RuleTable.per_key`), where its
     entries begin and end (`[start, end)`, the newest last), and (`quiet`, when known)
     whether its key has nothing under way: no alarm open, no run pending; per reading of the
-    batch: its segment and position.
+    batch: its segment and position, and for the readings of day means (`RuleTable.day`;
+    None when the batch has none) the local midnight that begins the reading's day and the
+    least count of that day (`min_coverage` x the day's real length ÷ the interval).
     """
 
     ts: I64
@@ -180,6 +191,8 @@ class Windows:
     seg: Index
     pos: Index
     quiet: Bools | None = None
+    day_from: I64 | None = None
+    day_least: F64 | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +208,17 @@ def windowed(table: RuleTable, w: Windows, *, keep: bool) -> Measured:
     """The rolling mean, the rise per hour, or the flat range of each reading in `w`.
 
     - mean: of the device's readings in `(t - window, t]`, at most `window_cap` (the newest);
-      known when they are at least `min_coverage` of those the interval gives;
+      known when they are at least `min_coverage` of those the interval gives; a day's mean
+      (`RuleTable.day`): of those since the local midnight that began t's day (`day_from`),
+      at most `window_cap`; known when they are at least `min_coverage` of those the
+      interval gives over the whole day (`day_least`);
     - rise: (last - first) / their time apart, per hour, over the readings in
       `[t - window, t]` (at most `window_cap`); known when they span `min_span_s`;
     - flat: max - min of the last n readings; not known before there are n.
 
     With `keep`, also where each segment's kept window begins: its entries newer than its
-    last reading less the window, at most `window_cap - 1` of them (flat: the last n - 1).
+    last reading less the window (a day's mean: since the midnight of its last reading's
+    day), at most `window_cap - 1` of them (flat: the last n - 1).
     One search finds where the windows of means and rises begin; a flat window is its last
     n readings.
     """
@@ -215,12 +232,18 @@ def windowed(table: RuleTable, w: Windows, *, keep: bool) -> Measured:
         kind = kind[seg]
     first = np.maximum(start, p - reach + 1)  # a flat window: its last n readings
     timed = np.flatnonzero(kind != FLAT)  # the others are cut by time too
+    on_day: Bools | None = None  # the readings of day means, when the batch has some
+    if w.day_from is not None:
+        on_day = table.day[w.rule] if single else table.day[w.rule][seg]
     if len(timed):
         after = table.after_ns[w.rule]
         query = t[timed] - (after[timed] if single else after[seg[timed]])
+        if on_day is not None:  # since the local midnight that began the reading's day
+            assert w.day_from is not None
+            query = np.where(on_day[timed], w.day_from[timed], query)
         first[timed] = grouped_search(w.ts, first[timed], p[timed] + 1, query)
     metric = np.full(len(p), np.nan)
-    _mean(table, w, metric, np.flatnonzero(kind == MEAN), first)
+    _mean(table, w, metric, np.flatnonzero(kind == MEAN), first, on_day=on_day)
     _rise(table, w, metric, np.flatnonzero(kind == RISE), first)
     flats = np.flatnonzero(kind == FLAT)
     onset = t
@@ -240,7 +263,8 @@ def windowed(table: RuleTable, w: Windows, *, keep: bool) -> Measured:
     # exactly t - window (the rise's window holds it, the next one will not) and the count.
     kept = first if single else first[np.append(np.flatnonzero(np.diff(seg)), len(seg) - 1)]
     kept = np.maximum(kept, w.end - w.reach + 1)
-    cut = np.flatnonzero(table.kind[w.rule] != FLAT)
+    # (a day's window is since a midnight: never cut by the length of a window)
+    cut = np.flatnonzero((table.kind[w.rule] != FLAT) & ~table.day[w.rule])
     if len(cut):
         at = kept[cut]
         kept[cut] += w.ts[at] <= w.ts[w.end[cut] - 1] - table.window_ns[w.rule[cut]]
@@ -270,12 +294,18 @@ def _range_needed(
     return out
 
 
-def _mean(table: RuleTable, w: Windows, metric: F64, at: Index, first: Index) -> None:
+def _mean(
+    table: RuleTable, w: Windows, metric: F64, at: Index, first: Index, *, on_day: Bools | None
+) -> None:
     if not len(at):
         return
     a, b = first[at], w.pos[at]
     count = b - a + 1
-    known = np.flatnonzero(count >= w.least[w.seg[at]])  # summed only when known
+    least = w.least[w.seg[at]]
+    if on_day is not None:  # a day's mean: that day's least count
+        assert w.day_least is not None
+        least = np.where(on_day[at], w.day_least[at], least)
+    known = np.flatnonzero(count >= least)  # summed only when known
     if len(known):
         a, b = a[known], b[known]
         metric[at[known]] = window_sums(w.value, a, b) / count[known]

@@ -47,6 +47,10 @@ Kind = Literal[
 ]
 KINDS: tuple[str, ...] = get_args(Kind)
 Direction = Literal["above", "below"]
+#: A `mean_over_guideline` rule's window: the last `window_s` of device time, or the pilot's
+#: local calendar day so far.
+MeanWindow = Literal["rolling", "day"]
+MEAN_WINDOWS: tuple[str, ...] = get_args(MeanWindow)
 
 #: Rule ids: stable strings such as `santa-fe.level.alert` (they name alarms and state).
 RULE_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
@@ -132,13 +136,26 @@ class ThresholdSpec(_Level):
 
 
 class MeanSpec(_Level):
-    """`kind = "mean_over_guideline"`: a rolling mean over a window above a guideline."""
+    """`kind = "mean_over_guideline"`: a mean above a guideline.
+
+    `window = "rolling"`: over the last `window_s` of device time; `"day"`: over the pilot's
+    local calendar day so far (no `window_s`: a day is as long as it is, 23 to 25 hours).
+    """
 
     kind: Literal["mean_over_guideline"]
     sensor: Identifier
     level: float | None = None
-    window_s: int = Field(default=DEFAULT_MEAN_WINDOW_S, gt=0)
+    window: MeanWindow = "rolling"
+    window_s: int | None = Field(default=None, gt=0)
     min_coverage: float = Field(default=DEFAULT_MIN_COVERAGE, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _window_s_rolls(self) -> MeanSpec:
+        if self.window == "day" and self.window_s is not None:
+            raise ValueError(
+                'window_s is for window = "rolling"; window = "day" is the local calendar day'
+            )
+        return self
 
 
 class RateSpec(_Level):
@@ -245,6 +262,11 @@ class Rule:
     when it has been back beyond `clear_level` for `clear_s`. `sensor` is None only for a
     silent rule that listens to every sensor of its devices, and for `unhealthy`.
 
+    A `mean_over_guideline` rule's `window` is `rolling` (over `window_s`) or `day` (the local
+    calendar day of each device's pilot so far; `window_s` is then 86400, which only sets the
+    cap on the readings a window holds, `core.alerts.metrics.window_cap`). Other kinds leave
+    it `rolling`.
+
     An `unhealthy` rule has no pilot, no devices and no sensor (the evaluator feeds it
     nothing): `url` is its health endpoint, `component` the name its alarms carry as their
     device, `timeout_s` how long a request may take, `ca_file` the certificates an https
@@ -265,6 +287,7 @@ class Rule:
     pending_s: int
     clear_s: int
     window_s: int = 0
+    window: MeanWindow = "rolling"
     min_coverage: float = 0.0
     min_span_s: int = 0
     span_s: int = 0
@@ -427,7 +450,11 @@ class _Resolver:
             raise self.fail(f"{where}.clear_level", f"must be at or below the level {level}")
         extra: dict[str, Any] = {}
         if isinstance(spec, MeanSpec):
-            extra = {"window_s": spec.window_s, "min_coverage": spec.min_coverage}
+            extra = {
+                "window_s": spec.window_s or DEFAULT_MEAN_WINDOW_S,
+                "window": spec.window,
+                "min_coverage": spec.min_coverage,
+            }
         elif isinstance(spec, RateSpec):
             extra = {
                 "window_s": spec.window_s,
@@ -462,7 +489,7 @@ class _Resolver:
             )
         if isinstance(spec, MeanSpec):
             if spec.level is not None:
-                return spec.level, f"{format_window(spec.window_s)} mean limit"
+                return spec.level, mean_limit_label(spec.window, spec.window_s)
             guideline = self.registry.sensors[spec.sensor].guideline_24h
             if guideline is None:
                 raise self.fail(
@@ -519,6 +546,13 @@ def clear_level_of(
         return clear_level
     margin = clear_margin if clear_margin is not None else DEFAULT_MARGIN_SHARE * abs(level)
     return level + margin if below else level - margin
+
+
+def mean_limit_label(window: MeanWindow, window_s: int | None) -> str:
+    """What a mean's own level is called: `24-hour mean limit`, `local-day mean limit`."""
+    if window == "day":
+        return "local-day mean limit"
+    return f"{format_window(window_s or DEFAULT_MEAN_WINDOW_S)} mean limit"
 
 
 def format_window(seconds: int) -> str:

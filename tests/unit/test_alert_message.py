@@ -19,7 +19,7 @@ from alerts.message import (
     subject,
     window_of,
 )
-from core.alerts import AlertEvent, AlertState, Evaluator, alarm_id, default_rules
+from core.alerts import AlertEvent, AlertState, Evaluator, alarm_id, default_rules, parse_rules
 from core.readings import Readings
 from core.registry import DEFAULT_REGISTRY_PATH, Registry, build_registry, load_registry
 from core.timeutil import MINUTE_NS, NS_PER_S, ns_to_datetime, parse_instant_ns
@@ -588,6 +588,106 @@ def test_a_mean_limit_of_another_window_says_its_window(shipped: Registry) -> No
         "rose above its 8-hour mean limit 20 µg/m³ at 14:05"
     )
     assert window_of("mean limit") == "rolling"
+
+
+def test_a_local_day_mean_says_today_and_clears_on_a_later_day(shipped: Registry) -> None:
+    fired = note(shipped, "mean_over_guideline", window="day")
+    assert fired.text == (
+        "San Nicolás de los Arroyos: the mean of PM2.5 at sn-aq-01 (Plaza Mitre, centro) today "
+        f"(local day) rose above the WHO 24-hour guideline 15 µg/m³ at 14:05 ({OFFSET}) on "
+        "2026-12-06; mean 17.2 µg/m³ so far today."
+    )
+    title = (
+        "San Nicolás de los Arroyos: local-day mean of PM2.5 rose above the WHO 24-hour "
+        "guideline 15 µg/m³ at sn-aq-01"
+    )
+    assert (fired.title, subject(fired)) == (title, f"[WARNING] {title}")
+    assert (fired.rule_kind, fired.value, fired.latest) == ("mean_over_guideline", 15.4, 17.23)
+    # Cleared by the next day's mean, once that day was covered (its 216th reading, 17:55).
+    back = parse_instant_ns("2026-12-07T17:55:00-03:00")
+    cleared = note(
+        shipped, "mean_over_guideline", "cleared", window="day", end_ns=back, latest=10.04
+    )
+    assert cleared.text == (
+        "San Nicolás de los Arroyos: the mean of PM2.5 at sn-aq-01 (Plaza Mitre, centro) today "
+        "(local day) is back below the WHO 24-hour guideline 15 µg/m³ since 17:55 "
+        f"({OFFSET}) on 2026-12-07, after 1 d 3 h above it (peak 23.4 µg/m³); mean 10.0 µg/m³ "
+        "so far today."
+    )
+    assert cleared.title == (
+        "San Nicolás de los Arroyos: local-day mean of PM2.5 back below the WHO 24-hour "
+        "guideline 15 µg/m³ at sn-aq-01"
+    )
+    # Found in a backlog: no "today", the day is the start's.
+    late = note(shipped, "mean_over_guideline", "cleared", window="day", late=True, end_ns=back)
+    assert late.text == (
+        "San Nicolás de los Arroyos: the local-day mean of PM2.5 at sn-aq-01 (Plaza Mitre, "
+        f"centro) was above the WHO 24-hour guideline 15 µg/m³ at 14:05 ({OFFSET}) on "
+        "2026-12-06, peak 23.4 µg/m³ (late: happened 2026-12-06 14:05\N{EN DASH}2026-12-07 "
+        f"17:55, {LATE_WHY})."
+    )
+    late_fired = note(shipped, "mean_over_guideline", window="day", late=True)
+    assert late_fired.text == (
+        "San Nicolás de los Arroyos: the local-day mean of PM2.5 at sn-aq-01 (Plaza Mitre, "
+        f"centro) was above the WHO 24-hour guideline 15 µg/m³ at 14:05 ({OFFSET}) on "
+        f"2026-12-06 (late: started 14:05, {LATE_WHY})."
+    )
+    # compose takes the window too; a rolling mean (the default) keeps its words.
+    composed = compose(
+        shipped,
+        alarm_id="a",
+        kind="fired",
+        device="sn-aq-01",
+        sensor="pm25",
+        rule_id="san-nicolas.pm25.mean-day",
+        rule_kind="mean_over_guideline",
+        severity="warning",
+        level="WHO 24-hour guideline",
+        threshold=15.0,
+        value=15.4,
+        latest=17.23,
+        start_ns=FIRED_AT,
+        window="day",
+        dashboard_url=URL,
+    )
+    assert composed.text == fired.text
+    assert note(shipped, "mean_over_guideline").text.startswith(
+        "San Nicolás de los Arroyos: 24-hour mean of PM2.5 at sn-aq-01"
+    )
+
+
+def test_a_local_day_mean_alarm_of_the_evaluator_is_worded_as_one(shipped: Registry) -> None:
+    rules = parse_rules(
+        {
+            "defaults": {"include": False},
+            "rules": [
+                {
+                    "id": "san-nicolas.pm25.mean-day",
+                    "kind": "mean_over_guideline",
+                    "pilot": "san-nicolas",
+                    "sensor": "pm25",
+                    "window": "day",
+                }
+            ],
+        },
+        shipped,
+    )
+    midnight = parse_instant_ns("2026-12-06T00:00:00-03:00")
+    values = [20.0] * 288
+    pm25 = Readings.from_arrays(
+        [midnight + i * 5 * MINUTE_NS for i in range(288)],
+        [shipped.devices["sn-aq-01"].code] * 288,
+        [shipped.sensors["pm25"].code] * 288,
+        values,
+    )
+    events, _ = Evaluator(rules, shipped).evaluate(pm25, AlertState.empty(), int(pm25.ts_ns[-1]))
+    assert [(e.type, e.window) for e in events] == [("fired", "day")]
+    n = notification_for(events[0], shipped, dashboard_url=URL)
+    assert n.text == (
+        "San Nicolás de los Arroyos: the mean of PM2.5 at sn-aq-01 (Plaza Mitre, centro) today "
+        f"(local day) rose above the WHO 24-hour guideline 15 µg/m³ at 17:55 ({OFFSET}) on "
+        "2026-12-06; mean 20.0 µg/m³ so far today."
+    )
 
 
 def test_a_flat_run_within_epsilon_says_how_close(shipped: Registry) -> None:

@@ -81,6 +81,8 @@ def test_each_who_guideline_is_a_rolling_24_hour_mean_rule_where_a_device_measur
     pm25 = means["san-nicolas.pm25.mean-24h"]
     assert (pm25.level, pm25.window_s, pm25.label) == (15.0, 86_400, "WHO 24-hour guideline")
     assert pm25.devices == tuple(f"sn-aq-0{i}" for i in range(1, 6))
+    # No calendar-day rule by default: it would double the alarms of an episode (defaults.py).
+    assert {r.window for r in means.values()} == {"rolling"}
 
 
 def test_every_pilot_watches_its_devices_for_silence_low_battery_and_stuck_sensors(
@@ -126,6 +128,9 @@ def test_the_example_file_loads_against_the_shipped_registry(registry: Registry)
     assert oxygen.devices == ("rs-wq-01", "rs-wq-02")
     assert "san-nicolas.wind_dir.flat" not in rules  # disabled
     assert "san-nicolas.wind_speed.flat" in rules  # the other defaults stay
+    day = rules["san-nicolas.pm25.mean-day"]
+    assert (day.kind, day.window, day.level) == ("mean_over_guideline", "day", 15.0)
+    assert rules["san-nicolas.pm25.mean-24h"].window == "rolling"
     ingest = rules["system.ingest-1"]
     assert (ingest.kind, ingest.url, ingest.component) == (
         "unhealthy",
@@ -165,6 +170,30 @@ def test_rule_kinds_take_their_documented_defaults(registry: Registry) -> None:
     assert (rules["f"].span_s, rules["f"].readings, rules["f"].level) == (7200, None, 0.0)
     assert rules["s"].devices == tuple(f"sn-aq-0{i}" for i in range(1, 6))
     assert all(r.severity == "warning" for r in rules.values())
+
+
+MEAN = {"id": "m", "kind": "mean_over_guideline", "pilot": "san-nicolas", "sensor": "pm25"}
+
+
+def test_a_mean_is_rolling_or_over_the_local_calendar_day(registry: Registry) -> None:
+    rules = parse(
+        registry,
+        own(
+            MEAN,
+            {**MEAN, "id": "d", "window": "day"},
+            {**MEAN, "id": "dl", "window": "day", "level": 25, "min_coverage": 0.5},
+            {**MEAN, "id": "r8", "window": "rolling", "window_s": 8 * 3600, "level": 25},
+        ),
+    )
+    assert (rules["m"].window, rules["m"].window_s) == ("rolling", 86_400)
+    day = rules["d"]
+    # The day is the window; its window_s only sets the cap on the readings kept.
+    assert (day.window, day.window_s, day.min_coverage) == ("day", 86_400, 0.75)
+    assert (day.level, day.clear_level, day.label) == (15.0, 14.85, "WHO 24-hour guideline")
+    assert day.devices == tuple(f"sn-aq-0{i}" for i in range(1, 6))
+    assert (rules["dl"].label, rules["dl"].min_coverage) == ("local-day mean limit", 0.5)
+    assert rules["r8"].label == "8-hour mean limit"
+    assert {r.window for r in parse(registry, own(RIVER)).values()} == {"rolling"}
 
 
 def test_a_threshold_can_name_a_registry_level(registry: Registry) -> None:
@@ -213,6 +242,13 @@ def test_a_threshold_can_name_a_registry_level(registry: Registry) -> None:
             "rules[0].min_coverage",
             "less than or equal to 1",
         ),
+        (own({**MEAN, "window": "week"}), "rules[0].window", "'rolling' or 'day'"),
+        (
+            own({**MEAN, "window": "day", "window_s": 86_400}),
+            "rules[0]",
+            'window_s is for window = "rolling"',
+        ),
+        (own({**RIVER, "window": "day"}), "rules[0].window", "Extra inputs"),
         (
             own({"id": "r", "kind": "rate_of_rise", "rise_per_h": 0.1, "min_span_s": 99_999}),
             "rules[0]",
@@ -267,7 +303,7 @@ def test_a_missing_or_broken_file_is_a_config_error_naming_it(
 def test_every_field_the_example_documents_is_a_real_field(registry: Registry) -> None:
     # The example's tables parse with extra keys refused, so a typo in it would fail here.
     document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
-    assert len(document["rules"]) == 8
+    assert len(document["rules"]) == 9
     assert {r["kind"] for r in document["rules"]} == {
         "threshold",
         "mean_over_guideline",
