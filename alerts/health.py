@@ -25,7 +25,7 @@ device the rule's component, no sensor, `level` the rule's `pending_s`, `value`,
 first seen healthy again, `at_ns` the check that decided the event. The label is
 `unhealthy: <reason> (<url>)` (`core.alerts.rules.health_label`): the reason seen when the
 episode began, and the URL, which the notification's words need. `alarm_id` is
-`alarm_id(rule, "system", component, start_ns)`, as the evaluator's.
+`alarm_id(rule, component, start_ns)`, as the evaluator's.
 
 State is kept in memory only. A restart keeps the alarms open in the store: `adopt` takes
 them back (by rule id and URL), so an alarm still unhealthy is not fired twice, and one healthy
@@ -401,7 +401,7 @@ class HealthWatch:
             assert rule.component is not None and rule.url is not None
             start_ns = watch.since_ns
             watch.open = _Open(
-                alarm_id(rule.id, SYSTEM_PILOT, rule.component, start_ns),
+                alarm_id(rule.id, rule.component, start_ns),
                 rule.component,
                 start_ns,
                 health_label(watch.reason, rule.url),

@@ -39,18 +39,29 @@ def bound_late(
     Returns the events (in their order; a merged alarm's events where its first episode's
     were) and, by the merged alarm's id, what each merged alarm stands for.
     """
-    episodes: dict[tuple[str, str], list[str]] = defaultdict(list)
     by_alarm: dict[str, list[AlertEvent]] = defaultdict(list)
     for e in events:
-        if e.late:
-            if e.alarm_id not in by_alarm:
-                episodes[(e.rule, e.device)].append(e.alarm_id)
-            by_alarm[e.alarm_id].append(e)
+        by_alarm[e.alarm_id].append(e)
+    # Only whole late episodes: both events here and late. An alarm that fired before this
+    # evaluation (its clear alone is here) or fired live is never merged.
+    episodes: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for alarm, evs in by_alarm.items():
+        if (
+            len(evs) == 2
+            and all(e.late for e in evs)
+            and {e.type for e in evs}
+            == {
+                "fired",
+                "cleared",
+            }
+        ):
+            episodes[(evs[0].rule, evs[0].device)].append(alarm)
     replaced: dict[str, AlertEvent] = {}
     dropped: set[str] = set()
     merged: dict[str, Merged] = {}
     for ids in episodes.values():
         if len(ids) - keep >= 2:
+            ids.sort(key=lambda a: (by_alarm[a][0].start_ns, a))
             merged.update(_merge(ids[keep:], by_alarm, replaced, dropped))
     out = [replaced.get(e.id, e) for e in events if e.id not in dropped or e.id in replaced]
     placed = {e.id for e in out}
@@ -64,28 +75,22 @@ def _merge(
     replaced: dict[str, AlertEvent],
     dropped: set[str],
 ) -> dict[str, Merged]:
-    """Merge the episodes `rest` into the first of them (filling `replaced` and `dropped`)."""
-    first, last = rest[0], rest[-1]
-    opening = by_alarm[first][0]
-    cleared = [e for a in rest for e in by_alarm[a] if e.type == "cleared"]
-    peaks = [e.peak for e in by_alarm[first] + cleared]
+    """Merge the whole episodes `rest` (by start) into the first (filling the two tables)."""
+    first = rest[0]
+    fired = {a: next(e for e in by_alarm[a] if e.type == "fired") for a in rest}
+    cleared = {a: next(e for e in by_alarm[a] if e.type == "cleared") for a in rest}
+    opening = fired[first]
+    peaks = [e.peak for e in cleared.values()]
     peak = max(peaks) if opening.direction == "above" else min(peaks)
-    if opening.type == "fired":
-        replaced[opening.id] = replace(opening, peak=peak)
-    end = cleared[-1] if cleared and cleared[-1].alarm_id == last else None
-    if end is not None:
-        # the first episode's own clear gives way to the merged one, which has its id
-        dropped.update(e.id for e in by_alarm[first] if e.type == "cleared")
-        replaced[f"{first}:cleared"] = replace(
-            end, id=f"{first}:cleared", alarm_id=first, start_ns=opening.start_ns, peak=peak
-        )
+    last = max(rest, key=lambda a: (cleared[a].end_ns or cleared[a].at_ns, a))
+    end = cleared[last]
+    replaced[opening.id] = replace(opening, peak=peak)
+    replaced[cleared[first].id] = replace(
+        end, id=cleared[first].id, alarm_id=first, start_ns=opening.start_ns, peak=peak
+    )
     dropped.update(e.id for a in rest[1:] for e in by_alarm[a])
     return {
-        first: Merged(
-            episodes=len(rest),
-            first_start_ns=opening.start_ns,
-            last_end_ns=end.end_ns if end is not None else None,
-        )
+        first: Merged(episodes=len(rest), first_start_ns=opening.start_ns, last_end_ns=end.end_ns)
     }
 
 

@@ -268,7 +268,13 @@ class Outbox:
         if excess <= 0:
             return []
         victims = self._db.execute(
-            "SELECT id, channel FROM outbox WHERE state = 'pending' ORDER BY rank, id LIMIT ?",
+            # whole alarms go, the least first: an alarm ranks as its highest row, waiting or
+            # sent, so the clear of a live evacuation alarm is never dropped for being late
+            "SELECT o.id, o.channel FROM outbox AS o JOIN ("
+            "  SELECT alarm, MAX(rank) AS top, MIN(id) AS first FROM outbox"
+            "  WHERE state IN ('pending', 'delivered') GROUP BY alarm"
+            ") AS a ON a.alarm = o.alarm "
+            "WHERE o.state = 'pending' ORDER BY a.top, a.first, o.id LIMIT ?",
             (excess,),
         ).fetchall()
         self._db.executemany(
@@ -427,6 +433,8 @@ class Outbox:
 
 def rank(n: Notification) -> int:
     """How much a notification is kept over the bound: late or `info` 0, `warning` 1, else 2.
+
+    Over the bound an alarm's rows are ranked together, by the highest of them.
 
     A device's backlog can hold many late episodes, and a sensor many stuck spells: over the
     bound they go before an alarm that is live and serious does.

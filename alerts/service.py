@@ -53,7 +53,7 @@ from alerts.late import Merged, bound_late, merged_words
 from alerts.message import Notification, notification_for
 from alerts.outbox import Dispatcher, Outbox
 from alerts.retire import retired, retired_words
-from alerts.store import DATABASE, MAX_LIMIT, AlarmQuery, AlarmStore
+from alerts.store import DATABASE, AlarmStore
 from core.alerts import AlertEvent, AlertState, AlertStateError, Evaluator, Rule, load_rules
 from core.alerts.rules import SYSTEM_PILOT, UNHEALTHY
 from core.durable import exclusive
@@ -173,9 +173,7 @@ class AlertService:
         self.health = HealthWatch(
             self.config.rules, clock=clock, every_s=settings.alert_health_every_s
         )
-        self.health.adopt(
-            self.store.query(AlarmQuery(pilot=SYSTEM_PILOT, state="active", limit=MAX_LIMIT))
-        )
+        self.health.adopt(a for a in self.store.active() if a.pilot == SYSTEM_PILOT)
         #: Events made by the clock or a reload, not by messages: a rewind does not make them again.
         self._clock_events: list[AlertEvent] = []
         self._clock_notes: list[Notification] = []
@@ -192,6 +190,8 @@ class AlertService:
         self.silence_checks = 0
         self.events = 0
         self.reloads = 0
+        #: Messages the evaluator failed on (a bug), skipped.
+        self.skipped = 0
         self._init_session()
 
     def _init_evaluation(self) -> None:
@@ -480,14 +480,12 @@ class AlertService:
         ]
         self._note_refusals([m.topic for m in fresh], [c for c, _ in checks])
         readings, _, _ = columns(checks)
+        now = self.clock()
         try:
-            events, self.state = self.config.evaluator.evaluate(readings, self.state, self.clock())
-        except BaseException:
-            # Start again from the saved state with everything not yet saved, in order: the
-            # broker redelivers all of it after the reconnection.
-            self._rewind()
-            self._client.disconnect()
-            raise
+            events, self.state = self.config.evaluator.evaluate(readings, self.state, now)
+        except Exception:  # a bug met by some input: keep it to the message that meets it
+            log.exception("evaluating %d messages failed; evaluating them one by one", len(fresh))
+            events = self._one_by_one(fresh, [c for c, _ in checks], now)
         events, merged = bound_late(events)
         self._merged.update(merged)
         self._unrecorded.extend(events)
@@ -496,6 +494,29 @@ class AlertService:
         self._dirty = True
         self.evaluated += len(readings)
         self.messages += len(held)
+
+    def _one_by_one(self, fresh: list[_Held], checks: list[Checked], now: int) -> list[AlertEvent]:
+        """Evaluate message by message; one the evaluator fails on is skipped, and said so.
+
+        A failed evaluation leaves the state as it was (the evaluator takes its batch back),
+        so the others go on from it: one message cannot stop the alerts of the whole fleet.
+        """
+        events: list[AlertEvent] = []
+        for m, checked in zip(fresh, checks, strict=True):
+            readings, _, _ = columns([(checked, m.received_ns)])
+            try:
+                more, self.state = self.config.evaluator.evaluate(readings, self.state, now)
+            except Exception:
+                self.skipped += 1
+                log.error(
+                    "a message on %s could not be evaluated and is skipped (ingest stores it "
+                    "as usual; digest %s)",
+                    m.topic,
+                    digest(m.topic, m.payload).hex(),
+                )
+                continue
+            events.extend(more)
+        return events
 
     def _note_refusals(self, topics: list[str], checks: list[Checked]) -> None:
         """Say what could not be evaluated: each new (reason, topic) at once, counts every minute.
@@ -622,7 +643,11 @@ class AlertService:
         # What is held was received under the old rules: evaluated with them first. Nothing
         # here needs the store to be writable: what is not yet recorded or saved stays pending.
         if self._held:
-            self._evaluate_held()
+            try:
+                self._evaluate_held()
+            except BaseException:
+                self._watch.request()  # the files are read again at the next turn: not lost
+                raise
         old = self.config
         self.config = config
         self.validator = self._validator(config.registry)
@@ -653,8 +678,7 @@ class AlertService:
         """
         rules = {r.id: r for r in new.rules}
         now = self.clock()
-        active = self.store.query(AlarmQuery(state="active", limit=MAX_LIMIT))
-        for alarm in active:
+        for alarm in self.store.active():
             rule = rules.get(alarm.rule)
             if alarm.kind == UNHEALTHY or (
                 rule is not None

@@ -431,6 +431,17 @@ class AlarmStore:
                 raise self._fail("read", exc) from exc
         return [_alarm(r) for r in rows]
 
+    def active(self) -> list[Alarm]:
+        """Every active alarm (bounded by rules x devices, and components: not by a limit)."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    _SELECT + " WHERE active = 1 ORDER BY start_ns, id"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail("read", exc) from exc
+        return [_alarm(r) for r in rows]
+
     def changes(self, after_seq: int, limit: int = 100) -> list[Alarm]:
         """Alarms changed after `after_seq`, in the order of their last change."""
         with self._lock:

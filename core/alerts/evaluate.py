@@ -95,7 +95,7 @@ _Event = tuple[tuple[int, int, int, bool, int], "AlertEvent"]
 class AlertEvent:
     """An alarm opened (`fired`) or closed (`cleared`), for one rule on one device.
 
-    `alarm_id` is a hash of (rule, pilot, device, start_ns): the same readings give the same
+    `alarm_id` is a hash of (rule, device, start_ns): the same readings give the same
     id in every process, and both events of one alarm share it; `id` is `<alarm_id>:<type>`.
     `start_ns` is the episode's first reading past the level (not the end of pending; for
     `flat` the first reading of the flat run; for `silent` the last reading plus the allowed
@@ -133,9 +133,13 @@ class AlertEvent:
     window: MeanWindow = "rolling"
 
 
-def alarm_id(rule: str, pilot: str, device: str, start_ns: int) -> str:
-    """The deterministic id of an alarm: 24 hex digits of BLAKE2b over its identity."""
-    text = f"{rule}\x1f{pilot}\x1f{device}\x1f{start_ns}"
+def alarm_id(rule: str, device: str, start_ns: int) -> str:
+    """The deterministic id of an alarm: 24 hex digits of BLAKE2b over its identity.
+
+    Not the pilot: device ids are unique across pilots, so a device moved to another pilot by a
+    registry edit keeps its open alarm, and the alarm's `cleared` has the id its `fired` had.
+    """
+    text = f"{rule}\x1f{device}\x1f{start_ns}"
     return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
 
 
@@ -711,7 +715,7 @@ class Evaluator:
             # `_emit`, inline: a batch of a large fleet gives tens of events
             rule_id, rule_kind, sensor, severity, label, level, direction, silent = about[r]
             device, pilot, interval = devices[d]
-            alarm = alarm_id(rule_id, pilot, device, start)
+            alarm = alarm_id(rule_id, device, start)
             kind: EventType = "fired" if fire else "cleared"
             event = AlertEvent(
                 f"{alarm}:{kind}",
@@ -747,7 +751,7 @@ class Evaluator:
         value, latest, peak, late = numbers
         rule_id, rule_kind, sensor, severity, label, level, direction, silent = self._about[r]
         device, pilot, interval = self._devices[d]
-        alarm = alarm_id(rule_id, pilot, device, start_ns)
+        alarm = alarm_id(rule_id, device, start_ns)
         event = AlertEvent(
             f"{alarm}:{kind}",
             alarm,

@@ -372,7 +372,7 @@ def test_a_refused_token_shows_the_api_detail_and_the_token_form(
 
 def river_alarm(kind: str, start_ns: int, at_ns: int) -> AlertEvent:
     """An event of the Santa Fe alert-level alarm of sf-rlv-01, as the evaluator makes one."""
-    alarm = alarm_id("santa-fe.level.alert", "santa-fe", "sf-rlv-01", start_ns)
+    alarm = alarm_id("santa-fe.level.alert", "sf-rlv-01", start_ns)
     return AlertEvent(
         id=f"{alarm}:{kind}",
         alarm_id=alarm,

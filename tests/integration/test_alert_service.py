@@ -331,7 +331,7 @@ def test_an_unhealthy_component_alarms_and_is_told_once_across_a_restart(
     assert texts["cleared"].startswith("System: ingest-1 healthy again")
 
 
-def test_an_evaluation_that_fails_is_done_again_from_what_the_broker_sends_again(
+def test_a_message_the_evaluator_fails_on_is_skipped_and_the_others_still_alarm(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     rules = tmp_path / "rules.toml"
@@ -348,27 +348,30 @@ def test_an_evaluation_that_fails_is_done_again_from_what_the_broker_sends_again
     )
     service = AlertService(settings)
     evaluate = service.config.evaluator.evaluate
-    failures: list[int] = []
+    poison = service.config.registry.devices["sf-rlv-02"].code
 
-    def failing_once(*args: Any, **kwargs: Any) -> Any:  # a bug that strikes once
-        if not failures:
-            failures.append(1)
+    def failing_on_poison(readings: Any, *args: Any) -> Any:  # a bug one device's input meets
+        if (readings.device == poison).any():
             raise RuntimeError("a bug")
-        return evaluate(*args, **kwargs)
+        return evaluate(readings, *args)
 
-    service.config.evaluator.evaluate = failing_once  # type: ignore[method-assign]
+    service.config.evaluator.evaluate = failing_on_poison  # type: ignore[method-assign, assignment]
     service.start()
     try:
         wait_for(service.subscribed.is_set, 10, "the alert service subscribed")
         now_ms = time.time_ns() // 1_000_000
         publish(
             mosquitto.port,
-            [("pilots/santa-fe/sf-rlv-01/up", plain(now_ms - 60_000, {"level": 5.5}))],
+            [
+                ("pilots/santa-fe/sf-rlv-02/up", plain(now_ms - 60_000, {"level": 5.5})),
+                ("pilots/santa-fe/sf-rlv-01/up", plain(now_ms - 60_000, {"level": 5.5})),
+            ],
         )
-        wait_for(lambda: service.events >= 1, 20, "the alarm, after the failure")
+        wait_for(lambda: service.events >= 1, 20, "the good device's alarm")
+        wait_for(lambda: service.skipped == 1, 20, "the poisoned message skipped")
     finally:
         service.stop()
     store = AlarmStore.from_settings(settings)
     [alarm] = store.query(AlarmQuery())
     store.close()
-    assert failures and alarm.start_ns == (now_ms - 60_000) * 1_000_000
+    assert (alarm.device, alarm.start_ns) == ("sf-rlv-01", (now_ms - 60_000) * 1_000_000)

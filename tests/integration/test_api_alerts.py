@@ -70,7 +70,7 @@ def event(
     late: bool = False,
 ) -> AlertEvent:
     """An event of one alarm, as the evaluator makes it (`fired`, or `cleared` at `end_ns`)."""
-    alarm = alarm_id(rule, pilot, device, start_ns)
+    alarm = alarm_id(rule, device, start_ns)
     cleared = kind == "cleared"
     return AlertEvent(
         id=f"{alarm}:{kind}",

@@ -15,7 +15,7 @@ T0 = 1_780_000_000 * NS_PER_S
 
 
 def fired(device: str = "sf-rlv-01", start: int = T0, *, late: bool = False) -> AlertEvent:
-    aid = alarm_id("sf.level.alert", "santa-fe", device, start)
+    aid = alarm_id("sf.level.alert", device, start)
     return AlertEvent(
         id=f"{aid}:fired",
         alarm_id=aid,

@@ -605,7 +605,7 @@ def test_the_same_readings_give_the_same_ids_whatever_the_order_or_process(
     assert len({e.alarm_id for e in first}) == 2
     code = (
         "from core.alerts import alarm_id\n"
-        f"print(alarm_id('santa-fe.level.alert', 'santa-fe', 'sf-rlv-01', {at(10)}))\n"
+        f"print(alarm_id('santa-fe.level.alert', 'sf-rlv-01', {at(10)}))\n"
     )
     other_process = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True

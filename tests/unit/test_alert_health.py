@@ -119,7 +119,7 @@ def test_it_fires_once_unhealthy_for_pending_s_starting_when_first_seen(
     run(watch, clock, answers, [(75, "HTTP 503")])
     (fired,) = watch.drain()
     start = s(15)
-    expected_id = alarm_id("system.ingest-1", "system", "ingest-1", start)
+    expected_id = alarm_id("system.ingest-1", "ingest-1", start)
     assert fired == AlertEvent(
         id=f"{expected_id}:fired",
         alarm_id=expected_id,

@@ -107,7 +107,7 @@ def event(
     rule, device, sensor, label, level, direction = RULES[kind]
     fired_value, cleared_value, latest, peak = NUMBERS[kind]
     pilot = registry.devices[device].pilot
-    alarm = alarm_id(rule, pilot, device, start_ns)
+    alarm = alarm_id(rule, device, start_ns)
     cleared = type_ == "cleared"
     end = (end_ns if end_ns is not None else CLEARED_AT) if cleared else None
     fields: dict[str, Any] = {
