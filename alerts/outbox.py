@@ -166,7 +166,11 @@ def connect(path: Path) -> sqlite3.Connection:
         have = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
         for column, declaration in ADDED_COLUMNS.items():
             if column not in have:
-                db.execute(f"ALTER TABLE outbox ADD COLUMN {column} {declaration}")
+                try:
+                    db.execute(f"ALTER TABLE outbox ADD COLUMN {column} {declaration}")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
         db.execute(RANK_INDEX)
         return db
     except (OSError, sqlite3.Error) as exc:
