@@ -272,64 +272,51 @@ class AlarmStore:
         (value,) = self._db.execute("SELECT value FROM alarm_seq WHERE id = 1").fetchone()
         return int(value)
 
+    def _insert(self, e: AlertEvent, *, active: bool) -> None:
+        """A new alarm row from its first event: open (`fired`) or already closed (`cleared`)."""
+        if active:
+            end_ns, fired_ns, cleared_ns = None, e.at_ns, None
+        else:
+            end_ns, fired_ns, cleared_ns = e.end_ns, e.start_ns, e.at_ns
+        self._db.execute(
+            _INSERT
+            + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?)",
+            (
+                e.alarm_id,
+                e.rule,
+                e.kind,
+                e.pilot,
+                e.device,
+                e.sensor,
+                e.severity,
+                e.label,
+                e.level,
+                e.direction,
+                e.start_ns,
+                end_ns,
+                fired_ns,
+                cleared_ns,
+                e.value,
+                e.peak,
+                e.latest,
+                int(e.late),
+                int(active),
+                self._next_seq(),
+            ),
+        )
+
     def _apply(self, e: AlertEvent) -> int:
         if e.type == "fired":
             exists = self._db.execute("SELECT 1 FROM alarms WHERE id = ?", (e.alarm_id,))
             if exists.fetchone() is not None:
                 return 0
-            self._db.execute(
-                _INSERT + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 1, "
-                "NULL, NULL, NULL, ?)",
-                (
-                    e.alarm_id,
-                    e.rule,
-                    e.kind,
-                    e.pilot,
-                    e.device,
-                    e.sensor,
-                    e.severity,
-                    e.label,
-                    e.level,
-                    e.direction,
-                    e.start_ns,
-                    e.at_ns,
-                    e.value,
-                    e.peak,
-                    e.latest,
-                    int(e.late),
-                    self._next_seq(),
-                ),
-            )
+            self._insert(e, active=True)
             return 1
         row = self._db.execute("SELECT active FROM alarms WHERE id = ?", (e.alarm_id,)).fetchone()
         if row is not None and not row[0]:
             return 0
         if row is None:  # its `fired` was recorded by no one (an older store): keep the alarm
-            self._db.execute(
-                _INSERT + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, "
-                "NULL, NULL, NULL, ?)",
-                (
-                    e.alarm_id,
-                    e.rule,
-                    e.kind,
-                    e.pilot,
-                    e.device,
-                    e.sensor,
-                    e.severity,
-                    e.label,
-                    e.level,
-                    e.direction,
-                    e.start_ns,
-                    e.end_ns,
-                    e.start_ns,
-                    e.at_ns,
-                    e.value,
-                    e.peak,
-                    e.latest,
-                    int(e.late),
-                    self._next_seq(),
-                ),
-            )
+            self._insert(e, active=False)
             return 1
         self._db.execute(
             "UPDATE alarms SET active = 0, end_ns = ?, cleared_ns = ?, peak = ?, latest = ?, "
