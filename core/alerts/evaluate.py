@@ -710,36 +710,13 @@ class Evaluator:
             late[chosen].tolist(),
             strict=True,
         )
-        about, devices, windows, append = self._about, self._devices, self._window, events.append
         for r, d, fire, start, mark, at, value, latest, peak, is_late in rows:
-            # `_emit`, inline: a batch of a large fleet gives tens of events
-            rule_id, rule_kind, sensor, severity, label, level, direction, silent = about[r]
-            device, pilot, interval = devices[d]
-            alarm = alarm_id(rule_id, device, start)
             kind: EventType = "fired" if fire else "cleared"
-            event = AlertEvent(
-                f"{alarm}:{kind}",
-                alarm,
-                kind,
-                rule_id,
-                rule_kind,
-                pilot,
-                device,
-                sensor,
-                severity,
-                label,
-                level * interval if silent else level,
-                direction,
-                start,
-                None if fire else mark,
-                at,
-                value,
-                latest,
-                peak,
-                is_late,
-                windows[r],
+            self._emit(
+                events,
+                (r, d, kind, start, None if fire else mark, at),
+                (value, latest, peak, is_late),
             )
-            append(((at, r, d, not fire, start), event))
 
     def _emit(
         self,
