@@ -1,14 +1,26 @@
-"""One message from bytes to checked columns, shared by the live service and the replay."""
+"""Messages from bytes to checked columns, shared by the live service and the replay.
+
+`process` takes one message through its decoder and the validator; `process_batch` takes a
+writer's batch, checking the simple packs of formats that read them column-wise
+(`ingest.columnwise`) all at once and every other message with `process`, and gives the same
+columns, in the same order, as `process` message by message would.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
 
 from core.readings import Readings
-from core.uplinks import Uplinks
-from ingest.decoders import Router
+from core.uplinks import NO_FCNT, NO_SF, Uplinks
+from ingest.columnwise import PacksChecked, check_packs
+from ingest.decoders import Packs, Router
 from ingest.reasons import Reason, Rejection
+from ingest.spool import FrameKey
 from ingest.validate import Checked, Validator
 
 log = logging.getLogger(__name__)
@@ -81,3 +93,133 @@ def columns(messages: Sequence[tuple[Checked, int]]) -> tuple[Readings, Uplinks,
         gateway=[g for c in checks for g in c.rep_gateway],
     )
     return readings, uplinks, repeats
+
+
+class Message(Protocol):
+    """What `process_batch` reads of a message (a spooled one, or one just received)."""
+
+    @property
+    def topic(self) -> str:
+        """The MQTT topic it came on."""
+
+    @property
+    def payload(self) -> bytes:
+        """Its bytes as received."""
+
+    @property
+    def received_ns(self) -> int:
+        """When ingest received it."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """A batch's accepted columns, and per message what it refused and how much it gave."""
+
+    readings: Readings
+    uplinks: Uplinks
+    repeats: Uplinks
+    #: Per message, in batch order: its refusals.
+    rejections: list[list[Rejection]]
+    #: Per message, in batch order: how many readings it gave.
+    accepted: list[int]
+    keys: list[tuple[FrameKey, int]]
+    duplicates: int
+
+
+def process_batch(
+    router: Router, validator: Validator, messages: Sequence[Message], *, max_payload_bytes: int
+) -> Batch:
+    """Decode and validate a batch: simple packs column-wise, the rest one by one.
+
+    The result is what `columns` makes of `process` applied to each message in turn: the same
+    readings, uplinks, repeats and refusals, readings in message order (a later message's
+    reading of a point overwrites an earlier one's, as the store takes them in order; within
+    one message, which never gives a point twice, a simple pack's come in record order).
+    """
+    packs = Packs()
+    for index, message in enumerate(messages):
+        payload = message.payload
+        if len(payload) > max_payload_bytes:
+            continue
+        found = router.format_for(message.topic)
+        if found is not None and found.read_pack is not None:
+            try:
+                found.read_pack(message.topic, payload, packs, index, message.received_ns)
+            except Exception:  # a bug costs the column-wise path, never the message
+                log.exception("cannot read a pack on %s column-wise", message.topic)
+                packs = Packs()
+                break
+    try:
+        fast = check_packs(validator, packs)
+    except Exception:  # as above: every message goes through `process`
+        log.exception("cannot check %d packs column-wise", len(packs.message))
+        packs = Packs()
+        fast = check_packs(validator, packs)
+    fast_set = set(packs.message) - set(fast.fallback)
+    rejections: list[list[Rejection]] = [[] for _ in messages]
+    accepted = [0] * len(messages)
+    slow: list[tuple[Checked, int]] = []
+    slow_index: list[int] = []
+    for index, message in enumerate(messages):
+        if index in fast_set:
+            continue
+        checked = process(
+            router,
+            validator,
+            message.topic,
+            message.payload,
+            message.received_ns,
+            max_payload_bytes=max_payload_bytes,
+        )
+        slow.append((checked, message.received_ns))
+        slow_index.append(index)
+        rejections[index] = checked.rejections
+        accepted[index] = len(checked.value)
+    for index, n in zip(*np.unique(fast.message, return_counts=True), strict=True):
+        accepted[int(index)] = int(n)
+    readings, uplinks, repeats = columns(slow)
+    if len(fast.message):
+        readings, uplinks = _merge(fast, readings, uplinks, slow, slow_index)
+    return Batch(
+        readings=readings,
+        uplinks=uplinks,
+        repeats=repeats,
+        rejections=rejections,
+        accepted=accepted,
+        keys=[key for checked, _ in slow for key in checked.frame_keys],
+        duplicates=sum(c.duplicates for c, _ in slow),
+    )
+
+
+def _merge(
+    fast: PacksChecked,
+    readings: Readings,
+    uplinks: Uplinks,
+    slow: list[tuple[Checked, int]],
+    slow_index: list[int],
+) -> tuple[Readings, Uplinks]:
+    """The column-wise rows and the others together, in message order."""
+    per_message = np.repeat(slow_index, [len(c.value) for c, _ in slow]).astype(np.intp)
+    order = np.argsort(np.concatenate((fast.message, per_message)), kind="stable")
+    joined = Readings.concat(
+        [Readings.from_arrays(fast.ts_ns, fast.device, fast.sensor, fast.value), readings]
+    )
+    up_message = np.repeat(slow_index, [len(c.up_ts_ns) for c, _ in slow]).astype(np.intp)
+    up_order = np.argsort(np.concatenate((fast.up_message, up_message)), kind="stable")
+    n = len(fast.up_message)
+    ups = Uplinks.concat(
+        [
+            Uplinks.from_columns(
+                ts_ns=fast.up_ts_ns,
+                device=fast.up_device,
+                received_ns=fast.up_received_ns,
+                fcnt=np.full(n, NO_FCNT),
+                rssi=np.full(n, np.nan),
+                snr=np.full(n, np.nan),
+                sf=np.full(n, NO_SF),
+                gateway=[""] * n,
+            ),
+            uplinks,
+        ]
+    )
+    return joined.take(order), ups.take(up_order)

@@ -55,12 +55,12 @@ from core.timeutil import NS_PER_S
 from core.uplinks import Uplinks
 from ingest.decoders import Router
 from ingest.dedupe import FrameCache
-from ingest.process import columns, process
+from ingest.process import process_batch
 from ingest.quarantine import Keeper
 from ingest.reasons import Reason, Rejection
 from ingest.rollups import RollupMaintainer
 from ingest.spool import FrameKey, Refused, Spool, Spooled
-from ingest.validate import Checked, Validator
+from ingest.validate import Validator
 
 log = logging.getLogger(__name__)
 
@@ -320,32 +320,25 @@ class SpoolWriter:
 
     def _prepare(self, batch: list[Spooled]) -> _Prepared:
         """Decode and validate a batch into readings, uplinks, refusals and keys."""
-        checks: list[tuple[Checked, int]] = []
-        refused: list[Refused] = []
-        for message in batch:
-            checked = process(
-                self.router,
-                self.validator,
-                message.topic,
-                message.payload,
-                message.received_ns,
-                max_payload_bytes=self.settings.ingest_max_payload_bytes,
-            )
-            checks.append((checked, message.received_ns))
-            refused.extend(
-                Refused(message.received_ns, message.topic, message.payload, r)
-                for r in checked.rejections
-            )
-        readings, uplinks, repeats = columns(checks)
+        done = process_batch(
+            self.router,
+            self.validator,
+            batch,
+            max_payload_bytes=self.settings.ingest_max_payload_bytes,
+        )
         return _Prepared(
             ids=[m.id for m in batch],
             oldest_ns=batch[0].received_ns,
-            readings=readings,
-            uplinks=uplinks,
-            repeats=repeats,
-            refused=refused,
-            keys=[key for checked, _ in checks for key in checked.frame_keys],
-            duplicates=sum(c.duplicates for c, _ in checks),
+            readings=done.readings,
+            uplinks=done.uplinks,
+            repeats=done.repeats,
+            refused=[
+                Refused(message.received_ns, message.topic, message.payload, r)
+                for message, rejections in zip(batch, done.rejections, strict=True)
+                for r in rejections
+            ],
+            keys=done.keys,
+            duplicates=done.duplicates,
         )
 
     def _store_batch(self, prepared: _Prepared) -> None:

@@ -44,7 +44,7 @@ from types import MappingProxyType
 
 from core.errors import ConfigError
 from ingest.decoders import chirpstack, plain, senml, tts
-from ingest.decoders.base import Decoded, Decoder, Frame
+from ingest.decoders.base import Decoded, Decoder, Frame, PackReader, Packs
 
 __all__ = [
     "FORMATS",
@@ -53,6 +53,8 @@ __all__ = [
     "Decoded",
     "Decoder",
     "Frame",
+    "PackReader",
+    "Packs",
     "PayloadFormat",
     "Router",
     "default_routes",
@@ -68,13 +70,16 @@ class PayloadFormat:
     are keyed by); `route` the MQTT topic filter its messages arrive on by default; `lorawan`
     says that a LoRaWAN network server publishes it: its uplinks are timed by the network and
     matched to devices by EUI, and a network-server login may publish on its routes; `decode`
-    reads one message.
+    reads one message. `read_pack`, for a format whose messages carry many readings of one
+    device, reads the simple ones straight into columns for `ingest.columnwise` (the others,
+    and every message of a format without one, go through `decode`).
     """
 
     name: str
     route: str
     decode: Decoder
     lorawan: bool = False
+    read_pack: PackReader | None = None
 
 
 def _by_name(*formats: PayloadFormat) -> Mapping[str, PayloadFormat]:
@@ -90,7 +95,7 @@ def _by_name(*formats: PayloadFormat) -> Mapping[str, PayloadFormat]:
 #: is drawn in it): append a new format, never insert one.
 PAYLOAD_FORMATS = _by_name(
     PayloadFormat("plain", "pilots/+/+/up", plain.decode),
-    PayloadFormat("senml", "pilots/+/+/senml", senml.decode),
+    PayloadFormat("senml", "pilots/+/+/senml", senml.decode, read_pack=senml.read_pack),
     PayloadFormat("chirpstack", "application/+/device/+/event/up", chirpstack.decode, lorawan=True),
     PayloadFormat("tts", "v3/+/devices/+/up", tts.decode, lorawan=True),
 )
@@ -134,21 +139,28 @@ class Router:
             )
         if not routes:
             raise ConfigError("PILOTS_INGEST_ROUTES: no topic is routed to a format")
-        self.routes = tuple((topic_filter, FORMATS[name]) for topic_filter, name in routes.items())
-        self._cache: dict[str, Decoder | None] = {}
+        self.routes = tuple(
+            (topic_filter, PAYLOAD_FORMATS[name]) for topic_filter, name in routes.items()
+        )
+        self._cache: dict[str, PayloadFormat | None] = {}
 
     @property
     def topic_filters(self) -> tuple[str, ...]:
         """The filters to subscribe to."""
         return tuple(topic_filter for topic_filter, _ in self.routes)
 
-    def decoder_for(self, topic: str) -> Decoder | None:
-        """The decoder of the first route whose filter matches the topic."""
+    def format_for(self, topic: str) -> PayloadFormat | None:
+        """The format of the first route whose filter matches the topic."""
         try:
             return self._cache[topic]
         except KeyError:
             pass
-        found = next((d for f, d in self.routes if topic_matches(f, topic)), None)
+        found = next((p for f, p in self.routes if topic_matches(f, topic)), None)
         if len(self._cache) < 100_000:  # topics are bounded by the fleet; the cache is too
             self._cache[topic] = found
         return found
+
+    def decoder_for(self, topic: str) -> Decoder | None:
+        """The decoder of the first route whose filter matches the topic."""
+        found = self.format_for(topic)
+        return None if found is None else found.decode

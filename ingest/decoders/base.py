@@ -75,6 +75,54 @@ class Decoder(Protocol):
         """Frames and rejections of one message."""
 
 
+@dataclass(slots=True)
+class Packs:
+    """Messages of a batch that are each one device's plain readings, as flat columns.
+
+    A format whose messages often carry many readings of one device (a SenML pack) fills this
+    for the messages whose shape is simple enough to be checked column-wise
+    (`ingest.columnwise`); every other message goes through `Decoder` and `Frame`s. Nothing
+    here is checked against the registry yet; the columns hold what the payload stated.
+
+    Per message: its index in the batch, topic device and pilot, the device its names claim
+    (None when they name none), its base time and value (added to each reading's), when it
+    was received, how many readings it holds and how many sensors it names. Per sensor a
+    message names (a "slot", a message's slots in a row): the sensor id and the unit the
+    payload states for it (registry spelling; None when stated nowhere). Per reading: its
+    slot, value and time as the payload wrote them (numbers; time in seconds, relative to the
+    receive time below 2**28 s as RFC 8428 §4.5.3 has it).
+    """
+
+    message: list[int] = field(default_factory=list)
+    device: list[str] = field(default_factory=list)
+    pilot: list[str] = field(default_factory=list)
+    claimed: list[str | None] = field(default_factory=list)
+    base_time: list[float] = field(default_factory=list)
+    base_value: list[float] = field(default_factory=list)
+    received_ns: list[int] = field(default_factory=list)
+    readings: list[int] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    slot_sensor: list[str] = field(default_factory=list)
+    slot_unit: list[str | None] = field(default_factory=list)
+    slot: list[int] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+
+
+class PackReader(Protocol):
+    """Append one message to `packs` if its shape is simple; False (nothing appended) if not.
+
+    False is never a refusal: the message then goes through the format's `Decoder`, which says
+    what is wrong with it, if anything. True promises that the decoder would have read the
+    message into exactly these readings, and refused nothing.
+    """
+
+    def __call__(
+        self, topic: str, payload: bytes, packs: Packs, index: int, received_ns: int
+    ) -> bool:
+        """Whether the message was appended."""
+
+
 MAX_FCNT = 2**32 - 1
 
 

@@ -26,10 +26,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from core.timeutil import NS_PER_S
-from ingest.decoders.base import INVALID, Decoded, Frame, FrameError, kind_of, load_json
+from ingest.decoders.base import (
+    INVALID,
+    Decoded,
+    Frame,
+    FrameError,
+    Packs,
+    kind_of,
+    load_json,
+)
 from ingest.reasons import Reason, Rejection
 
 SUPPORTED_VERSION = 10
@@ -249,3 +259,160 @@ def _device_part(prefix: str) -> str | None:
     if text.startswith("urn:dev:"):
         text = text.split(":")[-1]
     return text or None
+
+
+# -- column-wise: the common pack, read straight into columns ----------------------------------
+
+#: The fields a simple pack's first record may hold, and the others.
+_SIMPLE_FIRST = frozenset({"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "t"})
+_SIMPLE_REST = frozenset({"n", "u", "v", "t"})
+_NUMBER_TYPES = frozenset({float, int})
+_STR = frozenset({str})
+_DICT = frozenset({dict})
+
+
+def read_pack(topic: str, payload: bytes, packs: Packs, index: int, received_ns: int) -> bool:
+    """Append a simple pack to `packs` (`ingest.decoders.base.PackReader`).
+
+    Simple: a non-empty array of objects; base fields (`bn`, `bt`, `bu`, `bv`, `bver` up to 10)
+    only in the first record; every record a numeric `v`, an optional numeric `t`, a string
+    `n` and `u`, and nothing else; no JSON name repeated; every name's device part, if any,
+    the same; each number an exact float. Such a pack is what `decode` reads without a
+    refusal of its own, so it can be checked column-wise; anything else (including every pack
+    `decode` would refuse a part of) returns False, and `decode` reads it record by record.
+    The per-record work is a few list comprehensions and C-level type sets.
+    """
+    levels = topic.split("/")
+    if len(levels) != 4 or levels[0] != "pilots" or not all(levels):
+        return False
+    try:
+        pack = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    if type(pack) is not list or not pack or not set(map(type, pack)) <= _DICT:
+        return False
+    columns = _columns(payload, pack)
+    if columns is None:
+        return False
+    base = len(packs.slot_sensor)
+    slots = _slots(packs, columns)
+    if slots is None:
+        del packs.slot_sensor[base:], packs.slot_unit[base:]
+        return False
+    claimed, slot_of = slots
+    packs.slot.extend([slot_of[k] for k in columns.keys])
+    packs.value.extend(columns.values)
+    packs.time.extend(columns.times)
+    packs.message.append(index)
+    packs.device.append(levels[2])
+    packs.pilot.append(levels[1])
+    packs.claimed.append(claimed)
+    packs.base_time.append(float(columns.bt))
+    packs.base_value.append(float(columns.bv))
+    packs.received_ns.append(received_ns)
+    packs.readings.append(len(pack))
+    packs.slots.append(len(slot_of))
+    return True
+
+
+class _Columns(NamedTuple):
+    """A simple pack's bases and columns: name (or name and unit) keys, values, times."""
+
+    bn: str
+    bt: float
+    bv: float
+    bu: str | None
+    keys: list[Any]
+    values: list[float]
+    times: list[float]
+    stated: bool
+
+
+def _columns(payload: bytes, pack: list[Any]) -> _Columns | None:
+    """The columns of a pack of objects, or None if it is not simple (see `read_pack`)."""
+    first = pack[0]
+    if not first.keys() <= _SIMPLE_FIRST or not set().union(*pack[1:]) <= _SIMPLE_REST:
+        return None
+    bn = first.get("bn", "")
+    bt = first.get("bt", 0.0)
+    bv = first.get("bv", 0.0)
+    bu = first.get("bu")
+    version = first.get("bver", SUPPORTED_VERSION)
+    if (
+        type(bn) is not str
+        or type(bt) not in _NUMBER_TYPES
+        or type(bv) not in _NUMBER_TYPES
+        or ("bu" in first and type(bu) is not str)
+        or type(version) is not int
+        or version > SUPPORTED_VERSION
+        or not _exact([bt, bv])
+    ):
+        return None
+    names = [r.get("n", "") for r in pack]
+    values = [r.get("v") for r in pack]
+    times = [r.get("t", 0.0) for r in pack]
+    value_types = set(map(type, values))
+    time_types = set(map(type, times))
+    stated = [r["u"] for r in pack if "u" in r]
+    if (
+        not set(map(type, names)) <= _STR
+        or not value_types <= _NUMBER_TYPES
+        or not time_types <= _NUMBER_TYPES
+        or (int in value_types and not _exact(values))
+        or (int in time_types and not _exact(times))
+        or not set(map(type, stated)) <= _STR
+        or not _names_unique(payload, pack, [bn, bu or "", *names, *stated])
+    ):
+        return None
+    # Keyed by name, or by name and unit where records state their own.
+    keys = names if not stated else list(zip(names, [r.get("u", bu) for r in pack], strict=True))
+    return _Columns(bn, bt, bv, bu, keys, values, times, bool(stated))
+
+
+def _slots(packs: Packs, columns: _Columns) -> tuple[str | None, dict[Any, int]] | None:
+    """Append a slot per distinct key; the device the names claim and each key's slot.
+
+    None (slots left half-appended for the caller to cut) for a name that names no sensor, a
+    sensor under two names or units, or names of two devices: `decode` reads such packs.
+    """
+    slot_of: dict[Any, int] = {}
+    claimed: set[str | None] = set()
+    sensors: set[str] = set()
+    base = len(packs.slot_sensor)
+    for key in dict.fromkeys(columns.keys):
+        name, unit = key if columns.stated else (key, columns.bu)
+        full = columns.bn + name
+        cut = max(full.rfind(":"), full.rfind("/"))
+        sensor = full[cut + 1 :]
+        claimed.add(_device_part(full[: cut + 1]) if cut >= 0 else None)
+        if not sensor or sensor in sensors or len(claimed) > 1:
+            return None
+        sensors.add(sensor)
+        slot_of[key] = base + len(slot_of)
+        packs.slot_sensor.append(sensor)
+        packs.slot_unit.append(None if unit is None else UNIT_ALIASES.get(unit, unit))
+    return claimed.pop(), slot_of
+
+
+def _names_unique(payload: bytes, pack: list[dict[str, Any]], strings: list[str]) -> bool:
+    """Whether no object of a flat pack repeats a name (`load_json`'s check, for flat packs).
+
+    Every `:` of the payload separates a member or sits in a string; the strings of a simple
+    pack are its names, units and base name and unit (`strings`). A payload with escapes is
+    left to `decode`, whose check reads them.
+    """
+    colons = payload.count(b":")
+    members = sum(map(len, pack))
+    if colons == members:
+        return True
+    if b"\\u" in payload:
+        return False
+    return colons == members + sum(s.count(":") for s in strings)
+
+
+def _exact(numbers: list[Any]) -> bool:
+    """Whether each number is a float, or an integer a float holds exactly (no rounding)."""
+    try:
+        return all(type(x) is float or float(x) == x for x in numbers)
+    except OverflowError:
+        return False
