@@ -10,6 +10,12 @@ Variants (all QoS 1, same broker and InfluxDB, same run):
   ceiling-mosquitto_sub   mosquitto_sub -q 1 -c, counting messages
   ceiling-paho            a paho-mqtt subscriber with an empty callback (auto acknowledgement)
   naive-bridge            paho + one HTTP /write per message, the tutorial bridge
+  ceiling-influx-write    InfluxDB's own /write ceiling: the packs' readings as the line protocol
+                          ingest writes, gzip-compressed beforehand, posted in 20,000-line
+                          batches from one client (no MQTT, no decoding: influxd's work alone)
+  bridge-influxdb-python  the peer a user would write instead: paho + the InfluxDB 1.x client
+                          (influxdb-python; influxdb-client needs InfluxDB 1.8+, this is 1.6.7)
+                          as its documentation shows, points batched 5,000 to a `write_points`
   ingest-1w / ingest-2w   `pilots ingest`, one or two workers (shared subscription), until every
                           reading is queryable in InfluxDB
 
@@ -21,6 +27,8 @@ reports ingest's peak RSS, then restarts InfluxDB and checks that every reading 
 from __future__ import annotations
 
 import argparse
+import gzip
+import http.client
 import json
 import os
 import shutil
@@ -218,6 +226,124 @@ def naive_bridge(port: int, influx_url: str, messages: list[tuple[str, bytes]]) 
         urllib.request.urlopen(urllib.request.Request(url, data=lines.encode()), timeout=10).read()
 
     return paho_subscriber("naive-bridge", port, messages, write_one)
+
+
+def influx_write_ceiling(influx_url: str, messages: list[tuple[str, bytes]], per: int) -> Result:
+    """InfluxDB alone: the packs' readings as ingest's line protocol, posted by one client.
+
+    The bodies are encoded and compressed before the clock starts, so the figure is what influxd
+    takes in (on the cores it shares with nothing else then), the most any writer can reach.
+    """
+    from core.readings import Readings
+    from core.registry import load_registry
+    from core.store.lineprotocol import LineEncoder
+
+    registry = load_registry()
+    sensor = registry.sensor_list.index(registry.sensors["no2"])
+    codes = {d.id: d.code for d in registry.device_list}
+    ts: list[int] = []
+    devices: list[int] = []
+    values: list[float] = []
+    for topic, payload in messages:
+        records = orjson.loads(payload)
+        base = records[0]["bt"]
+        code = codes[topic.split("/")[2]]
+        for r in records:
+            ts.append(round((base + r.get("t", 0)) * 1e9))
+            devices.append(code)
+            values.append(r["v"])
+    readings = Readings.from_arrays(ts, devices, [sensor] * len(ts), values)
+    encoder = LineEncoder(registry)
+    batch = 20_000
+    bodies = [
+        gzip.compress(encoder.encode(readings.take(slice(lo, lo + batch))), compresslevel=1)
+        for lo in range(0, len(readings), batch)
+    ]
+    database = f"ceiling_{uuid.uuid4().hex[:6]}"
+    _influx_query(influx_url, f'CREATE DATABASE "{database}"')
+    address = urllib.parse.urlsplit(influx_url)
+    connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port)
+    began = time.perf_counter()
+    for body in bodies:
+        connection.request(
+            "POST",
+            f"/write?db={database}&precision=ns",
+            body=body,
+            headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"},
+        )
+        response = connection.getresponse()
+        response.read()
+        if response.status != 204:
+            raise RuntimeError(f"influxd answered {response.status} to a write")
+    elapsed = time.perf_counter() - began
+    connection.close()
+    stored = _influx_count(influx_url, database, "no2")
+    if stored != len(readings):
+        raise RuntimeError(f"ceiling: {stored} of {len(readings)} readings stored")
+    return Result("ceiling-influx-write", len(messages), len(readings), elapsed)
+
+
+def influxdb_python_bridge(
+    name: str, port: int, influx_url: str, messages: list[tuple[str, bytes]], readings: int
+) -> Result:
+    """paho + influxdb-python, as its documentation shows, batching 5,000 points a write.
+
+    Plain JSON messages and SenML packs are turned into point dicts (`measurement`, `tags`,
+    `time`, `fields`) and written with `InfluxDBClient.write_points` once 5,000 are waiting,
+    from paho's callback (the documented, synchronous client); the rest when the stream ends.
+    No validation, no spool, no deduplication: the bridge's cost is its decoding and the
+    client's. Timed until InfluxDB holds every reading.
+    """
+    from influxdb import InfluxDBClient  # type: ignore[import-untyped]
+
+    address = urllib.parse.urlsplit(influx_url)
+    database = f"peer_{uuid.uuid4().hex[:6]}"
+    client = InfluxDBClient(host=address.hostname, port=address.port, database=database)
+    client.create_database(database)
+    points: list[dict[str, object]] = []
+
+    def flush() -> None:
+        client.write_points(points, time_precision="n", batch_size=5_000)
+        points.clear()
+
+    def handle(m: mqtt.MQTTMessage) -> None:
+        device = m.topic.split("/")[2]
+        document = json.loads(m.payload)
+        if isinstance(document, list):  # SenML
+            base = document[0].get("bt", 0)
+            for r in document:
+                points.append(
+                    {
+                        "measurement": "readings",
+                        "tags": {"device": device},
+                        "time": round((base + r.get("t", 0)) * 1e9),
+                        "fields": {r.get("n", "no2"): float(r["v"])},
+                    }
+                )
+        else:
+            points.append(
+                {
+                    "measurement": "readings",
+                    "tags": {"device": device},
+                    "time": document["ts"] * 1_000_000,
+                    "fields": {k: float(v) for k, v in document["readings"].items()},
+                }
+            )
+        if len(points) >= 5_000:
+            flush()
+
+    field = "pm25" if messages[0][0].endswith("/up") else "no2"
+    result = paho_subscriber(name, port, messages, handle)
+    began = time.perf_counter()
+    if points:
+        flush()
+    while _influx_count(influx_url, database, field) < readings:
+        if time.perf_counter() - began > 300:
+            raise RuntimeError(f"{name}: not every reading arrived")
+        time.sleep(0.05)
+    client.close()
+    seconds = result.seconds + time.perf_counter() - began
+    return Result(name, len(messages), readings, seconds)
 
 
 def _influx_query(url: str, q: str, db: str | None = None) -> dict[str, object]:
@@ -446,16 +572,29 @@ def report(results: list[Result], publish_rate: float) -> None:
     by = {r.name: r for r in results}
     paho = by.get("ceiling-paho")
     naive = by.get("naive-bridge")
+    write = by.get("ceiling-influx-write")
     for name in ("ingest-1w single", "ingest-2w single"):
         if name in by and paho:
             print(
                 f"{name}: {by[name].messages_per_s / paho.messages_per_s:.2f} x the paho ceiling"
+                " (target 0.9)"
                 + (
                     f", {by[name].messages_per_s / naive.messages_per_s:.0f} x the naive bridge"
                     if naive
                     else ""
                 )
             )
+    for name in ("ingest-1w senml-50", "ingest-2w senml-50"):
+        if name in by and write:
+            print(
+                f"{name}: {by[name].readings_per_s / write.readings_per_s:.2f} x InfluxDB's "
+                "/write ceiling (target 0.5)"
+            )
+    for label in ("single", "senml-50"):
+        peer = by.get(f"bridge-influxdb-python {label}")
+        if peer and f"ingest-1w {label}" in by:
+            ratio = by[f"ingest-1w {label}"].readings_per_s / peer.readings_per_s
+            print(f"ingest-1w {label}: {ratio:.2f} x the influxdb-python bridge")
 
 
 def main() -> None:
@@ -488,6 +627,24 @@ def main() -> None:
                     partial(naive_bridge, broker.port, influxd.url, single[: args.naive]),
                 ),
             ]
+            runs.append(
+                ("ceiling-influx-write", partial(influx_write_ceiling, influxd.url, packs, 50))
+            )
+            for label, stream, per in (("single", single, 1), ("senml-50", packs, 50)):
+                name = f"bridge-influxdb-python {label}"
+                runs.append(
+                    (
+                        name,
+                        partial(
+                            influxdb_python_bridge,
+                            name,
+                            broker.port,
+                            influxd.url,
+                            stream,
+                            len(stream) * per,
+                        ),
+                    )
+                )
             for workers in (1, 2):
                 for label, stream, per in (("single", single, 1), ("senml-50", packs, 50)):
                     name = f"ingest-{workers}w {label}"
