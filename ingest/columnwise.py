@@ -27,8 +27,12 @@ from ingest.decoders.base import Packs
 from ingest.decoders.senml import RELATIVE_LIMIT_S
 from ingest.validate import Validator
 
-#: Seconds beyond which a time's nanoseconds would leave int64 (year 2255); record by record.
-_TIME_LIMIT_S = 9.0e9
+#: Seconds (either side of the epoch, year 2096) beyond which a time goes record by record:
+#: its nanoseconds, and their distance from the receive time, stay well inside int64.
+_TIME_LIMIT_S = 4.0e9
+#: The time limits as compared here: a longer limit (an operator's "no limit") is the same as
+#: this one, since no time within `_TIME_LIMIT_S` is further than it from a receive time.
+_LIMIT_NS = 2**62
 
 
 @dataclass(slots=True)
@@ -53,8 +57,84 @@ class PacksChecked:
     fallback: list[int]
 
 
+def unchecked(packs: Packs) -> PacksChecked:
+    """Nothing accepted column-wise: every message of `packs` handed back."""
+    none = np.zeros(0, dtype=np.intp)
+    return PacksChecked(
+        message=none,
+        ts_ns=none.astype(np.int64),
+        device=none.astype(np.int32),
+        sensor=none.astype(np.int16),
+        value=none.astype(np.float64),
+        up_message=none,
+        up_ts_ns=none.astype(np.int64),
+        up_device=none.astype(np.int32),
+        up_received_ns=none.astype(np.int64),
+        fallback=list(packs.message),
+    )
+
+
 def check_packs(validator: Validator, packs: Packs) -> PacksChecked:
     """Check every reading of `packs` against the validator's registry and limits."""
+    count = len(packs.message)
+    device, good, slot_code, slot_low, slot_high = _registry_checks(validator, packs)
+    counts = np.asarray(packs.readings, dtype=np.intp)
+    message = np.repeat(np.arange(count), counts)
+    slot = np.asarray(packs.slot, dtype=np.intp)
+    received = np.repeat(np.asarray(packs.received_ns, dtype=np.int64), counts)
+    with np.errstate(all="ignore"):  # an overflow to infinity is refused below, not warned of
+        value = np.asarray(packs.value, dtype=np.float64) + np.repeat(packs.base_value, counts)
+        when = np.asarray(packs.time, dtype=np.float64) + np.repeat(packs.base_time, counts)
+        ok = (
+            np.isfinite(value)
+            & np.isfinite(when)
+            & (np.abs(when) < _TIME_LIMIT_S)
+            & (value >= slot_low[slot])
+            & (value <= slot_high[slot])
+        )
+    when = np.where(ok, when, 0.0)
+    whole = np.floor(when)
+    ns = whole.astype(np.int64) * NS_PER_S + np.round((when - whole) * NS_PER_S).astype(np.int64)
+    ts = np.where(when < RELATIVE_LIMIT_S, received + ns, ns)
+    ahead = ts - received
+    ok &= ahead <= min(validator.max_future_ns, _LIMIT_NS)
+    ok &= ahead >= -min(validator.max_age_ns, _LIMIT_NS)
+    good[message[~ok]] = False
+    sensor = slot_code[slot]
+    good[_repeated(message, ts, sensor)] = False
+    keep = good[message]
+    kept = np.flatnonzero(good)
+    starts = np.cumsum(counts) - counts
+    latest = np.maximum.reduceat(ts, starts)[kept] if len(kept) else ts[:0]
+    index = np.asarray(packs.message, dtype=np.intp)
+    return PacksChecked(
+        message=index[message[keep]],
+        ts_ns=ts[keep],
+        device=device[message[keep]],
+        sensor=sensor[keep],
+        value=value[keep],
+        up_message=index[kept],
+        up_ts_ns=latest,
+        up_device=device[kept],
+        up_received_ns=np.asarray(packs.received_ns, dtype=np.int64)[kept],
+        fallback=index[~good].tolist(),
+    )
+
+
+def _registry_checks(
+    validator: Validator, packs: Packs
+) -> tuple[
+    NDArray[np.int32],
+    NDArray[np.bool_],
+    NDArray[np.int16],
+    NDArray[np.float64],
+    NDArray[np.float64],
+]:
+    """The registry's answers: devices once per message, sensors once per slot.
+
+    Per message its device code (-1: refused) and whether it passed so far; per slot its
+    sensor's code and range.
+    """
     count = len(packs.message)
     device = np.full(count, -1, dtype=np.int32)
     slot_code = np.full(len(packs.slot_sensor), -1, dtype=np.int16)
@@ -84,46 +164,7 @@ def check_packs(validator: Validator, packs: Packs) -> PacksChecked:
                 good[m] = False
                 break
             slot_code[s], slot_low[s], slot_high[s] = spec[0], spec[1], spec[2]
-    counts = np.asarray(packs.readings, dtype=np.intp)
-    message = np.repeat(np.arange(count), counts)
-    slot = np.asarray(packs.slot, dtype=np.intp)
-    value = np.asarray(packs.value, dtype=np.float64) + np.repeat(packs.base_value, counts)
-    when = np.asarray(packs.time, dtype=np.float64) + np.repeat(packs.base_time, counts)
-    received = np.repeat(np.asarray(packs.received_ns, dtype=np.int64), counts)
-    with np.errstate(invalid="ignore"):
-        ok = (
-            np.isfinite(value)
-            & np.isfinite(when)
-            & (np.abs(when) < _TIME_LIMIT_S)
-            & (value >= slot_low[slot])
-            & (value <= slot_high[slot])
-        )
-    when = np.where(ok, when, 0.0)
-    whole = np.floor(when)
-    ns = whole.astype(np.int64) * NS_PER_S + np.round((when - whole) * NS_PER_S).astype(np.int64)
-    ts = np.where(when < RELATIVE_LIMIT_S, received + ns, ns)
-    ok &= ts <= received + validator.max_future_ns
-    ok &= ts >= received - validator.max_age_ns
-    good[message[~ok]] = False
-    sensor = slot_code[slot]
-    good[_repeated(message, ts, sensor)] = False
-    keep = good[message]
-    kept = np.flatnonzero(good)
-    starts = np.cumsum(counts) - counts
-    latest = np.maximum.reduceat(ts, starts)[kept] if len(kept) else ts[:0]
-    index = np.asarray(packs.message, dtype=np.intp)
-    return PacksChecked(
-        message=index[message[keep]],
-        ts_ns=ts[keep],
-        device=device[message[keep]],
-        sensor=sensor[keep],
-        value=value[keep],
-        up_message=index[kept],
-        up_ts_ns=latest,
-        up_device=device[kept],
-        up_received_ns=np.asarray(packs.received_ns, dtype=np.int64)[kept],
-        fallback=index[~good].tolist(),
-    )
+    return device, good, slot_code, slot_low, slot_high
 
 
 def _repeated(

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.readings import Readings
 from core.uplinks import NO_FCNT, NO_SF, Uplinks
-from ingest.columnwise import PacksChecked, check_packs
+from ingest.columnwise import PacksChecked, check_packs, unchecked
 from ingest.decoders import Packs, Router
 from ingest.reasons import Reason, Rejection
 from ingest.spool import FrameKey
@@ -153,8 +153,7 @@ def process_batch(
         fast = check_packs(validator, packs)
     except Exception:  # as above: every message goes through `process`
         log.exception("cannot check %d packs column-wise", len(packs.message))
-        packs = Packs()
-        fast = check_packs(validator, packs)
+        fast = unchecked(packs)
     fast_set = set(packs.message) - set(fast.fallback)
     rejections: list[list[Rejection]] = [[] for _ in messages]
     accepted = [0] * len(messages)

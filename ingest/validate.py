@@ -109,8 +109,9 @@ class Validator:
         out = out if out is not None else Checked()
         uncounted: dict[int, int] = {}  # device code -> its uplink row without a counter
         resolved: dict[tuple[object, ...], Device | Rejection] = {}
-        # (device code, ts_ns) -> the spans of `out`'s readings accepted for that point
-        instants: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        # (device code, ts_ns) -> the readings accepted for that point: the span of `out` the
+        # first frame gave, then (from a second frame on) sensor code -> value, kept up to date
+        instants: dict[tuple[int, int], tuple[int, int] | dict[int, float]] = {}
         for frame in frames:
             # The frames of one message mostly name the same device: resolve it once.
             key = (frame.device, frame.dev_eui, frame.claimed_device, frame.pilot)
@@ -127,10 +128,16 @@ class Validator:
                 continue
             if self._is_retransmission(frame, device, (ts_ns, received_ns), out):
                 continue
-            spans = instants.setdefault((device.code, ts_ns), [])
-            start = len(out.value)
-            self._readings(frame, device, ts_ns, out, _taken(out, spans) if spans else None)
-            spans.append((start, len(out.value)))
+            point = (device.code, ts_ns)
+            given = instants.get(point)
+            if given is None:
+                start = len(out.value)
+                self._readings(frame, device, ts_ns, out, None)
+                instants[point] = (start, len(out.value))
+            else:
+                if isinstance(given, tuple):
+                    given = instants[point] = _taken(out, *given)
+                self._readings(frame, device, ts_ns, out, given)
             if frame.seq is None:
                 row = uncounted.get(device.code)
                 if row is not None:
@@ -369,9 +376,9 @@ def _unknown_eui(eui: str, name: str | None, named: Device | None) -> Rejection:
     )
 
 
-def _taken(out: Checked, spans: list[tuple[int, int]]) -> dict[int, float]:
-    """Sensor code -> value of the readings in these spans of `out`'s accepted columns."""
-    return {out.sensor[i]: out.value[i] for start, end in spans for i in range(start, end)}
+def _taken(out: Checked, start: int, end: int) -> dict[int, float]:
+    """Sensor code -> value of the readings in this span of `out`'s accepted columns."""
+    return {out.sensor[i]: out.value[i] for i in range(start, end)}
 
 
 def _duplicate(sensor_id: str, number: float, first: float) -> Rejection:

@@ -102,6 +102,18 @@ class _Bases:
             )
 
 
+class _Frames(dict[tuple[str | None, int, int], Frame]):
+    """A pack's frames by (claimed device, time, layer), and how many layers each sensor has.
+
+    `layers[(claimed, time, sensor)]` is how often the sensor was stated at that instant so far:
+    its next statement goes to that layer (so a pack repeating one reading costs linear time).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers: dict[tuple[str | None, int, str], int] = {}
+
+
 def decode(topic: str, payload: bytes) -> Decoded:
     """Frames of a SenML pack (one per device and instant); bad records become rejections."""
     out = Decoded()
@@ -121,7 +133,7 @@ def decode(topic: str, payload: bytes) -> Decoded:
             Rejection(Reason.MALFORMED_STRUCTURE, f"{detail}, got {kind_of(pack)}")
         )
         return out
-    frames: dict[tuple[str | None, int, int], Frame] = {}
+    frames = _Frames()
     names: dict[str, tuple[str, str | None, str]] = {}
     bases = _Bases()
     for index, record in enumerate(pack):
@@ -164,7 +176,7 @@ def _record(
     *,
     pilot: str,
     device: str,
-    frames: dict[tuple[str | None, int, int], Frame],
+    frames: _Frames,
     names: dict[str, tuple[str, str | None, str]],
     out: Decoded,
 ) -> None:
@@ -189,12 +201,11 @@ def _record(
     if unit is not None and type(unit) is not str:
         raise FrameError(Reason.MALFORMED_STRUCTURE, f"{full}: `u` must be a string")
     time_ns = _time_key(when)
-    layer = 0
+    # A sensor stated again at an instant goes to a frame of its own: the n-th statement to
+    # layer n (counted, so that a pack repeating one reading costs linear time, not quadratic).
+    layer = frames.layers.get((claimed, time_ns, sensor), 0)
+    frames.layers[claimed, time_ns, sensor] = layer + 1
     frame = frames.get((claimed, time_ns, layer))
-    while frame is not None and sensor in frame.values:
-        # The sensor is already stated at this instant: this record goes to a frame of its own.
-        layer += 1
-        frame = frames.get((claimed, time_ns, layer))
     if frame is None:
         relative = when < RELATIVE_LIMIT_S
         frame = Frame(
