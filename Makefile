@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit check services bench bench-ingest bench-aggregate bench-api bench-abuse \
-	bench-alerts clean
+.PHONY: demo test test-unit check services bench bench-deps bench-ingest bench-aggregate bench-api \
+	bench-abuse bench-alerts bench-scaleout bench-scale clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -37,32 +37,48 @@ check: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pre-commit validate-config .pre-commit-config.yaml
 
-## bench: every benchmark (results go into docs/BENCHMARKS.md by hand, with the command)
-bench: bench-ingest bench-aggregate bench-api bench-abuse bench-alerts
+## bench: every benchmark and scale curve, one after another (about 2 hours on 2 cores);
+## figures go into docs/BENCHMARKS.md by hand with their command, curves into docs/scaling/
+bench: bench-ingest bench-scaleout bench-aggregate bench-api bench-abuse bench-alerts bench-scale
+
+## bench-deps: the bench extra (the engines compared, plotting, the peer bridge's client) and wrk
+bench-deps: $(STAMP) services
+	command -v wrk >/dev/null || apt-get install -y -q wrk
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 
 ## bench-aggregate: the numpy core against pandas, polars, DuckDB and InfluxDB
-bench-aggregate: $(STAMP) services
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+bench-aggregate: bench-deps
 	$(BIN)/python -m bench.aggregate
 
 ## bench-api: the API's warm answers against answering each request from InfluxDB (needs wrk)
-bench-api: $(STAMP) services
-	command -v wrk >/dev/null || apt-get install -y -q wrk
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+bench-api: bench-deps
 	$(BIN)/python -m bench.api
 
 ## bench-abuse: a flooding device against good ones; the costliest requests a read token can make
-bench-abuse: $(STAMP) services
+bench-abuse: bench-deps
 	$(BIN)/python -m bench.abuse
 
 ## bench-alerts: publish-to-webhook latency of the alert service against a bare bridge; its CPU
-bench-alerts: $(STAMP) services
+bench-alerts: bench-deps
+	$(BIN)/python -m bench.alerts_eval
 	$(BIN)/python -m bench.alerts
 
-## bench-ingest: ingest against its ceilings and the naive bridge; then the outage memory run
-bench-ingest: $(STAMP) services
+## bench-ingest: ingest against its ceilings, InfluxDB's own, the peer bridge; the outage run
+bench-ingest: bench-deps
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.ingest --outage
+
+## bench-scaleout: 1, 2 and 3 ingest workers on one shared subscription; absent workers
+bench-scaleout: bench-deps
+	$(BIN)/python -m bench.scaleout
+	$(BIN)/python -m bench.scaleout --absent
+
+## bench-scale: the scale curves (tables and SVG plots into docs/scaling/): ingest against
+## connected devices, the API against fleet size and report period, the store's bytes per reading
+bench-scale: bench-deps
+	$(BIN)/python -m bench.scale_ingest
+	$(BIN)/python -m bench.scale_api
+	$(BIN)/python -m bench.scale_store
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
