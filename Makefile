@@ -37,7 +37,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pre-commit validate-config .pre-commit-config.yaml
 
-## bench: every benchmark and scale curve, one after another (about 2 hours on 2 cores);
+## bench: every benchmark and scale curve, one after another (well over an hour on 2 cores);
 ## figures go into docs/BENCHMARKS.md by hand with their command, curves into docs/scaling/
 bench: bench-ingest bench-scaleout bench-aggregate bench-api bench-abuse bench-alerts bench-scale
 
