@@ -3,7 +3,7 @@
 `process` takes one message through its decoder and the validator; `process_batch` takes a
 writer's batch, checking the simple packs of formats that read them column-wise
 (`ingest.columnwise`) all at once and every other message with `process`, and gives the same
-columns, in the same order, as `process` message by message would.
+columns, messages in the same order, as `process` message by message would.
 """
 
 from __future__ import annotations
