@@ -294,7 +294,7 @@ def influxdb_python_bridge(
     No validation, no spool, no deduplication: the bridge's cost is its decoding and the
     client's. Timed until InfluxDB holds every reading.
     """
-    from influxdb import InfluxDBClient  # type: ignore[import-untyped]
+    from influxdb import InfluxDBClient
 
     address = urllib.parse.urlsplit(influx_url)
     database = f"peer_{uuid.uuid4().hex[:6]}"
