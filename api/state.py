@@ -25,6 +25,7 @@ from starlette.datastructures import State
 
 from api.auth import TokenStore
 from api.cache import HotCache
+from api.limiter import PublicLimiter
 from api.metrics import ApiMetrics
 from api.services.alerts import AlarmService, StreamBounds
 from api.services.report_cache import ReportCache
@@ -60,6 +61,7 @@ class AppState(State):
     metrics: ApiMetrics
     alarms: AlarmService
     streams: StreamBounds
+    public: PublicLimiter
 
     _pin: ContextVar[dict[str, Any] | None]
     _lock: threading.Lock
@@ -79,6 +81,7 @@ class AppState(State):
         metrics: ApiMetrics,
         alarms: AlarmService,
         streams: StreamBounds,
+        public: PublicLimiter,
     ) -> None:
         super().__init__(
             {
@@ -93,6 +96,7 @@ class AppState(State):
                 "metrics": metrics,
                 "alarms": alarms,
                 "streams": streams,
+                "public": public,
             }
         )
         # Set past `State.__setattr__`, which would put them among the values.
@@ -246,4 +250,6 @@ def build_state(
             if keep is not None
             else StreamBounds(settings.api_max_streams, settings.api_max_streams_per_token)
         ),
+        # kept across registry changes: a client's count goes on
+        public=keep.public if keep is not None else PublicLimiter(settings.api_public_rate),
     )

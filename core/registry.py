@@ -8,6 +8,7 @@ core use. It must not touch the network or the store.
 
 from __future__ import annotations
 
+import datetime
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ class PilotSpec(_Spec):
     name: str
     timezone: str
     theme: str = ""
+    public: bool = False
+    public_from: datetime.date | None = None
+    public_until: datetime.date | None = None
     thresholds: dict[Identifier, dict[Identifier, float]] = Field(default_factory=dict)
     devices: list[DeviceSpec] = Field(default_factory=list)
 
@@ -133,6 +137,28 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicPeriod:
+    """What of a pilot anyone may read without a token: readings in `[start_ns, end_ns)`.
+
+    `None` leaves that side open. Set by the pilot's `public`, `public_from` and
+    `public_until` (days in the pilot's time zone, `public_until` excluded).
+    """
+
+    start_ns: int | None
+    end_ns: int | None
+
+    def clip(self, start_ns: int, end_ns: int) -> tuple[int, int]:
+        """`[start_ns, end_ns)` cut to this period (empty, start >= end, when they miss)."""
+        lo = start_ns if self.start_ns is None else max(start_ns, self.start_ns)
+        hi = end_ns if self.end_ns is None else min(end_ns, self.end_ns)
+        return lo, hi
+
+    def covers(self, start_ns: int, end_ns: int) -> bool:
+        """Whether all of `[start_ns, end_ns)` lies in this period."""
+        return self.clip(start_ns, end_ns) == (start_ns, end_ns)
+
+
+@dataclass(frozen=True, slots=True)
 class Pilot:
     """A pilot city with its calendar (time zone), thresholds and devices.
 
@@ -147,6 +173,8 @@ class Pilot:
     thresholds: tuple[Threshold, ...]
     devices: tuple[Device, ...]
     sensors: tuple[str, ...]
+    #: Readable without a token when set (`pilots.<id>.public`); None: a token is needed.
+    public: PublicPeriod | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -277,6 +305,7 @@ class _Builder:
                     sensors=tuple(
                         s for s in self.spec.sensors if any(s in d.sensors for d in devices[first:])
                     ),
+                    public=self.public(pilot_id, p),
                 )
             )
         self.check_unique(devices)
@@ -321,6 +350,30 @@ class _Builder:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise self.fail(f"pilots.{pilot_id}.timezone", f"unknown zone {timezone!r}") from exc
+
+    def public(self, pilot_id: str, p: PilotSpec) -> PublicPeriod | None:
+        if not p.public:
+            if p.public_from is not None or p.public_until is not None:
+                raise self.fail(
+                    f"pilots.{pilot_id}", "public_from/public_until need `public = true`"
+                )
+            return None
+        tz = ZoneInfo(p.timezone)
+
+        def midnight(day: datetime.date | None) -> int | None:
+            if day is None:
+                return None
+            local = datetime.datetime(day.year, day.month, day.day, tzinfo=tz)
+            return int(local.timestamp()) * 1_000_000_000
+
+        period = PublicPeriod(midnight(p.public_from), midnight(p.public_until))
+        if (
+            period.start_ns is not None
+            and period.end_ns is not None
+            and period.start_ns >= period.end_ns
+        ):
+            raise self.fail(f"pilots.{pilot_id}", "public_until must come after public_from")
+        return period
 
     def thresholds(self, pilot_id: str, p: PilotSpec) -> tuple[Threshold, ...]:
         out: list[Threshold] = []

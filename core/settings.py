@@ -145,6 +145,7 @@ class Settings(BaseSettings):
     api_scan_wait_s: float = Field(default=5.0, ge=0, le=60)
     api_max_streams: int = Field(default=64, ge=1, le=10_000)
     api_max_streams_per_token: int = Field(default=4, ge=1, le=1_000)
+    api_public_rate: str = "60/minute;1000/hour"
 
     alert_dashboard_url: str = "http://127.0.0.1:8000/"
     alert_webhook_url: str | None = None
@@ -183,6 +184,20 @@ class Settings(BaseSettings):
     def _ca_file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no CA file at {value}")
+        return value
+
+    @field_validator("api_public_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            if not parse_many(value):
+                raise ValueError("empty")
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate such as 60/minute or 60/minute;1000/hour"
+            ) from exc
         return value
 
     @field_validator("mqtt_url")

@@ -1,8 +1,10 @@
 """`GET /pilots`, `GET /pilots/{pilot}`, `GET /pilots/{pilot}/devices`."""
 
+import time
+
 from fastapi import APIRouter
 
-from api.auth import ReadAccess
+from api.access import PublicReadAccess, unauthorized
 from api.deps import PilotDep, RegistryDep, SettingsDep, StoreDep
 from api.problems import responses
 from api.schemas import DeviceOut, PilotOut
@@ -15,24 +17,48 @@ ONE_PILOT = responses(401, 404, 422, 503, _404="unknown pilot")
 
 @router.get("/pilots", responses=responses(401, 503))
 def list_pilots(
-    _: ReadAccess, registry: RegistryDep, store: StoreDep, settings: SettingsDep
+    reader: PublicReadAccess, registry: RegistryDep, store: StoreDep, settings: SettingsDep
 ) -> list[PilotOut]:
-    """Every pilot: devices, how many are online, newest reading, today's completeness."""
+    """Every pilot: devices, how many are online, newest reading, today's completeness.
+
+    Without a token: the pilots published up to now; 401 when there are none (the default).
+    """
     limit = settings.api_max_scan_readings
-    return [service.pilot_summary(registry, store, p, limit) for p in registry.pilot_list]
+    now = time.time_ns()
+    shown = [
+        p
+        for p in registry.pilot_list
+        if not reader.anonymous or (p.public is not None and p.public.covers(now - 1, now))
+    ]
+    if reader.anonymous and not shown:
+        raise unauthorized("no pilot is public")
+    return [service.pilot_summary(registry, store, p, limit) for p in shown]
 
 
 @router.get("/pilots/{pilot}", responses=ONE_PILOT)
 def get_pilot(
-    _: ReadAccess, pilot: PilotDep, registry: RegistryDep, store: StoreDep, settings: SettingsDep
+    reader: PublicReadAccess,
+    pilot: PilotDep,
+    registry: RegistryDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> PilotOut:
-    """One pilot."""
+    """One pilot (without a token: a pilot published up to now)."""
+    reader.live(pilot)
     return service.pilot_summary(registry, store, pilot, settings.api_max_scan_readings)
 
 
 @router.get("/pilots/{pilot}/devices", responses=ONE_PILOT)
 def list_devices(
-    _: ReadAccess, pilot: PilotDep, registry: RegistryDep, store: StoreDep, settings: SettingsDep
+    reader: PublicReadAccess,
+    pilot: PilotDep,
+    registry: RegistryDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> list[DeviceOut]:
-    """The pilot's devices: status, last report, battery, link quality, completeness today."""
+    """The pilot's devices: status, last report, battery, link quality, completeness today.
+
+    Without a token: a pilot published up to now.
+    """
+    reader.live(pilot)
     return service.device_list(registry, store, pilot, settings.api_max_scan_readings)

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from api.access import PublicReadAccess
 from api.auth import ReadAccess
 from api.deps import (
     MAX_SENSORS,
@@ -23,6 +24,7 @@ from api.services.errors import QueryError
 from api.services.series import SERIES_STATS, SeriesQuery, label
 from core.registry import Pilot
 from core.timeutil import utc_offset_ns
+from core.windows import edges
 
 router = APIRouter(tags=["series"])
 
@@ -55,7 +57,7 @@ def _origin(pilot: Pilot, start_ns: int) -> int:
 @router.get("/pilots/{pilot}/series", responses=ERRORS, response_model=SeriesOut)
 def get_series(
     *,
-    _: ReadAccess,
+    reader: PublicReadAccess,
     pilot: PilotDep,
     sensor: SensorsQuery,
     window: TimeRangeDep,
@@ -79,8 +81,10 @@ def get_series(
 
     Windows are aligned to the pilot's local time (`1d` runs from local midnight); `day`,
     `week` and `month` are local calendar windows. Every window of the range is present for
-    every device, with count 0 and null statistics when it sent nothing.
+    every device, with count 0 and null statistics when it sent nothing. Without a token: a
+    published pilot, its windows within its published period.
     """
+    reader.require(pilot)
     sensor, device = unique(sensor), None if device is None else unique(device)
     for name in sensor:
         if name not in pilot.sensors:
@@ -104,6 +108,9 @@ def get_series(
         pooled=pooled,
         exclude_flagged=exclude_flagged,
     )
+    if reader.anonymous:  # the windows, not only the range, must lie in the public period
+        widened = edges(spec, window.start_ns, window.end_ns)
+        reader.window(pilot, int(widened[0]), int(widened[-1]))
     try:
         return Response(series.series_json(query), media_type="application/json")
     except QueryError as exc:
