@@ -34,9 +34,9 @@ WEEK_START_NS = datetime_to_ns(datetime.fromisoformat("2026-11-20T00:00:00-03:00
 WEEK_END_NS = datetime_to_ns(datetime.fromisoformat("2026-11-27T00:00:00-03:00"))
 
 
-def _registry(tmp_path: Path, **pilots: Mapping[str, object]) -> Registry:
+def _registry(tmp_path: Path, pilots: Mapping[str, Mapping[str, object]] | None = None) -> Registry:
     raw = tomllib.loads(DEFAULT_REGISTRY_PATH.read_text(encoding="utf-8"))
-    for pilot, values in pilots.items():
+    for pilot, values in (pilots or {}).items():
         raw["pilots"][pilot].update(values)
     return build_registry(raw, tmp_path / "registry.toml")
 
@@ -45,7 +45,7 @@ def _registry(tmp_path: Path, **pilots: Mapping[str, object]) -> Registry:
 def world(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
     registry = _registry(
         tmp_path,
-        **{
+        {
             "santa-fe": {"public": True},
             "san-nicolas": {
                 "public": True,
@@ -223,13 +223,13 @@ def test_a_bad_public_period_is_refused(
     tmp_path: Path, values: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(RegistryError, match=message):
-        _registry(tmp_path, **{"resistencia": values})
+        _registry(tmp_path, {"resistencia": values})
 
 
 def test_a_public_period_runs_from_local_midnight(tmp_path: Path) -> None:
     registry = _registry(
         tmp_path,
-        **{
+        {
             "resistencia": {
                 "public": True,
                 "public_from": datetime.fromisoformat("2026-11-20").date(),
