@@ -22,9 +22,11 @@ demo: $(STAMP)
 services:
 	./scripts/test-services.sh
 
-## test: the whole suite, integration and end-to-end tests against real mosquitto and influxd
+## test: the whole suite, integration and end-to-end tests against real mosquitto and influxd;
+## test files run on TEST_WORKERS processes at once (pytest-xdist), each with its own services
+TEST_WORKERS ?= 2
 test: $(STAMP) services
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## test-unit: the pure tests only (no services)
 test-unit: $(STAMP)
