@@ -30,6 +30,9 @@ DEFAULT_REGISTRY_PATH = Path(__file__).with_name("registry.toml")
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 
+#: A licence is named by its SPDX id (CC-BY-4.0, CC0-1.0, ODbL-1.0).
+LICENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}$"
+
 #: Sensors every device reports whatever its kind.
 COMMON_SENSORS = ("battery_v",)
 
@@ -85,6 +88,8 @@ class PilotSpec(_Spec):
     public: bool = False
     public_from: datetime.date | None = None
     public_until: datetime.date | None = None
+    #: The licence of what `pilots publish` writes of this pilot (an SPDX id); None: CC-BY-4.0.
+    licence: Annotated[str, Field(pattern=LICENCE_PATTERN)] | None = None
     thresholds: dict[Identifier, dict[Identifier, float]] = Field(default_factory=dict)
     devices: list[DeviceSpec] = Field(default_factory=list)
 
@@ -175,6 +180,8 @@ class Pilot:
     sensors: tuple[str, ...]
     #: Readable without a token when set (`pilots.<id>.public`); None: a token is needed.
     public: PublicPeriod | None = None
+    #: The licence its published data packages carry (`pilots.<id>.licence`); None: the default.
+    licence: str | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -306,6 +313,7 @@ class _Builder:
                         s for s in self.spec.sensors if any(s in d.sensors for d in devices[first:])
                     ),
                     public=self.public(pilot_id, p),
+                    licence=p.licence,
                 )
             )
         self.check_unique(devices)

@@ -12,7 +12,18 @@ from collections.abc import Callable
 
 import typer
 
-from pilots.commands import alerts, api, demo, devices, ingest, quarantine, report, simulate, tokens
+from pilots.commands import (
+    alerts,
+    api,
+    demo,
+    devices,
+    ingest,
+    publish,
+    quarantine,
+    report,
+    simulate,
+    tokens,
+)
 
 app = typer.Typer(
     help="Pilot Telemetry: MQTT ingest, InfluxDB storage, aggregation and API for the UTN "
@@ -29,6 +40,7 @@ COMMANDS: tuple[Callable[[typer.Typer], None], ...] = (
     alerts.register,
     simulate.register,
     report.register,
+    publish.register,
     quarantine.register,
     tokens.register,
     devices.register,
