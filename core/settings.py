@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     alert_health_every_s: float = Field(default=15.0, gt=0, le=3600)
 
     demo_mqtt_port: int = Field(default=1883, ge=0, le=65535)
-    demo_backfill_hours: float = Field(default=1.0, ge=0)
+    demo_backfill_hours: float = Field(default=72.0, ge=0)
 
     @field_validator("mqtt_ca_file", "alert_smtp_ca_file")
     @classmethod

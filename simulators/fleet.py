@@ -17,7 +17,7 @@ together: a schedule, value or format rule belongs in its own module, not here.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from zlib import crc32
 
@@ -30,7 +30,7 @@ from ingest.decoders import PAYLOAD_FORMATS
 from simulators import faults as fl
 from simulators import schedule, values
 from simulators.faults import Faults
-from simulators.formats import ENCODERS, choose
+from simulators.formats import ENCODERS, Uplink, choose
 from simulators.schedule import DeviceRun, Plan
 from simulators.script import Scenario, Script
 from simulators.signals import SIGNALS, Context
@@ -47,6 +47,20 @@ class Message:
     ts_ns: int
     topic: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One report as a device publishes it, before encoding.
+
+    `copy` is 0 for its first publication, 1 for a duplicate, 2 for a gateway's backlog;
+    `malformed` says that the message is cut in half on its way.
+    """
+
+    pub_ns: int
+    uplink: Uplink
+    copy: int
+    malformed: bool
 
 
 class Fleet:
@@ -215,6 +229,28 @@ class Fleet:
 
     def device_messages(self, device: Device, start_ns: int, end_ns: int) -> list[Message]:
         """What one device publishes in `[start_ns, end_ns)`, in publication order."""
+        return self.encode(device, self.device_reports(device, start_ns, end_ns))
+
+    def encode(self, device: Device, reports: Iterable[Sent]) -> list[Message]:
+        """The device's reports as the messages it publishes, in its format and topic."""
+        run = self._runs[device.id]
+        out: list[Message] = []
+        for sent in reports:
+            # A second copy is the same message delivered again (an MQTT redelivery, a webhook
+            # or integration retry): the same bytes. A network server itself does not forward
+            # a frame again: it drops a repeated frame counter.
+            payload = run.encoder.encode(device, sent.uplink)
+            if sent.malformed:
+                payload = payload[: len(payload) // 2]
+            out.append(Message(sent.pub_ns, run.topic, payload))
+        return out
+
+    def device_reports(self, device: Device, start_ns: int, end_ns: int) -> list[Sent]:
+        """What one device publishes in `[start_ns, end_ns)`, before encoding, in order.
+
+        The same reports as `device_messages`, for a caller that writes them its own way (the
+        history's packs, `simulators.history`); the ground truth records them all the same.
+        """
         run = self._runs[device.id]
         faults = self.faults_of(run.script)
         plan = schedule.plan(run, faults, start_ns, end_ns)
@@ -225,10 +261,10 @@ class Fleet:
             self.truth.record(run, plan, faulty, faults)
         if len(plan.k_msg) == 0:
             return []
-        return self._encode(run, faults, plan, faulty)
+        return self._reports(run, faults, plan, faulty)
 
-    def _encode(self, run: DeviceRun, faults: Faults, plan: Plan, faulty: Events) -> list[Message]:
-        """The planned messages as payloads on the device's topic, in publication order."""
+    def _reports(self, run: DeviceRun, faults: Faults, plan: Plan, faulty: Events) -> list[Sent]:
+        """The planned messages as uplinks, in publication order."""
         needed = np.unique(plan.k_msg)
         found = values.values(
             run, faults, self.registry.sensors, ks=plan.ks, faulty=faulty, needed=needed
@@ -248,16 +284,15 @@ class Fleet:
                 ~plan.malformed,
                 {n: v[at] for n, v in found.items()},
             )
-        out: list[Message] = []
-        for j, pub, bad in zip(
-            at.tolist(), plan.pub_ns.tolist(), plan.malformed.tolist(), strict=True
-        ):
-            # A second copy is the same message delivered again (an MQTT redelivery, a webhook
-            # or integration retry): the same bytes. A network server itself does not forward
-            # a frame again: it drops a repeated frame counter.
-            payload = run.encoder.encode(run.device, reports.uplink(j, stated[j]))
-            if bad:
-                payload = payload[: len(payload) // 2]
-            out.append(Message(pub, run.topic, payload))
-        out.sort(key=lambda m: m.ts_ns)
+        out = [
+            Sent(pub, reports.uplink(j, stated[j]), copy, bad)
+            for j, pub, copy, bad in zip(
+                at.tolist(),
+                plan.pub_ns.tolist(),
+                plan.copy.tolist(),
+                plan.malformed.tolist(),
+                strict=True,
+            )
+        ]
+        out.sort(key=lambda s: s.pub_ns)
         return out

@@ -1,7 +1,9 @@
 """Publish a fleet's messages to an MQTT broker, in each of the simulator's modes.
 
 - backfill: a past period with its historical timestamps, as fast as the broker acknowledges
-  (QoS 1, a wide in-flight window), with a progress bar;
+  (QoS 1, a wide in-flight window), with a progress bar: message by message as the devices
+  send them (`backfill`), or as history packs, a device's six hours in one message
+  (`publish_history`, `simulators.history`: days in seconds, as the demo opens);
 - real time: wakes every second and sends what fell due;
 - fast-forward: simulated time runs N times faster than the wall clock, up to now;
 - load: a fleet sized for a target message rate, for a while, reporting the rate achieved.
@@ -30,11 +32,14 @@ from core.errors import PilotsError
 from core.settings import MqttTarget
 from core.timeutil import NS_PER_S
 from simulators.fleet import Fleet, Message
+from simulators.history import Limits, history
 
 log = logging.getLogger(__name__)
 
 _INFLIGHT = 1000
 _TICK_S = 1.0
+#: History packs published (and acknowledged) at a time: a stop is seen between two slices.
+_HISTORY_SLICE = 500
 
 
 class PublishError(PilotsError):
@@ -139,6 +144,49 @@ def backfill(
             sent += publisher.publish(fleet.messages(lo, min(lo + chunk, end_ns)))
             bar.update(task, advance=1, sent=sent)
     log.info("backfill: %d messages over %.1f h published", sent, (end_ns - start_ns) / chunk)
+    return sent
+
+
+def publish_history(
+    publisher: Publisher,
+    fleet: Fleet,
+    start_ns: int,
+    end_ns: int,
+    *,
+    limits: Limits | None = None,
+    progress: bool = False,
+    stop: threading.Event | None = None,
+) -> int:
+    """Publish `[start_ns, end_ns)` as history packs (`simulators.history`); messages sent.
+
+    The same readings and faults as `backfill`, in a fraction of the messages: each device's
+    reports of six hours in one message, within ingest's `limits`. Real time goes on from
+    `end_ns` (`run_realtime(start_ns=end_ns)`), which publishes what the history left to later
+    (a gateway's backlog delivered after `end_ns`).
+    """
+    packs = history(fleet, start_ns, end_ns, limits=limits, now_ns=max(end_ns, time.time_ns()))
+    sent = 0
+    with Progress(
+        TextColumn("history"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("messages"),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("history", total=len(packs))
+        for lo in range(0, len(packs), _HISTORY_SLICE):
+            if stop is not None and stop.is_set():
+                break
+            sent += publisher.publish(packs[lo : lo + _HISTORY_SLICE])
+            bar.update(task, completed=sent)
+    log.info(
+        "history: %.1f h in %d messages (of %d) published",
+        (end_ns - start_ns) / 3600e9,
+        sent,
+        len(packs),
+    )
     return sent
 
 

@@ -1,10 +1,15 @@
-"""`pilots demo`, as `make demo` runs it: everything in one process on embedded defaults."""
+"""`pilots demo`, as `make demo` runs it: everything in one process on embedded defaults.
+
+It opens on whole days of history (three past local days, faults and all), a storm alarm live.
+"""
 
 from __future__ import annotations
 
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -17,6 +22,47 @@ pytestmark = pytest.mark.e2e
 
 #: A sensor each pilot's simulated fleet reports.
 SENSOR_OF = {"santa-fe": "level", "san-nicolas": "pm25", "resistencia": "ph"}
+#: Whole local days of history the demo opens on (its default history, 72 h from a midnight).
+PAST_DAYS = 3
+
+
+def _check_history(base: str, auth: dict[str, str], pilot: dict[str, Any]) -> None:
+    """The pilot's last three local days are whole, realistic (not 100 %), and today is too."""
+    name = pilot["id"]
+    # since local midnight, as the dashboard shows it (an hour of history said 8 %)
+    assert pilot["completeness_today"] > 0.5, (name, pilot["completeness_today"])
+    midnight = datetime.now(ZoneInfo(pilot["timezone"])).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    period = {
+        "start": (midnight - timedelta(days=PAST_DAYS)).isoformat(),
+        "end": midnight.isoformat(),
+    }
+    report = httpx.get(
+        f"{base}/pilots/{name}/report", params=period, headers=auth, timeout=30
+    ).json()
+    table = report["completeness"]
+    assert len(table["days"]) == PAST_DAYS
+    ratios = [r for row in table["ratio"] for r in row]
+    assert len(table["ratio"]) == pilot["devices"]
+    # every device on every day, the days nearly whole; the fleet's faults show
+    assert min(ratios) > 0.5, (name, table)
+    assert 0.85 < sum(ratios) / len(ratios) < 1.0, (name, table)
+    body = httpx.get(
+        f"{base}/pilots/{name}/series",
+        params={**period, "sensor": SENSOR_OF[name], "every": "1h"},
+        headers=auth,
+        timeout=30,
+    ).json()
+    [sensor] = body["sensors"]
+    hours: dict[str, int] = {}
+    for line in sensor["lines"]:
+        assert sum(w["count"] > 0 for w in line["windows"]) >= 0.8 * 24 * PAST_DAYS, name
+        for w in line["windows"]:
+            hours[w["start"]] = hours.get(w["start"], 0) + w["count"]
+    # every hour of the three days holds the fleet's readings
+    assert len(hours) == 24 * PAST_DAYS, (name, len(hours))
+    assert min(hours.values()) > 0, (name, [h for h, n in hours.items() if n == 0])
 
 
 def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -27,6 +73,7 @@ def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -
         "PILOTS_INGEST_HTTP_PORT": str(free_port()),
         "PILOTS_DEMO_MQTT_PORT": str(mqtt_port),
         "PILOTS_DATA_DIR": str(tmp_path / "var"),
+        "PILOTS_DEMO_BACKFILL_HOURS": str(24 * PAST_DAYS),  # the default, whatever is set here
     }
     demo = PilotsProcess(["demo"], env, tmp_path, "demo")
     base = f"http://127.0.0.1:{port}"
@@ -38,6 +85,10 @@ def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -
         assert httpx.get(f"{base}/pilots", timeout=10).status_code == 401
         pilots = httpx.get(f"{base}/pilots", headers=auth, timeout=10).json()
         assert [p["id"] for p in pilots] == ["santa-fe", "san-nicolas", "resistencia"]
+        # The history is stored before the API is announced: the first page is full.
+        assert "history: " in demo.output() and " stored in " in demo.output()
+        for pilot in pilots:
+            _check_history(base, auth, pilot)
         start = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
 
         def counted(pilot: str) -> int:
