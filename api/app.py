@@ -3,7 +3,10 @@
 `create_app` builds the app's typed state (`api.state`), its routes, error rendering, docs
 pages and metrics; the app's lifespan starts the hot cache's refresh and opens the alarm store,
 and at the end ends the alarm streams, stops the refresh and closes the alarm store (and the
-store when the app owns it). This module must not hold routes or queries.
+store when the app owns it). It also serves the dashboard page and, open at `/static/`, the
+files of `api/static/` (the page's chart script and the vendored uPlot and Leaflet);
+`PILOTS_API_MAP_TILES` gives the page's map a tile layer (`map_tiles`, `dashboard_page`).
+This module must not hold routes or queries.
 
 A server such as uvicorn waits for open responses to finish before it runs the lifespan's end,
 and an alarm stream never finishes by itself: so while the app runs in the main thread, SIGTERM
@@ -38,16 +41,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from importlib import resources
 from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alerts.store import AlarmStoreError
-from api import docs, problems
+from api import dashboard, docs, problems
 from api.cache import HotCache
 from api.metrics import install as install_metrics
 from api.routes import alerts as alert_routes
@@ -164,10 +166,7 @@ def create_app(
     app.include_router(alert_routes.router)
     app.add_exception_handler(AlarmStoreError, _alarm_store_error)
 
-    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
-    def dashboard() -> HTMLResponse:
-        page = resources.files("api").joinpath("static/dashboard.html")
-        return HTMLResponse(page.read_text(encoding="utf-8"))
+    dashboard.install(app, settings)
 
     # Added last, so outermost: the metrics' middleware and everything inside read one state.
     app.add_middleware(_PinState, state=state)

@@ -61,6 +61,14 @@ class LinkOut(_Out):
     snr_median: float | None
 
 
+class LatestOut(_Out):
+    """A device's newest reading of one sensor."""
+
+    value: float
+    unit: str
+    at: datetime = Field(description="the reading's time (device time), local")
+
+
 class DeviceOut(_Out):
     """A device with its status, last report, battery, link quality and completeness."""
 
@@ -76,6 +84,11 @@ class DeviceOut(_Out):
     battery_v: float | None = Field(description="battery voltage in the newest report")
     link: LinkOut = Field(description="over the last 24 hours")
     completeness_today: float | None
+    latest: dict[str, LatestOut] = Field(
+        default_factory=dict,
+        description="the newest reading of each of the device's sensors (battery included), "
+        "by sensor id, in the device's sensor order; empty when it never reported",
+    )
 
 
 class WindowOut(_Out):
@@ -275,6 +288,8 @@ class DeviceReportOut(_Out):
     device: str
     kind: str
     site: str
+    lat: float | None = Field(default=None, description="the registry's latitude, for the map")
+    lon: float | None = Field(default=None, description="the registry's longitude, for the map")
     reports: int
     completeness: float | None
     uptime_hours: float = Field(description="hours with at least one report")

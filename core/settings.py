@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     api_max_streams: int = Field(default=64, ge=1, le=10_000)
     api_max_streams_per_token: int = Field(default=4, ge=1, le=1_000)
     api_public_rate: str = "60/minute;1000/hour"
+    # The dashboard map's tile layer: URL template with {z} {x} {y}, then optionally the
+    # attribution; unset: no tiles (checked at start-up by api.dashboard.map_tiles).
+    api_map_tiles: str | None = None
 
     alert_dashboard_url: str = "http://127.0.0.1:8000/"
     alert_webhook_url: str | None = None

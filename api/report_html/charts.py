@@ -75,7 +75,7 @@ def chart_figure(chart: SensorChart, start: datetime, end: datetime, tz: tzinfo)
     caption = f"{chart.name} ({chart.unit})" if chart.unit else chart.name
     key = legend(("sw", colours[name], name) for name in chart.lines)
     return (
-        f'<figure class="chart" data-sensor="{esc(chart.sensor)}">'
+        f'<figure class="chart" id="chart-{esc(chart.sensor)}" data-sensor="{esc(chart.sensor)}">'
         f"<figcaption>{esc(caption)}</figcaption>"
         f"{_chart_svg(chart, colours, start, end, tz)}{key}</figure>\n"
     )

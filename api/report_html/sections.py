@@ -32,6 +32,7 @@ from api.report_html.format import (
 )
 from api.report_html.heatmap import heat_fill, heatmap_svg
 from api.report_html.markup import Cell, esc
+from api.report_html.site_map import map_figure
 from api.report_html.style import DAY_FILLS, NO_DATA_FILL
 from api.schemas import AlarmOut, DeviceReportOut, ExceedanceOut, ReportOut, ThresholdReportOut
 
@@ -112,7 +113,23 @@ def charts(page: ReportPage) -> str:
         return markup.section("charts", "Time series", markup.note("No series to plot."))
     start, end = page.report.start, page.report.end
     figures = "".join(chart_figure(c, start, end, page.tz) for c in page.charts)
-    return markup.section("charts", "Time series", figures)
+    hint = (
+        '<p class="note live-only">Drag across a chart (or Ctrl + mouse wheel) to zoom, Shift + '
+        "drag to pan, double-click for the whole period; the values under the pointer show "
+        "below the chart. Printed, the charts are drawn whole.</p>"
+    )
+    return markup.section("charts", "Time series", hint + figures)
+
+
+def site_map(page: ReportPage) -> str:
+    """Each device at its site, coloured by its status, with its latest values."""
+    note = markup.note(
+        "Devices at their registry positions; devices at one site are stacked under it. A "
+        "marker leads to its row. Latest: each sensor's last chart window with a value, local time."
+    )
+    return markup.section(
+        "map", "Map", note + map_figure(page.report.devices, page.charts, page.tz)
+    )
 
 
 def completeness(page: ReportPage) -> str:

@@ -37,12 +37,16 @@ margin-right:4px}
 .legend .sw.dash{border-top-style:dashed;border-top-width:2px}
 .legend .box{display:inline-block;width:11px;height:11px;border:1px solid #888;
 vertical-align:-1px;margin-right:4px}
+table.sites tr:target{background:#fff3c4}
+svg.site-map a:focus circle,svg.site-map a:hover circle{stroke:#1a1a1a}
+.status-silent,.status-never{color:#7a4b00;font-weight:600}
 @page{size:A4 landscape;margin:12mm}
 @media print{body{font-size:11px}main{max-width:none;padding:0}.wide{overflow:visible}
 h2,h3{break-after:avoid}figure,.keep,tr{break-inside:avoid}}
 """
 
 # Belt and braces: even if something slipped into the markup, the browser fetches nothing.
+# The page adds `script-src` with the hash of each of its own scripts (`page._document`).
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies and in greyscale print.
@@ -55,6 +59,13 @@ DAY_FILLS = {
     "exceeding": "#d7301f",
     "within": "#a6d96a",
     "missing": "#ffffff",
+}
+#: Map markers by device status (`api.report_html.site_map.status`).
+STATUS_FILLS = {
+    "online": "#1a9641",
+    "silent": "#e08a00",
+    "never": "#8a929c",
+    "reported": "#2f74b5",
 }
 #: Dash pattern of level and guideline lines.
 DASHES = "6 4"

@@ -1,13 +1,19 @@
-"""Pilots and devices: who is there, who is online, how complete today is, how the radio is."""
+"""Pilots and devices: who is there, who is online, how complete today is, how the radio is.
+
+Everything comes from one read of the store per request: the newest reading of every device and
+sensor (`Store.latest`, one row per pair: bounded by the registry, not by the data) and the
+uplinks since local midnight (counted before they are read). This module must not scan readings.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
-from api.schemas import DeviceOut, LinkOut, PilotOut, SensorOut, ThresholdOut
-from api.services.values import SILENT_AFTER_INTERVALS, device_rows, local, now_ns, number
+from api.schemas import DeviceOut, LatestOut, LinkOut, PilotOut, SensorOut, ThresholdOut
+from api.services.values import SILENT_AFTER_INTERVALS, at, device_rows, local, now_ns, number
 from core import quality
 from core.registry import Pilot, Registry
 from core.store import Store
@@ -59,6 +65,7 @@ class PilotState:
         else:
             uplinks = store.scan_uplinks(pilot.id, since, now + 1)
         self.uplinks = uplinks.take(self.rows[uplinks.device] >= 0)
+        self.registry = registry
         self.battery_code = registry.sensors["battery_v"].code
 
     def last_seen(self) -> np.ndarray:
@@ -96,6 +103,30 @@ class PilotState:
             )
         )
 
+    def newest(self) -> list[dict[str, LatestOut]]:
+        """Each device row's newest reading per sensor, in the device's sensor order."""
+        latest, sensors = self.latest, self.registry.sensor_list
+        found: list[dict[str, LatestOut]] = [{} for _ in self.devices]
+        # One row per (device, sensor) pair, so this loop is bounded by the registry.
+        for device_code, sensor_code, ts, value in zip(
+            latest.device.tolist(),
+            latest.sensor.tolist(),
+            latest.ts_ns.tolist(),
+            latest.value.tolist(),
+            strict=True,
+        ):
+            kept = number(value)
+            if kept is None:
+                continue
+            sensor = sensors[sensor_code]
+            found[int(self.rows[device_code])][sensor.id] = LatestOut(
+                value=kept, unit=sensor.unit, at=at(self.pilot, ts)
+            )
+        return [
+            {s: values[s] for s in sorted(values, key=_order(device.sensors))}
+            for device, values in zip(self.devices, found, strict=True)
+        ]
+
     def link(self, row: int) -> LinkOut:
         """RSSI and SNR medians of a device's uplinks in the last 24 hours."""
         if self.too_many:
@@ -112,6 +143,12 @@ class PilotState:
             rssi_median=number(np.median(rssi)) if len(rssi) else None,
             snr_median=number(np.median(snr)) if len(snr) else None,
         )
+
+
+def _order(sensors: tuple[str, ...]) -> Callable[[str], tuple[int, str]]:
+    """Sort key: the device's own sensors in registry order, then the others (battery)."""
+    position = {s: i for i, s in enumerate(sensors)}
+    return lambda s: (position.get(s, len(position)), s)
 
 
 def _ratio(received: float, expected: float) -> float | None:
@@ -147,12 +184,13 @@ def pilot_summary(
 def device_list(
     registry: Registry, store: Store, pilot: Pilot, max_uplinks: int, now: int | None = None
 ) -> list[DeviceOut]:
-    """The pilot's devices with status, last report, battery, link quality, completeness."""
+    """The pilot's devices: status, last report, battery, link, completeness, newest readings."""
     state = PilotState(registry, store, pilot, now or now_ns(), max_uplinks)
     seen = state.last_seen()
     silent = state.silent()
     today = state.today()
     battery = state.battery()
+    newest = state.newest()
     out = []
     for row, d in enumerate(state.devices):
         never = int(seen[row]) == quality.NEVER_NS
@@ -172,6 +210,7 @@ def device_list(
                 completeness_today=None
                 if state.too_many
                 else _ratio(float(today.received[row, 0]), float(today.expected[row, 0])),
+                latest=newest[row],
             )
         )
     return out

@@ -275,6 +275,8 @@ def _devices(period: _Period, now: int) -> list[DeviceReportOut]:
                 device=device.id,
                 kind=device.kind,
                 site=device.site,
+                lat=device.lat,
+                lon=device.lon,
                 reports=int(whole.received[row, 0]),
                 completeness=float(whole.received[row, 0]) / expected if expected > 0 else None,
                 uptime_hours=float(np.count_nonzero(hours.received[row] > 0)),

@@ -1,9 +1,16 @@
 """The dashboard at `/` in a real (headless) Chromium, over `pilots api` and a seeded store.
 
 The store holds a day of Santa Fe readings: two river gauges (one went quiet two hours ago)
-and a weather station; the other devices never reported. The browser is Debian's Chromium
-driven by Playwright; Playwright never downloads a browser of its own. Alarms are recorded in
-the API's alarm store as the alert service would, while the page is open.
+and a weather station; the other devices never reported. The registry publishes Santa Fe, so
+that a visitor without a token sees it. The browser is Debian's Chromium driven by Playwright;
+Playwright never downloads a browser of its own. Alarms are recorded in the API's alarm store
+as the alert service would, while the page is open. The charts (uPlot) are explored with the
+mouse as a visitor would: drag to zoom, Shift + drag to pan, double-click, the wheel, and the
+readout under the pointer; the map's markers are clicked. The HTML report is opened from a
+file in an offline browser.
+
+`PILOTS_SCREENSHOT_DOCS=1` also writes `docs/dashboard.png` (a chart's readout and a marker's
+popup on show).
 """
 
 from __future__ import annotations
@@ -16,18 +23,30 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    FloatRect,
+    Locator,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from alerts.store import AlarmStore
 from api.auth import TokenStore
+from api.dashboard import dashboard_page, map_tiles
 from core.alerts import AlertEvent, alarm_id
+from core.errors import ConfigError
 from core.readings import Readings
 from core.registry import Registry
 from core.rollups import compute_rollups
@@ -54,6 +73,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PILOT_NAMES = ["Santa Fe", "San Nicolás de los Arroyos", "Resistencia"]
+EN_DASH = "\u2013"
 
 
 def chromium_path() -> str:
@@ -66,10 +86,12 @@ def chromium_path() -> str:
 
 @dataclass(frozen=True)
 class Seeded:
-    """What the test later expects the page to show."""
+    """What the test later expects the page to show: sf-rlv-01's river levels among them."""
 
     battery_v: dict[str, float]
     last_reading: datetime
+    level_ts_ns: np.ndarray
+    level_m: np.ndarray
 
 
 def _local_hours(ts_ns: np.ndarray, tz: ZoneInfo, now_ns: int) -> np.ndarray:
@@ -160,8 +182,19 @@ def seed(registry: Registry, data_dir: Path, now_ns: int) -> Seeded:
         store.close()
     last_ns = int(ts_all[-1])
     return Seeded(
-        battery_v=battery_last, last_reading=datetime.fromtimestamp(last_ns / NS_PER_S, pilot.tz)
+        battery_v=battery_last,
+        last_reading=datetime.fromtimestamp(last_ns / NS_PER_S, pilot.tz),
+        level_ts_ns=ts_all,
+        level_m=fleet["sf-rlv-01"].sensors["level"],
     )
+
+
+def public_registry(registry: Registry, to: Path) -> Path:
+    """The shipped registry with Santa Fe published (`public = true`), as an operator would."""
+    text = registry.source.read_text(encoding="utf-8")
+    assert text.count("[pilots.santa-fe]\n") == 1
+    to.write_text(text.replace("[pilots.santa-fe]\n", "[pilots.santa-fe]\npublic = true\n"))
+    return to
 
 
 @dataclass(frozen=True)
@@ -189,6 +222,7 @@ def served(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "PILOTS_DATA_DIR": str(data_dir),
         "PILOTS_API_PORT": str(free_port()),
         "PILOTS_INGEST_HTTP_PORT": str(free_port()),
+        "PILOTS_REGISTRY": str(public_registry(registry, tmp / "registry.toml")),
     }
     api = PilotsProcess(["api"], env, tmp, "api")
     base = f"http://127.0.0.1:{env['PILOTS_API_PORT']}"
@@ -252,7 +286,75 @@ def device_table(page: Page) -> dict[str, dict[str, str]]:
 
 def chart_points(page: Page, sensor: str) -> int:
     """How many windows the chart of a sensor plotted."""
-    return int(page.locator(f'svg[data-sensor="{sensor}"]').get_attribute("data-points") or -1)
+    return int(page.locator(f'figure[data-sensor="{sensor}"]').get_attribute("data-points") or -1)
+
+
+def chart(page: Page, sensor: str) -> Locator:
+    """The figure of a sensor's chart (its uPlot is the figure's `uplot`)."""
+    return page.locator(f'figure[data-sensor="{sensor}"]')
+
+
+def x_range(page: Page, sensor: str) -> tuple[float, float]:
+    """The time range a chart shows, epoch seconds: the chart library's own x scale."""
+    low, high = chart(page, sensor).evaluate("f => [f.uplot.scales.x.min, f.uplot.scales.x.max]")
+    return float(low), float(high)
+
+
+def full_range(page: Page, sensor: str) -> tuple[float, float]:
+    """The first and last window of a chart's data, epoch seconds."""
+    low, high = chart(page, sensor).evaluate("f => [f.uplot.data[0][0], f.uplot.data[0].at(-1)]")
+    return float(low), float(high)
+
+
+def plot_box(page: Page, sensor: str) -> FloatRect:
+    """The chart's plotting area on the page (where the pointer acts)."""
+    box = chart(page, sensor).locator(".u-over").bounding_box()
+    assert box is not None
+    return box
+
+
+def point_on_page(page: Page, sensor: str, t_s: float, value: float) -> tuple[float, float]:
+    """Where a (time, value) point of a chart is on the page."""
+    x, y = chart(page, sensor).evaluate(
+        """(f, [t, v]) => {
+            const u = f.uplot, r = u.over.getBoundingClientRect();
+            return [r.left + u.valToPos(t, "x"), r.top + u.valToPos(v, "y")];
+        }""",
+        [t_s, value],
+    )
+    return float(x), float(y)
+
+
+def readout(page: Page, sensor: str) -> dict[str, str]:
+    """The chart's readout as the visitor reads it: each shown row's label and value."""
+    rows: dict[str, str] = chart(page, sensor).evaluate(
+        """f => Object.fromEntries([...f.querySelectorAll(".u-legend tr.u-series")]
+            .filter(r => r.style.display !== "none")
+            .map(r => [r.querySelector(".u-label").textContent,
+                       r.querySelector(".u-value").textContent]))"""
+    )
+    return rows
+
+
+def level_reading(served: Served, hours_ago: float) -> tuple[int, float]:
+    """One of sf-rlv-01's seeded readings, about `hours_ago`: (its time in ns, its value)."""
+    i = len(served.seeded.level_ts_ns) - 1 - round(hours_ago * 3600 / INTERVAL_S)
+    return int(served.seeded.level_ts_ns[i]), float(served.seeded.level_m[i])
+
+
+def window_of(ts_ns: int) -> tuple[datetime, datetime]:
+    """The 10-minute window of the dashboard's last-24-hours view that holds an instant, local."""
+    start_s = ts_ns // NS_PER_S // INTERVAL_S * INTERVAL_S  # the pilots' offsets are whole hours
+    start = datetime.fromtimestamp(start_s, ZoneInfo("America/Argentina/Cordoba"))
+    return start, start + timedelta(seconds=INTERVAL_S)
+
+
+def get_json(served: Served, path: str) -> Any:
+    response = httpx.get(
+        f"{served.base}{path}", headers={"Authorization": f"Bearer {served.token}"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 def test_dashboard_shows_pilots_charts_and_devices(
@@ -274,15 +376,16 @@ def test_dashboard_shows_pilots_charts_and_devices(
     # Another pilot first, so that selecting Santa Fe has to change what is drawn.
     page.locator('li.card[data-pilot="resistencia"]').click()
     expect(page.locator("#pilot-heading")).to_have_text("Resistencia")
-    expect(page.locator('svg[data-sensor="ph"]')).to_have_attribute("data-points", "0")
-    expect(page.locator('svg[data-sensor="level"] g.threshold[data-value="6"]')).to_have_count(1)
+    expect(chart(page, "ph")).to_have_attribute("data-points", "0")
+    expect(chart(page, "ph").locator(".empty")).to_have_text("No readings in this period")
+    expect(chart(page, "level").locator('li[data-value="6"]')).to_have_count(1)
 
     santa_fe.click()
     expect(santa_fe).to_have_class(re.compile(r"\bselected\b"))
     expect(santa_fe.locator("button")).to_have_attribute("aria-pressed", "true")
     expect(page.locator("#pilot-heading")).to_have_text("Santa Fe")
-    level = page.locator('svg[data-sensor="level"]')
-    expect(level.locator("g.threshold[data-threshold=alert] text")).to_have_text("alert 5.3 m")
+    level = chart(page, "level")
+    expect(level.locator("li[data-threshold=alert]")).to_have_text("alert 5.3 m")
     expect(page.locator("#charts")).to_have_attribute("aria-busy", "false")
 
     # One plotted 10-minute window per reading: 144 of sf-rlv-01, 132 of sf-rlv-02 (which went
@@ -290,25 +393,22 @@ def test_dashboard_shows_pilots_charts_and_devices(
     assert 274 <= chart_points(page, "level") <= 276
     assert chart_points(page, "temperature") >= 143
     assert chart_points(page, "rain") == 0
-    expect(page.locator('figure[data-sensor="level"] .legend')).to_contain_text("sf-rlv-02")
-    expect(level.locator("text.unit")).to_have_text("m")
-    geometry = level.evaluate(
-        """svg => {
-            const line = name => svg.querySelector(`g.threshold[data-threshold=${name}] line`);
-            const curves = [...svg.querySelectorAll(".mean")].map(e => e.getBBox());
-            return {
-                dash: getComputedStyle(line("alert")).strokeDasharray,
-                alert: Number(line("alert").getAttribute("y1")),
-                evacuation: Number(line("evacuation").getAttribute("y1")),
-                curveTop: Math.min(...curves.map(b => b.y)),
-                curves: curves.length,
-            };
+    assert list(readout(page, "level")) == ["Time", "sf-rlv-01", "sf-rlv-02"]
+    drawn = level.evaluate(
+        """f => {
+            const u = f.uplot;
+            return {lines: u.series.filter(s => /^sf-rlv-0\\d$/.test(s.label)).length,
+                    bands: u.bands.length, yMax: u.scales.y.max, yMin: u.scales.y.min};
         }"""
     )
-    assert geometry["dash"] not in ("", "none"), "the alert level is drawn dashed"
-    assert geometry["curves"] == 2, "one line per river gauge"
-    # Screen y grows downwards: evacuation above alert, both above the river at ~3.5 m.
-    assert geometry["evacuation"] < geometry["alert"] < geometry["curveTop"], geometry
+    assert drawn["lines"] == 2, "one line per river gauge"
+    assert drawn["bands"] == 2, "each with its min-max band"
+    # The scale reaches the evacuation level (5.7 m), above the river at ~3.5 m.
+    assert drawn["yMin"] < 3.3 and drawn["yMax"] > 5.7, drawn
+    page.get_by_label(f"Min{EN_DASH}max band").uncheck()
+    expect(chart(page, "level")).to_have_attribute("data-points", re.compile(r"^27\d$"))
+    assert chart(page, "level").evaluate("f => f.uplot.bands.length") == 0
+    page.get_by_label(f"Min{EN_DASH}max band").check()
 
     table = device_table(page)
     assert list(table) == [
@@ -327,11 +427,6 @@ def test_dashboard_shows_pilots_charts_and_devices(
     assert re.fullmatch(r"\d{1,3} %", one["Completeness today"]), one
     assert table["sf-rlv-02"]["Status"] == "silent"
     assert (table["sf-rg-01"]["Status"], table["sf-rg-01"]["Battery (V)"]) == ("never", "—")
-
-    page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
-    if os.environ.get("PILOTS_SCREENSHOT_DOCS") == "1":
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(tmp_path / "dashboard.png", DOCS_SCREENSHOT)
 
     # Seven days come from hourly rollups: about 25 + 23 hours with readings.
     page.get_by_label("7 days").check()
@@ -433,7 +528,7 @@ def test_the_banner_shows_an_active_alarm_until_it_clears(
         banner.get_by_role("link", name="Show").click()
         expect(page.locator("#pilot-heading")).to_have_text("Santa Fe")
         expect(page.locator("#chart-note")).to_contain_text("24 hours around")
-        expect(page.locator('svg[data-sensor="level"] g.moment')).to_have_count(1)
+        expect(chart(page, "level")).to_have_attribute("data-moment", re.compile(r"^\d{4}-"))
 
         # The alarm clears: it leaves the banner and stays in the list as history.
         alarms.record([river_alarm("cleared", start_ns, time.time_ns() - 5 * 60 * NS_PER_S)])
@@ -446,3 +541,291 @@ def test_the_banner_shows_an_active_alarm_until_it_clears(
         alarms.close()
     assert watched.errors == []
     assert not any(served.token in url for url in watched.requests), "token in a URL"
+
+
+# -- exploring the charts ------------------------------------------------------------------------
+
+
+def open_santa_fe(served: Served, page: Page) -> None:
+    page.goto(f"{served.base}/#token={served.token}&pilot=santa-fe")
+    expect(page.locator("#pilot-heading")).to_have_text("Santa Fe")
+    expect(chart(page, "level")).to_have_attribute("data-points", re.compile(r"^27\d$"))
+
+
+def test_the_readout_shows_a_written_reading_in_local_time(
+    served: Served, watched: Watched, tmp_path: Path
+) -> None:
+    page = watched.page
+    open_santa_fe(served, page)
+
+    # A marker's popup, for the screenshot below.
+    page.locator('#map .device-marker[data-device="sf-rlv-01"]').click()
+    expect(page.locator(".leaflet-popup .map-popup")).to_be_visible()
+
+    ts_ns, value = level_reading(served, hours_ago=8)
+    start, end = window_of(ts_ns)
+    chart(page, "level").scroll_into_view_if_needed()
+    page.mouse.move(*point_on_page(page, "level", start.timestamp(), value))
+
+    # The window under the pointer, in Santa Fe's time (the browser itself runs in UTC), and
+    # the one reading sf-rlv-01 sent in it, with its unit.
+    expect(chart(page, "level").locator(".u-legend")).to_contain_text(
+        f"{start:%H:%M}{EN_DASH}{end:%H:%M}"
+    )
+    shown = readout(page, "level")
+    assert shown["Time"] == f"{start:%b} {start.day}, {start:%H:%M}{EN_DASH}{end:%H:%M}", shown
+    assert shown["sf-rlv-01"] == f"{value:.4g} m", shown
+    # The other charts point at the same moment.
+    assert readout(page, "temperature")["Time"] == shown["Time"]
+
+    page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
+    if os.environ.get("PILOTS_SCREENSHOT_DOCS") == "1":
+        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(tmp_path / "dashboard.png", DOCS_SCREENSHOT)
+    assert watched.errors == []
+
+
+def test_a_chart_zooms_pans_and_resets_with_the_mouse(served: Served, watched: Watched) -> None:
+    page = watched.page
+    open_santa_fe(served, page)
+    chart(page, "level").scroll_into_view_if_needed()
+    first, last = full_range(page, "level")
+    assert x_range(page, "level") == (first, last)
+    box = plot_box(page, "level")
+    middle_y = box["y"] + box["height"] / 2
+
+    # Drag across a quarter of the chart: it shows that quarter, and so do the other charts.
+    page.mouse.move(box["x"] + box["width"] * 0.25, middle_y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, middle_y, steps=5)
+    page.mouse.up()
+    low, high = x_range(page, "level")
+    span = high - low
+    assert span == pytest.approx((last - first) / 4, rel=0.05)
+    assert low == pytest.approx(first + (last - first) / 4, rel=0, abs=(last - first) * 0.02)
+    assert x_range(page, "temperature") == (low, high)
+
+    # Shift + drag to the right: an earlier stretch of the same length.
+    page.keyboard.down("Shift")
+    page.mouse.move(box["x"] + box["width"] * 0.5, middle_y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.75, middle_y, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    panned_low, panned_high = x_range(page, "level")
+    assert panned_high - panned_low == pytest.approx(span)
+    assert panned_low == pytest.approx(low - span / 4, rel=0, abs=span * 0.05)
+
+    # Double-click: the whole period again.
+    page.mouse.dblclick(box["x"] + box["width"] / 2, middle_y)
+    assert x_range(page, "level") == (first, last)
+
+    # A plain wheel scrolls the page; with Ctrl it zooms in around the pointer, and out again
+    # to the whole period at most.
+    page.mouse.move(box["x"] + box["width"] / 2, middle_y)
+    page.mouse.wheel(0, -200)
+    page.wait_for_timeout(100)
+    assert x_range(page, "level") == (first, last)
+    box = plot_box(page, "level")  # the page may have scrolled
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -200)
+    page.wait_for_function(
+        "f => f.uplot.scales.x.max - f.uplot.scales.x.min < 0.8 * "
+        "(f.uplot.data[0].at(-1) - f.uplot.data[0][0])",
+        arg=chart(page, "level").element_handle(),
+    )
+    for _ in range(4):
+        page.mouse.wheel(0, 200)
+    page.keyboard.up("Control")
+    page.wait_for_function(
+        "f => f.uplot.scales.x.min === f.uplot.data[0][0] && "
+        "f.uplot.scales.x.max === f.uplot.data[0].at(-1)",
+        arg=chart(page, "level").element_handle(),
+    )
+    assert watched.errors == []
+
+
+# -- the map -------------------------------------------------------------------------------------
+
+
+def test_the_map_shows_each_device_with_its_status_and_latest_values(
+    served: Served, watched: Watched, registry: Registry
+) -> None:
+    page = watched.page
+    open_santa_fe(served, page)
+
+    markers = page.locator("#map .device-marker[data-device]")
+    expect(markers).to_have_count(7)
+    placed = {m.get_attribute("data-device"): m for m in markers.all()}
+    for device in registry.pilots["santa-fe"].devices:
+        marker = placed[device.id]
+        assert marker.get_attribute("data-lat") == str(device.lat)
+        assert marker.get_attribute("data-lon") == str(device.lon)
+    statuses = {d: m.get_attribute("data-status") for d, m in placed.items()}
+    assert (statuses["sf-rlv-01"], statuses["sf-rlv-02"], statuses["sf-rg-01"]) == (
+        "online",
+        "silent",
+        "never",
+    )
+    # Where they are: the faculty (sf-rg-01) lies north-east of the port (sf-rlv-01).
+    port, faculty = placed["sf-rlv-01"].bounding_box(), placed["sf-rg-01"].bounding_box()
+    assert port is not None and faculty is not None
+    assert faculty["x"] > port["x"] and faculty["y"] < port["y"]
+    # Two devices at one site are stacked, not hidden under each other.
+    weather = placed["sf-wx-01"].bounding_box()
+    assert weather is not None and weather["y"] > faculty["y"] + 10
+    expect(page.locator(".leaflet-control-scale-line")).to_contain_text(re.compile(r"\d+ k?m"))
+    expect(page.locator(".leaflet-tile")).to_have_count(0)  # no tile layer unless configured
+
+    # A marker's popup: the status and the newest reading of each sensor, in local time.
+    devices = {d["id"]: d for d in get_json(served, "/pilots/santa-fe/devices")}
+    level = devices["sf-rlv-01"]["latest"]["level"]
+    last_m = float(served.seeded.level_m[-1])
+    assert (level["value"], level["unit"]) == (last_m, "m")
+    at = datetime.fromisoformat(level["at"])
+    assert at.utcoffset() == timedelta(hours=-3)  # local time
+    assert abs(at - served.seeded.last_reading) < timedelta(milliseconds=1)
+    assert list(devices["sf-rlv-01"]["latest"]) == ["level", "water_temp", "battery_v"]
+    assert devices["sf-rg-01"]["latest"] == {}
+
+    placed["sf-rlv-01"].click()
+    popup = page.locator('.leaflet-popup .map-popup[data-device="sf-rlv-01"]')
+    expect(popup).to_contain_text("online")
+    level_row = popup.locator('tr[data-sensor="level"]')
+    expect(level_row.locator(".value")).to_have_text(f"{last_m:.4g} m")
+    expect(level_row.locator(".at")).to_contain_text(served.seeded.last_reading.strftime("%H:%M"))
+    expect(popup.locator('tr[data-sensor="battery_v"] .value')).to_have_text(
+        f"{served.seeded.battery_v['sf-rlv-01']:.4g} V"
+    )
+
+    page.locator(".leaflet-popup-close-button").click()
+    placed["sf-rlv-02"].click()
+    expect(page.locator('.leaflet-popup .map-popup[data-device="sf-rlv-02"]')).to_contain_text(
+        "silent"
+    )
+    page.locator(".leaflet-popup-close-button").click()
+    placed["sf-rg-01"].click()
+    never = page.locator('.leaflet-popup .map-popup[data-device="sf-rg-01"]')
+    expect(never).to_contain_text("never reported")
+    expect(never).to_contain_text("No readings yet.")
+    assert watched.errors == []
+
+
+def test_the_map_takes_a_tile_layer_only_from_its_setting() -> None:
+    assert map_tiles(None) is None
+    assert map_tiles("  ") is None
+    tiles = map_tiles("https://{s}.tile.example.org/{z}/{x}/{y}.png © Example contributors")
+    assert tiles is not None
+    assert tiles.attribution == "© Example contributors"
+    page = '<meta name="pilots-map-tiles" content=""> content="default-src; img-src data:;"'
+    served = dashboard_page(page, tiles)
+    assert "img-src data: https://*.tile.example.org;" in served
+    assert "&quot;url&quot;: &quot;https://{s}.tile.example.org/{z}/{x}/{y}.png&quot;" in served
+    assert dashboard_page(page, None) == page
+    # The page itself holds what `dashboard_page` fills in, once each.
+    real = (Path(__file__).resolve().parents[2] / "api" / "static" / "dashboard.html").read_text()
+    assert real.count('<meta name="pilots-map-tiles" content="">') == 1
+    assert real.count("img-src data:;") == 1
+    assert "img-src data: https://*.tile.example.org;" in dashboard_page(real, tiles)
+    for bad in (
+        "ftp://x.org/{z}/{x}/{y}.png",
+        "https://x.org/tiles.png",
+        "https://x;y/{z}/{x}/{y}",
+    ):
+        with pytest.raises(ConfigError, match="PILOTS_API_MAP_TILES"):
+            map_tiles(bad)
+
+
+# -- without a token -----------------------------------------------------------------------------
+
+
+def test_a_visitor_without_a_token_sees_the_public_pilot_and_may_give_one(
+    served: Served, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(f"{served.base}/")
+
+    # Only Santa Fe is published: its card, charts and map, without a token and without alarms.
+    expect(page.locator("#pilots h3")).to_have_text(["Santa Fe"])
+    expect(page.locator("#public-note")).to_be_visible()
+    expect(page.locator("#pilot-heading")).to_have_text("Santa Fe")
+    expect(chart(page, "level")).to_have_attribute("data-points", re.compile(r"^27\d$"))
+    expect(page.locator("#map .device-marker[data-device]")).to_have_count(7)
+    expect(page.locator("#alarms")).to_be_hidden()
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.get_by_label("API token")).to_be_hidden()
+
+    # The token opens the rest.
+    page.locator("#sign-in").click()
+    page.get_by_label("API token").fill(served.token)
+    page.get_by_role("button", name="Open dashboard").click()
+    expect(page.locator("#pilots h3")).to_have_text(PILOT_NAMES)
+    expect(page.locator("#public-note")).to_be_hidden()
+    expect(page.locator("#alarms")).to_be_visible()
+    assert watched.errors == []
+
+
+# -- the report, offline -------------------------------------------------------------------------
+
+
+def test_the_report_opens_offline_with_explorable_charts(
+    served: Served, browser: Browser, tmp_path: Path
+) -> None:
+    response = httpx.get(
+        f"{served.base}/pilots/santa-fe/report.html",
+        headers={"Authorization": f"Bearer {served.token}"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    path = tmp_path / "santa-fe.html"
+    path.write_bytes(response.content)
+
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id="UTC", offline=True
+    )
+    try:
+        page = context.new_page()
+        requests: list[str] = []
+        errors: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(path.as_uri())
+
+        level = page.locator("figure.chart#chart-level")
+        expect(level).to_have_class(re.compile(r"\blive\b"))
+        expect(level.locator(".uplot")).to_be_visible()
+        expect(level.locator("svg.chart")).to_be_hidden()
+        expect(page.locator("section#map")).to_be_visible()
+
+        # The readout of an hour: sf-rlv-01's mean over it, as the report computed it.
+        level.scroll_into_view_if_needed()
+        x_s, mean = level.evaluate(
+            """f => { const u = f.uplot, i = Math.floor(u.data[0].length / 2);
+                      return [u.data[0][i], u.data[1][i]]; }"""
+        )
+        in_hour = (served.seeded.level_ts_ns >= x_s * NS_PER_S) & (
+            served.seeded.level_ts_ns < (x_s + 3600) * NS_PER_S
+        )
+        assert mean == pytest.approx(float(served.seeded.level_m[in_hour].mean()))
+        x, y = level.evaluate(
+            """(f, [t, v]) => {
+                const u = f.uplot, r = u.over.getBoundingClientRect();
+                return [r.left + u.valToPos(t, "x"), r.top + u.valToPos(v, "y")];
+            }""",
+            [x_s, mean],
+        )
+        page.mouse.move(x, y)
+        hour = datetime.fromtimestamp(x_s, ZoneInfo("America/Argentina/Cordoba"))
+        expect(level.locator(".u-legend")).to_contain_text(f"{mean:.4g} m")
+        expect(level.locator(".u-legend")).to_contain_text(f"{hour:%H:%M}{EN_DASH}")
+
+        # Printed, the static charts show instead.
+        page.emulate_media(media="print")
+        expect(level.locator("svg.chart")).to_be_visible()
+        expect(level.locator(".plot")).to_be_hidden()
+        assert requests == [path.as_uri()], "the report requests nothing"
+        assert errors == []
+    finally:
+        context.close()

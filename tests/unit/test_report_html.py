@@ -1,16 +1,23 @@
 """The HTML pilot report: one offline page that shows the report's numbers, charts and maps.
 
 Reports and chart series are built by hand, so every figure a reader would look for is known.
-SVG fragments are parsed as XML: they must be well-formed on their own.
+SVG fragments are parsed as XML: they must be well-formed on their own. The page's scripts
+(the inlined uPlot and chart script that make the charts explorable) are checked here for what
+they are and what data they carry; `tests/e2e/test_dashboard.py` opens a report in Chromium,
+offline, and explores a chart.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import json
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
+from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -83,6 +90,8 @@ def device(**changes: Any) -> DeviceReportOut:
         "rssi_median": -97.5,
         "snr_median": 7.25,
         "sf_mix": {"SF9": 40, "SF7": 812},
+        "lat": -27.4512,
+        "lon": -58.9866,
     }
     return DeviceReportOut(**(fields | changes))
 
@@ -150,6 +159,8 @@ def report(**changes: Any) -> ReportOut:
                 battery_slope_v_per_day=None,
                 battery_days_left=None,
                 latency_p90_s=95.0,
+                lat=-27.4660,  # south and east of rs-aq-01
+                lon=-58.9700,
             ),
         ],
         "completeness": CompletenessMapOut(
@@ -356,6 +367,33 @@ def heat_cells(doc: str) -> dict[str, ET.Element]:
     return {"".join(r.itertext()): r for r in heatmap.iter("rect")}
 
 
+def scripts(doc: str) -> list[tuple[dict[str, str | None], str]]:
+    """Each script element's attributes and text."""
+    return [
+        (dict(re.findall(r'(\w[\w-]*)(?:="([^"]*)")?', attrs)), text)
+        for attrs, text in re.findall(r"<script([^>]*)>(.*?)</script>", doc, flags=re.DOTALL)
+    ]
+
+
+def without_scripts(doc: str) -> str:
+    return re.sub(r"<script[^>]*>.*?</script>", "", doc, flags=re.DOTALL)
+
+
+def vendored(name: str) -> str:
+    return resources.files("api").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def chart_data(doc: str) -> dict[str, Any]:
+    (data,) = [text for attrs, text in scripts(doc) if attrs.get("type") == "application/json"]
+    parsed: dict[str, Any] = json.loads(data)
+    return parsed
+
+
+def sites(doc: str) -> dict[str, ET.Element]:
+    (site_map,) = svgs(doc, "site-map")
+    return {g.get("data-device") or "": g for g in site_map.iter("g") if g.get("class") == "site"}
+
+
 def calendar_days(doc: str) -> dict[str, set[int]]:
     """Day-of-month numbers of the first calendar, by status."""
     (calendar,) = svgs(doc, "calendar")[:1]
@@ -379,22 +417,152 @@ def test_the_page_parses_with_every_element_closed() -> None:
     assert page.open == []
     assert [t for t, _ in page.tags].count("html") == 1
     assert [t for t, _ in page.tags].count("body") == 1
-    assert [t for t, _ in page.tags].count("svg") == 4  # two charts, heat map, calendar
+    # two charts, the map, heat map, calendar
+    assert [t for t, _ in page.tags].count("svg") == 5
 
 
 def test_the_page_requests_nothing_from_outside() -> None:
     doc = render_report(report(), [pm25_chart(), level_chart()])
 
-    assert re.search(r"\b(?:src|href|srcset|action|formaction|poster)\s*=", doc, re.I) is None
-    assert re.search(r"url\s*\(", doc, re.I) is None
-    assert "@import" not in doc
-    assert "<script" not in doc.lower()
-    rest = doc.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    # The scripts are inline (no src), and are the vendored uPlot and chart script as shipped
+    # and the page's own starter; everything else is checked without them.
+    found = scripts(doc)
+    assert [set(attrs) for attrs, _ in found] == [{"type", "id"}, set(), set(), set()]
+    assert found[1][1] == vendored("vendor/uplot/uPlot.iife.min.js")
+    assert found[2][1] == vendored("charts.js")
+    rest = without_scripts(doc)
+    assert re.search(r"\b(?:src|srcset|action|formaction|poster)\s*=", rest, re.I) is None
+    # Links only within the page (the map's markers lead to their rows).
+    assert re.findall(r'\bhref="([^"#][^"]*)"', rest) == []
+    assert re.search(r"url\s*\(", rest, re.I) is None
+    assert "@import" not in rest
+    rest = rest.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert re.search(r"https?:", rest, re.I) is None
     assert re.search(r"""["'(\s]//""", rest) is None  # protocol-relative addresses
     csp = [a for t, a in structure(doc).tags if t == "meta" and a.get("http-equiv")]
-    assert csp[0]["content"] is not None
-    assert "default-src 'none'" in csp[0]["content"]
+    content = csp[0]["content"]
+    assert content is not None
+    assert "default-src 'none'" in content
+    # Only the page's own scripts may run: each by its hash, nothing inline by default.
+    (script_src,) = [d.strip() for d in content.split(";") if d.strip().startswith("script-src")]
+    allowed = set(script_src.split()[1:])
+    assert "'unsafe-inline'" not in allowed
+    assert allowed == {
+        "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+        for attrs, text in found
+        if "type" not in attrs
+    }
+
+
+def test_a_page_without_chart_data_carries_no_script() -> None:
+    empty = pm25_chart(times=[], lines={}, guideline=None)
+    doc = render_report(report(), [empty])
+
+    assert "<script" not in doc.lower()
+    assert "script-src" not in doc
+
+
+def test_the_charts_series_are_inlined_for_the_live_charts() -> None:
+    doc = render_report(report(), [pm25_chart(), level_chart()])
+
+    data = chart_data(doc)
+    assert data["timeZone"] == "America/Argentina/Cordoba"
+    pm25, level = data["charts"]
+    assert pm25["sensor"] == "pm25"
+    assert pm25["unit"] == "µg/m³"
+    assert pm25["x"] == [(START + timedelta(hours=h)).timestamp() for h in range(5)]
+    assert pm25["windowS"] == 3600
+    assert [(line["label"], line["values"]) for line in pm25["lines"]] == [
+        ("rs-aq-01", [10.0, 12.0, 14.0, 16.0, 18.0]),
+        ("rs-aq-02", [9.0] * 5),
+    ]
+    assert pm25["levels"] == [
+        {"label": "WHO 2021 24-h guideline 15 µg/m³", "value": 15.0, "colour": "#5e3c99"}
+    ]
+    assert [(lv["label"], lv["value"]) for lv in level["levels"]] == [
+        ("alert 5.3 m", 5.3),
+        ("evacuation 5.7 m", 5.7),
+    ]
+    # Each live chart finds its figure, whose SVG stays for print and for readers without
+    # scripts; the uPlot stylesheet is inlined with the page's.
+    assert '<figure class="chart" id="chart-pm25" data-sensor="pm25">' in doc
+    assert '<figure class="chart" id="chart-level" data-sensor="level">' in doc
+    assert vendored("vendor/uplot/uPlot.min.css") in doc
+    assert "@media print{figure.live>.plot{display:none}}" in doc
+    assert len(svgs(doc, "chart")) == 2
+
+
+def test_a_missing_value_reaches_the_live_chart_as_null() -> None:
+    lines: dict[str, list[float | None]] = {"broken": [1.0, 2.0, None, 4.0, float("nan")]}
+    doc = render_report(report(), [pm25_chart(lines=lines, guideline=None)])
+
+    (chart,) = chart_data(doc)["charts"]
+    assert chart["lines"][0]["values"] == [1.0, 2.0, None, 4.0, None]
+    assert chart["levels"] == []
+
+
+# -- the map -------------------------------------------------------------------------------------
+
+
+def test_the_map_places_each_device_at_its_position_with_its_status() -> None:
+    doc = render_report(report(), [pm25_chart()])
+
+    placed = sites(doc)
+    assert list(placed) == ["rs-aq-01", "rs-aq-02"]
+    one, two = placed["rs-aq-01"], placed["rs-aq-02"]
+    assert (one.get("data-status"), two.get("data-status")) == ("silent", "online")
+    assert (one.get("data-lat"), one.get("data-lon")) == ("-27.4512", "-58.9866")
+    (c1,), (c2,) = one.iter("circle"), two.iter("circle")
+    # rs-aq-02 lies south (lower on the map) and east (to the right) of rs-aq-01.
+    assert float(c2.get("cy", "nan")) > float(c1.get("cy", "nan"))
+    assert float(c2.get("cx", "nan")) > float(c1.get("cx", "nan"))
+    assert c1.get("fill") != c2.get("fill")
+    assert texts(one) == ["rs-aq-01"]
+    assert "rs-aq-01: silent now; Plaza 25 de Mayo" in (one.findtext("title") or "")
+    (site_map,) = svgs(doc, "site-map")
+    (scale,) = [t for t in texts(site_map) if re.fullmatch(r"\d+ k?m", t)]
+    assert scale in {"500 m", "1 km", "2 km"}  # about 1.9 km between the two
+    # A marker leads to its device's row: status and the last window with a value.
+    assert '<a href="#map-rs-aq-01">' in doc
+    assert '<tr id="map-rs-aq-01" data-device="rs-aq-01">' in doc
+    assert row(doc, "sites", "rs-aq-01") == [
+        "rs-aq-01",
+        "Plaza 25 de Mayo",
+        "-27.4512, -58.9866",
+        "silent now",
+        "PM2.5 18 µg/m³ (2025-03-01 04:00)",
+    ]
+    assert row(doc, "sites", "rs-aq-02")[3:] == [
+        "reporting now",
+        "PM2.5 9 µg/m³ (2025-03-01 04:00)",
+    ]
+
+
+def test_devices_at_one_site_are_stacked_and_others_listed_without_a_marker() -> None:
+    devices = [
+        device(device="a", silent_now=None),
+        device(device="b", reports=0, silent_now=None),
+        device(device="c", lat=None, lon=None),
+    ]
+    doc = render_report(report(devices=devices), [])
+
+    placed = sites(doc)
+    assert list(placed) == ["a", "b"]
+    assert placed["a"].get("data-status") == "reported"
+    assert placed["b"].get("data-status") == "never"
+    (ca,), (cb,) = placed["a"].iter("circle"), placed["b"].iter("circle")
+    assert ca.get("cx") == cb.get("cx")
+    assert float(cb.get("cy", "nan")) > float(ca.get("cy", "nan"))
+    assert "Without a position in the registry: c." in doc
+    assert row(doc, "sites", "c")[2:4] == ["—", "silent now"]
+
+
+def test_a_report_without_positions_says_so() -> None:
+    doc = render_report(report(devices=[device(lat=None, lon=None)]), [])
+
+    assert svgs(doc, "site-map") == []
+    assert "No device of this report has a position." in doc
+    assert row(doc, "sites", "rs-aq-01")[0] == "rs-aq-01"
 
 
 def test_the_header_gives_the_pilot_and_the_period_in_local_time() -> None:
@@ -411,7 +579,7 @@ def test_the_header_gives_the_pilot_and_the_period_in_local_time() -> None:
 def test_sections_come_in_the_order_researchers_read_them() -> None:
     doc = render_report(report(), [pm25_chart()])
 
-    order = ["summary", "charts", "completeness", "exceedance", "devices", "gaps", "flags"]
+    order = ["summary", "charts", "map", "completeness", "exceedance", "devices", "gaps", "flags"]
     order.append("thresholds")
     positions = [doc.index(f'<section id="{key}">') for key in order]
     assert positions == sorted(positions)
@@ -806,11 +974,15 @@ def test_text_from_the_report_cannot_inject_markup() -> None:
 
     page = structure(doc)
     assert page.mismatched == []
-    assert "script" not in {tag for tag, _ in page.tags}
+    # Only the page's own scripts: the chart data, uPlot, the chart script, the starter.
+    assert [tag for tag, _ in page.tags].count("script") == 4
     assert "b" not in {tag for tag, _ in page.tags}
     assert not [name for _, attrs in page.tags for name in attrs if name.startswith("on")]
-    assert "<script" not in doc.lower()
+    assert "<script" not in without_scripts(doc).lower()
     assert "&lt;script&gt;" in doc
+    # In the chart data, the hostile text is data: its `<` cannot end the element.
+    assert chart_data(doc)["charts"][0]["unit"] == evil
+    assert attr in sites(doc)
     assert svgs(doc, "chart")  # still well-formed XML with the hostile attribute inside
     assert attr in heat_cells(doc)[f"{attr} 2025-03-01: 100 %"].findtext("title", "")
     assert row(doc, "river", attr)[0] == attr
