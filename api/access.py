@@ -24,11 +24,12 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api.auth import Principal, bearer, require
-from api.deps import AppStateDep, PilotDep
+from api.deps import AppStateDep, RegistryDep
+from api.problems import Problem
 from core.registry import Pilot, PublicPeriod
 from core.timeutil import ns_to_datetime
 
@@ -44,17 +45,27 @@ class Reader:
         """Whether the request came without a token."""
         return self.principal is None
 
-    def sees(self, pilot: Pilot) -> bool:
-        """Whether this reader may read anything of `pilot`."""
-        return self.principal is not None or pilot.public is not None
+    def sees(self, pilot: Pilot, now_ns: int | None = None) -> bool:
+        """Whether this reader may read anything of `pilot` (a period that has begun)."""
+        if self.principal is not None:
+            return True
+        period = pilot.public
+        if period is None:
+            return False
+        now = time.time_ns() if now_ns is None else now_ns
+        return period.start_ns is None or period.start_ns <= now
 
     def period(self, pilot: Pilot) -> PublicPeriod:
         """What of `pilot` this reader may read (everything for a token); 401 if nothing."""
         if self.principal is not None:
             return PublicPeriod(None, None)
-        if pilot.public is None:
+        if pilot.public is None or not self.sees(pilot):
             raise private(pilot)
         return pilot.public
+
+    def since(self, pilot: Pilot) -> int | None:
+        """The oldest instant this reader may see of `pilot` (None: no limit)."""
+        return self.period(pilot).start_ns
 
     def require(self, pilot: Pilot) -> Pilot:
         """`pilot`, or 401 when this reader may not read it."""
@@ -116,9 +127,21 @@ def _reader(
 PublicReadAccess = Annotated[Reader, Depends(_reader)]
 
 
-def _public_pilot(reader: PublicReadAccess, pilot: PilotDep) -> Pilot:
-    return reader.require(pilot)
+def _public_pilot(
+    reader: PublicReadAccess,
+    registry: RegistryDep,
+    pilot: Annotated[str, Path(description="pilot id, e.g. santa-fe", max_length=64)],
+) -> Pilot:
+    found = registry.pilots.get(pilot)
+    if found is None:
+        # A stranger is told only of the pilots it may read.
+        known = [p.id for p in registry.pilot_list if reader.sees(p)]
+        raise Problem(
+            404, f"unknown pilot {pilot!r}; known pilots: {', '.join(known) or 'none public'}"
+        )
+    return reader.require(found)
 
 
-#: The path's pilot, when the reader may read it (401 for an anonymous reader otherwise).
+#: The path's pilot, when the reader may read it (401 for an anonymous reader otherwise); an
+#: unknown pilot is a 404 naming only the pilots the reader may read.
 PublicPilotDep = Annotated[Pilot, Depends(_public_pilot)]

@@ -146,6 +146,7 @@ class Settings(BaseSettings):
     api_max_streams: int = Field(default=64, ge=1, le=10_000)
     api_max_streams_per_token: int = Field(default=4, ge=1, le=1_000)
     api_public_rate: str = "60/minute;1000/hour"
+    api_public_rate_total: str = "600/minute;10000/hour"
     # The dashboard map's tile layer: URL template with {z} {x} {y}, then optionally the
     # attribution; unset: no tiles (checked at start-up by api.dashboard.map_tiles).
     api_map_tiles: str | None = None
@@ -189,7 +190,7 @@ class Settings(BaseSettings):
             raise ValueError(f"no CA file at {value}")
         return value
 
-    @field_validator("api_public_rate")
+    @field_validator("api_public_rate", "api_public_rate_total")
     @classmethod
     def _rate(cls, value: str) -> str:
         from limits import parse_many

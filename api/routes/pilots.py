@@ -4,8 +4,8 @@ import time
 
 from fastapi import APIRouter
 
-from api.access import PublicReadAccess, unauthorized
-from api.deps import PilotDep, RegistryDep, SettingsDep, StoreDep
+from api.access import PublicPilotDep, PublicReadAccess, unauthorized
+from api.deps import RegistryDep, SettingsDep, StoreDep
 from api.problems import responses
 from api.schemas import DeviceOut, PilotOut
 from api.services import pilots as service
@@ -32,26 +32,29 @@ def list_pilots(
     ]
     if reader.anonymous and not shown:
         raise unauthorized("no pilot is public")
-    return [service.pilot_summary(registry, store, p, limit) for p in shown]
+    return [
+        service.pilot_summary(registry, store, p, limit, since_ns=reader.since(p)) for p in shown
+    ]
 
 
 @router.get("/pilots/{pilot}", responses=ONE_PILOT)
 def get_pilot(
     reader: PublicReadAccess,
-    pilot: PilotDep,
+    pilot: PublicPilotDep,
     registry: RegistryDep,
     store: StoreDep,
     settings: SettingsDep,
 ) -> PilotOut:
     """One pilot (without a token: a pilot published up to now)."""
     reader.live(pilot)
-    return service.pilot_summary(registry, store, pilot, settings.api_max_scan_readings)
+    limit = settings.api_max_scan_readings
+    return service.pilot_summary(registry, store, pilot, limit, since_ns=reader.since(pilot))
 
 
 @router.get("/pilots/{pilot}/devices", responses=ONE_PILOT)
 def list_devices(
     reader: PublicReadAccess,
-    pilot: PilotDep,
+    pilot: PublicPilotDep,
     registry: RegistryDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -61,4 +64,5 @@ def list_devices(
     Without a token: a pilot published up to now.
     """
     reader.live(pilot)
-    return service.device_list(registry, store, pilot, settings.api_max_scan_readings)
+    limit = settings.api_max_scan_readings
+    return service.device_list(registry, store, pilot, limit, since_ns=reader.since(pilot))

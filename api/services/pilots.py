@@ -34,7 +34,14 @@ class PilotState:
     """What the pilot and device listings need, read from the store once per request."""
 
     def __init__(
-        self, registry: Registry, store: Store, pilot: Pilot, now: int, max_uplinks: int
+        self,
+        registry: Registry,
+        store: Store,
+        pilot: Pilot,
+        now: int,
+        max_uplinks: int,
+        *,
+        since_ns: int | None = None,
     ) -> None:
         self.pilot = pilot
         self.store = store
@@ -45,7 +52,10 @@ class PilotState:
         self.rows = device_rows(registry, self.devices)
         self.interval = np.asarray([d.interval_s for d in self.devices], dtype=np.float64)
         latest = store.latest(pilot.id)
-        self.latest = latest.take(self.rows[latest.device] >= 0)
+        shown = self.rows[latest.device] >= 0
+        if since_ns is not None:  # a reader who may see nothing older (a published period)
+            shown &= latest.ts_ns >= since_ns
+        self.latest = latest.take(shown)
         since = min(self.midnight, now - DAY_NS)
         # Counted before they are read: a network server sending uplinks far faster than the
         # registry says must not make every listing read them all. Past the bound, today's
@@ -64,8 +74,12 @@ class PilotState:
             uplinks = Uplinks.empty()
         else:
             uplinks = store.scan_uplinks(pilot.id, since, now + 1)
-        self.uplinks = uplinks.take(self.rows[uplinks.device] >= 0)
+        kept = self.rows[uplinks.device] >= 0
+        if since_ns is not None:
+            kept &= uplinks.ts_ns >= since_ns
+        self.uplinks = uplinks.take(kept)
         self.registry = registry
+        self.since_ns = since_ns
         self.battery_code = registry.sensors["battery_v"].code
 
     def last_seen(self) -> np.ndarray:
@@ -130,8 +144,9 @@ class PilotState:
     def link(self, row: int) -> LinkOut:
         """RSSI and SNR medians of a device's uplinks in the last 24 hours."""
         if self.too_many:
+            start = max(self.now - DAY_NS, self.since_ns or self.now - DAY_NS)
             day = self.store.count_uplinks(
-                self.pilot.id, self.now - DAY_NS, self.now + 1, devices=[self.devices[row].id]
+                self.pilot.id, start, self.now + 1, devices=[self.devices[row].id]
             )
             return LinkOut(uplinks=day, rssi_median=None, snr_median=None)
         up: Uplinks = self.uplinks
@@ -156,10 +171,20 @@ def _ratio(received: float, expected: float) -> float | None:
 
 
 def pilot_summary(
-    registry: Registry, store: Store, pilot: Pilot, max_uplinks: int, now: int | None = None
+    registry: Registry,
+    store: Store,
+    pilot: Pilot,
+    max_uplinks: int,
+    now: int | None = None,
+    *,
+    since_ns: int | None = None,
 ) -> PilotOut:
-    """A pilot with its sensors, thresholds, devices online, newest reading, completeness."""
-    state = PilotState(registry, store, pilot, now or now_ns(), max_uplinks)
+    """A pilot with its sensors, thresholds, devices online, newest reading, completeness.
+
+    `since_ns`: nothing older is used (the start of a published period, for a reader without a
+    token).
+    """
+    state = PilotState(registry, store, pilot, now or now_ns(), max_uplinks, since_ns=since_ns)
     seen = state.last_seen()
     today = state.today()
     newest = int(seen.max()) if len(seen) and seen.max() != quality.NEVER_NS else None
@@ -182,10 +207,19 @@ def pilot_summary(
 
 
 def device_list(
-    registry: Registry, store: Store, pilot: Pilot, max_uplinks: int, now: int | None = None
+    registry: Registry,
+    store: Store,
+    pilot: Pilot,
+    max_uplinks: int,
+    now: int | None = None,
+    *,
+    since_ns: int | None = None,
 ) -> list[DeviceOut]:
-    """The pilot's devices: status, last report, battery, link, completeness, newest readings."""
-    state = PilotState(registry, store, pilot, now or now_ns(), max_uplinks)
+    """The pilot's devices: status, last report, battery, link, completeness, newest readings.
+
+    `since_ns` as in `pilot_summary`.
+    """
+    state = PilotState(registry, store, pilot, now or now_ns(), max_uplinks, since_ns=since_ns)
     seen = state.last_seen()
     silent = state.silent()
     today = state.today()

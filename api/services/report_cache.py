@@ -30,7 +30,7 @@ KEPT = 32
 
 #: A kept report's key: pilot, period, the hot cache's version of the pilot, and the (id, seq)
 #: of each of the period's alarms (None without an alarm store).
-_Key = tuple[str, int, int, int, tuple[tuple[str, int], ...] | None]
+_Key = tuple[str, int, int, int, tuple[tuple[str, int], ...] | None, bool]
 
 
 class ReportCache:
@@ -68,19 +68,23 @@ class ReportCache:
             pilot.devices, span
         )
 
-    def get(self, pilot: Pilot, start_ns: int, end_ns: int) -> Report:
-        """The report, built now or reused.
+    def get(self, pilot: Pilot, start_ns: int, end_ns: int, *, public: bool = False) -> Report:
+        """The report, built now or reused; `public`: for a reader without a token.
 
+        A public report's alarms are as they stood at the period's end and say nothing of the
+        operators (`public_alarms`); it is kept apart from the full one.
         `QueryError` when it would read too much; `BusyError` when it must be built and no slot
         frees up in time.
         """
         cost.check(self.scan_cost(pilot, start_ns, end_ns), self.max_scan_readings, "this report")
         alarms = None if self.alarms is None else self.alarms.period(pilot, start_ns, end_ns)
+        if public and alarms is not None:
+            alarms = public_alarms(alarms, end_ns)
         if self.cache is None:  # nothing says when the data changed: build every time
             return self._build(pilot, start_ns, end_ns, alarms)
         version = self.cache.version_of(pilot.id)
         changes = None if alarms is None else tuple((a.id, a.seq) for a in alarms)
-        key = (pilot.id, start_ns, end_ns, version, changes)
+        key = (pilot.id, start_ns, end_ns, version, changes, public)
         with self._lock:
             found = self._fresh(key)
             if found is not None:
@@ -139,3 +143,31 @@ class ReportCache:
             readings_from=self.readings,
             alarms=alarms,
         )
+
+
+def public_alarms(alarms: list[AlarmOut], end_ns: int) -> list[AlarmOut]:
+    """The alarms as anyone may see them, up to `end_ns`.
+
+    Nothing of who acknowledged them nor what they wrote, and nothing after `end_ns`: an alarm
+    that ended later is shown active, its peak and latest value unknown.
+    """
+    shown = []
+    for alarm in alarms:
+        changes: dict[str, object] = {
+            "acked": None,
+            "acked_ns": None,
+            "acked_by": None,
+            "ack_note": None,
+        }
+        if alarm.end_ns is None or alarm.end_ns >= end_ns:
+            changes |= {
+                "end": None,
+                "end_ns": None,
+                "cleared_ns": None,
+                "state": "active",
+                "active": True,
+                "peak": None,
+                "latest": None,
+            }
+        shown.append(alarm.model_copy(update=changes))
+    return shown

@@ -186,7 +186,7 @@ def _request(host: str) -> Request:
 
 
 def test_an_ipv6_client_is_counted_by_its_64() -> None:
-    limiter = PublicLimiter("2/minute")
+    limiter = PublicLimiter("2/minute", "100/minute")
     assert limiter.client(_request("2001:db8:1:2::1")) == limiter.client(
         _request("2001:db8:1:2:ffff::9")
     )
