@@ -251,5 +251,7 @@ def build_state(
             else StreamBounds(settings.api_max_streams, settings.api_max_streams_per_token)
         ),
         # kept across registry changes: a client's count goes on
-        public=keep.public if keep is not None else PublicLimiter(settings.api_public_rate, settings.api_public_rate_total),
+        public=keep.public
+        if keep is not None
+        else PublicLimiter(settings.api_public_rate, settings.api_public_rate_total),
     )
