@@ -2,8 +2,10 @@
 
 What the folder holds and how it is written are `pilots.publishing`'s (docs/PUBLISHING.md).
 This module reads the options and maps what goes wrong to an exit code: 2 for a run refused
-before anything is written (an unknown pilot, a bad period or licence, an `--out` in the way,
-a period over the API's bounds), 1 for a failure once running (the store, the folder's disk).
+before anything is written (an unknown pilot, a bad period or licence, an `--out` in the way
+or in the service's own files, a period over the API's bounds, an `--out` that appeared during
+the run), 1 for a failure once running (the store, the folder's disk). A pilot not public in
+the registry is published all the same (the operator decides), with a note on stderr.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def publish(
     end: Annotated[
         str, typer.Option(help="end, exclusive (2026-12-01: up to that local midnight)")
     ],
-    out: Annotated[Path, typer.Option(help="folder to write; must not exist or be empty")],
+    out: Annotated[
+        Path,
+        typer.Option(help="folder to write; must not exist or be empty, nor be the data dir"),
+    ],
     licence: Annotated[
         str | None,
         typer.Option(help=f"SPDX licence id (default: the registry's, else {DEFAULT_LICENCE})"),
@@ -36,7 +41,9 @@ def publish(
     contributor: Annotated[
         list[str] | None, typer.Option(help="'Name' or 'Name <e-mail>'; repeatable")
     ] = None,
-    force: Annotated[bool, typer.Option(help="replace a non-empty --out folder")] = False,
+    force: Annotated[
+        bool, typer.Option(help="replace an earlier publish (a non-empty --out it wrote)")
+    ] = False,
 ) -> None:
     """Write a pilot's period as a folder to publish: report page, data package and README.
 
@@ -52,15 +59,21 @@ def publish(
             licence=licence,
             contributors=contributor or [],
         )
-        publishing.check_out(out, force=force)
+        publishing.check_out(out, force=force, kept=publishing.Kept.of(settings, registry))
     except RefusedError as exc:
         raise _refused(exc) from exc
+    if period.pilot.public is None:  # allowed, the operator decides; but said, to be noticed
+        typer.echo(
+            f"note: pilot {pilot!r} is not public in the registry (`public` is not set); "
+            "the folder publishes it all the same",
+            err=True,
+        )
     try:
         services = publishing.open_services(settings, registry)
     except PilotsError as exc:
         raise fail(exc) from exc
     try:
-        rows = publishing.publish(services, period, out)
+        rows = publishing.publish(services, period, out, force=force)
     except RefusedError as exc:
         raise _refused(exc) from exc
     except PilotsError as exc:

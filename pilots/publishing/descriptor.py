@@ -80,7 +80,7 @@ def _schemas(registry: Registry, period: Period) -> dict[str, dict[str, Any]]:
     sensor = _field("sensor", "string", "sensor id (package property pilot.sensors)")
     unit = _field("unit", "string", "unit of the row's values (by sensor)", constraints=units)
     to_devices = [{"fields": "device", "reference": {"resource": "devices", "fields": "id"}}]
-    stat = "of the day's readings of the device and sensor, in `unit`"
+    stat = "of the day's readings in the period of the device and sensor, in `unit`"
     return {
         "readings": {
             "fields": [
@@ -96,11 +96,16 @@ def _schemas(registry: Registry, period: Period) -> dict[str, dict[str, Any]]:
         "daily": {
             "fields": [
                 _field("day", "date", f"local calendar day ({pilot.timezone})"),
-                _field("window_start", "datetime", "local midnight starting the day, RFC 3339"),
+                _field(
+                    "window_start",
+                    "datetime",
+                    "local midnight starting the day, or the period's start on a day it "
+                    "starts inside; RFC 3339",
+                ),
                 device,
                 {**sensor, "constraints": {"required": True, **sensors}},
                 unit,
-                _field("count", "integer", "readings received that day"),
+                _field("count", "integer", "readings received that day within the period"),
                 _field("mean", "number", f"mean {stat}"),
                 _field("min", "number", f"lowest {stat}"),
                 _field("max", "number", f"highest {stat}"),
@@ -249,17 +254,38 @@ def descriptor(
     return package
 
 
+#: What Markdown could read as markup (emphasis, links, HTML, tables, headings) in a line.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~&])")
+
+
+def md_text(text: str) -> str:
+    """A registry string as literal Markdown text on one line: every markup character escaped."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))
+
+
+def md_code(text: str) -> str:
+    """A registry string as a Markdown code span, fenced longer than any backtick run in it."""
+    flat = " ".join(text.split())
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", flat)), default=0) + 1)
+    return f"{fence} {flat} {fence}" if "`" in flat else f"{fence}{flat}{fence}"
+
+
 def readme(period: Period, rows: dict[str, int]) -> str:
-    """The folder's README: what it is, the period, the licence, how to read it."""
+    """The folder's README: what it is, the period, the licence, how to read it.
+
+    The registry's strings are escaped (`md_text`, `md_code`): a name is shown, never read
+    as markup, links or HTML.
+    """
     pilot = period.pilot
+    name, theme = md_text(pilot.name), md_text(pilot.theme or "sensors")
     start, end = period.at(period.start_ns), period.at(period.end_ns)
     title, url = LICENCES.get(period.licence, (period.licence, None))
-    licence = f"[{title}]({url})" if url else title
-    return f"""# {pilot.name}: IoT pilot data, {start[:10]} to {end[:10]}
+    licence = f"[{title}]({url})" if url else md_text(title)
+    return f"""# {name}: IoT pilot data, {start[:10]} to {end[:10]}
 
-Readings of the UTN IoT pilot **{pilot.name}** (`{pilot.id}`, {pilot.theme or "sensors"}) from
+Readings of the UTN IoT pilot **{name}** ({md_code(pilot.id)}, {theme}) from
 {start} to {end} (excluded), published with Pilot Telemetry's `pilots publish`.
-Licence: {licence} (`{period.licence}`). Time zone: {pilot.timezone}.
+Licence: {licence} ({md_code(period.licence)}). Time zone: {md_code(pilot.timezone)}.
 
 | file | what |
 |---|---|
@@ -273,7 +299,9 @@ the pilot's devices, sensors, units and thresholds |
 
 Times in the CSV files are RFC 3339 with the pilot's UTC offset (`2026-11-20T06:00:00-03:00`);
 in the Parquet files they are UTC timestamps (nanoseconds). `time` is the device's clock.
-Daily statistics cover whole local days; a day without readings has count 0 and no figures;
+Daily statistics are per local day over the day's readings within the period: a day the
+period starts or ends inside counts only its part in the period (its `window_start` is then
+the period's start, not midnight); a day without readings has count 0 and no figures;
 `device_completeness` is the device's transmissions received / expected that day.
 
 ## Reading it

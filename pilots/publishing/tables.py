@@ -1,18 +1,20 @@
 """The folder's tables: readings, daily statistics and devices, as CSV and as Parquet.
 
 Readings are the export service's rows (`api.services.export.raw`), read one slice of the
-period at a time (`SLICE_READINGS` as the registry expects them) and appended to both files,
-so memory holds a slice, never the period. Daily statistics are the series service's local
-days through the export service's `windowed`, one sensor at a time, with the report's
-completeness of each device and day. Devices are the registry's. Each writer returns the rows
-it wrote. This module must not compute a figure or format a time itself: the values, and the
-CSV text, are the services' (`api.services.export.csv_chunks`); it adds units and arranges.
+period at a time (`SLICE_READINGS` as the registry expects them) and appended to both files, so
+memory holds a slice, never the period. Daily statistics are the series service's local days
+through the export service's `windowed`, one sensor at a time, with the report's completeness
+of each device and day; a day the period cuts is asked for as its part in the period alone, so
+no day counts a reading outside the period. Devices are the registry's. Each writer returns the
+rows it wrote. This module must not compute a figure or format a time itself: the values, and
+the CSV text, are the services' (`api.services.export.csv_chunks`); it adds units and arranges.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from api.schemas import CompletenessMapOut
     from api.services.export import Export
     from core.registry import Registry
+    from core.windows import WindowSpec
 
 #: Readings the registry expects in one slice of the period, read and appended at a time.
 SLICE_READINGS = 100_000
@@ -125,6 +128,31 @@ def write_readings(services: Services, period: Period, folder: Path) -> int:
     return table.rows
 
 
+def _days(period: Period) -> list[tuple[WindowSpec, int, int]]:
+    """The period as series queries of local days, none reaching outside it.
+
+    The series service widens a range to whole windows: whole days are asked as calendar
+    days, and a day the period cuts (a start or an end that is not local midnight) as one
+    fixed window of exactly its part in the period.
+    """
+    from core.windows import Calendar, Fixed, calendar_edges
+
+    start, end, tz = period.start_ns, period.end_ns, period.pilot.tz
+    midnights = calendar_edges(start, end, "day", tz).tolist()
+    first = midnights[1] if midnights[0] < start else midnights[0]
+    last = midnights[-2] if midnights[-1] > end else midnights[-1]
+    if first > last:  # within one day, touching neither of its midnights
+        return [(Fixed(end - start, start), start, end)]
+    parts: list[tuple[WindowSpec, int, int]] = []
+    if start < first:
+        parts.append((Fixed(first - start, start), start, first))
+    if first < last:
+        parts.append((Calendar("day", tz), first, last))
+    if last < end:
+        parts.append((Fixed(end - last, last), last, end))
+    return parts
+
+
 def write_daily(
     services: Services, period: Period, folder: Path, completeness: CompletenessMapOut
 ) -> int:
@@ -134,7 +162,6 @@ def write_daily(
     from api.services import export
     from api.services.export import Export
     from api.services.series import SeriesQuery
-    from core.windows import Calendar
 
     fields = [
         ("day", pa.date32()),
@@ -154,15 +181,15 @@ def write_daily(
     }
     tz = period.pilot.tz
     try:
-        for sensor in period.pilot.sensors:
+        for sensor, (window, start_ns, end_ns) in product(period.pilot.sensors, _days(period)):
             query = SeriesQuery(
                 pilot=period.pilot,
                 sensors=[sensor],
                 devices=None,
-                window=Calendar("day", tz),
+                window=window,
                 window_label="day",
-                start_ns=period.start_ns,
-                end_ns=period.end_ns,
+                start_ns=start_ns,
+                end_ns=end_ns,
                 statistics=list(DAILY_STATISTICS),
                 pooled=False,
                 exclude_flagged=False,

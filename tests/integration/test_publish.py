@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,6 +45,8 @@ END_NS = START_NS + 48 * HOUR_NS
 PERIOD = ["--start", "2026-11-20", "--end", "2026-11-22"]
 
 Row = tuple[int, str, str, float]
+#: Readings just outside the two days, also written.
+OUTSIDE: list[Row] = [(START_NS - NS_PER_S, "rs-wq-01", "ph", 6.0), (END_NS, "rs-wq-01", "ph", 6.0)]
 
 
 def _known_rows() -> list[Row]:
@@ -71,8 +74,7 @@ def published(
     store = InfluxStore(influxd.url, database, registry)
     store.start()
     rows = _known_rows()
-    outside = [(START_NS - NS_PER_S, "rs-wq-01", "ph", 6.0), (END_NS, "rs-wq-01", "ph", 6.0)]
-    everything = rows + outside
+    everything = rows + OUTSIDE
     readings = Readings.from_arrays(
         [r[0] for r in everything],
         registry.device_codes([r[1] for r in everything]),
@@ -94,7 +96,8 @@ def published(
     monkeypatch.delenv("PILOTS_STORE", raising=False)
     monkeypatch.setenv("PILOTS_INFLUX_URL", influxd.url)
     monkeypatch.setenv("PILOTS_INFLUX_DATABASE", database)
-    monkeypatch.setenv("PILOTS_DATA_DIR", str(tmp_path))
+    (tmp_path / "data").mkdir()  # beside the folder: an --out in the data dir is refused
+    monkeypatch.setenv("PILOTS_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "resistencia-2026-11"
     result = CliRunner().invoke(
         app,
@@ -281,3 +284,38 @@ def test_the_page_is_the_pilots_report_and_self_contained(
     readme = (out / "README.md").read_text(encoding="utf-8")
     assert "2026-11-20" in readme and "CC-BY-4.0" in readme
     assert "frictionless validate datapackage.json" in readme
+
+
+def test_days_the_period_cuts_count_only_its_readings(
+    published: tuple[Path, list[Row], InfluxStore], tmp_path: Path
+) -> None:
+    """From noon to 06:00 two days later: each day counts its readings within the period,
+    never the whole local day around them (the series service widens to whole days)."""
+    _, rows, _ = published
+    start, end = "2026-11-20T12:00:00-03:00", "2026-11-22T06:00:00-03:00"
+    out = tmp_path / "cut"
+    result = CliRunner().invoke(
+        app, ["publish", "resistencia", "--start", start, "--end", end, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    lo, hi = parse_instant_ns(start), parse_instant_ns(end)
+    expected: dict[tuple[str, str, str], int] = {}
+    for t, device, sensor, _ in rows + OUTSIDE:
+        if lo <= t < hi:
+            day = datetime.fromtimestamp(t / NS_PER_S, tz=ZoneInfo("America/Argentina/Cordoba"))
+            key = (day.date().isoformat(), device, sensor)
+            expected[key] = expected.get(key, 0) + 1
+    with (out / "data/daily.csv").open(encoding="utf-8", newline="") as file:
+        counted = {
+            (r["day"], r["device"], r["sensor"]): int(r["count"])
+            for r in csv.DictReader(file)
+            if int(r["count"])
+        }
+    assert counted == expected
+    assert {k[0] for k in counted} == {"2026-11-20", "2026-11-21", "2026-11-22"}
+    assert counted[("2026-11-20", "rs-wq-01", "ph")] == 12
+    assert (
+        counted[("2026-11-22", "rs-wq-01", "ph")] == 1
+    )  # OUTSIDE's reading at midnight starting the 22nd
+    report = validate(str(out / "datapackage.json"))
+    assert report.valid, report.flatten(["resourceName", "type", "note"])

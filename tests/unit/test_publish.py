@@ -7,7 +7,9 @@ are `tests/integration/test_publish.py`'s.
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from frictionless import validate
 from typer.testing import CliRunner
 
+from api.auth import TokenStore
 from core.errors import RegistryError
 from core.readings import Readings
 from core.registry import DEFAULT_REGISTRY_PATH, Registry, load_registry
@@ -29,8 +32,11 @@ PERIOD = ["--start", "2026-11-20", "--end", "2026-11-22"]
 
 @pytest.fixture
 def stored(tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An embedded store holding 48 hourly pH readings of rs-wq-01, chosen by the settings."""
-    store = EmbeddedStore(tmp_path / "store.sqlite", registry)
+    """A folder beside the data dir `data`, whose embedded store (chosen by the settings)
+    holds 48 hourly pH readings of rs-wq-01, and whose token database holds one token."""
+    data = tmp_path / "data"
+    data.mkdir()
+    store = EmbeddedStore(data / "store.sqlite", registry)
     store.write(
         Readings.from_arrays(
             [START_NS + h * HOUR_NS for h in range(48)],
@@ -40,7 +46,8 @@ def stored(tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) 
         )
     )
     store.close()
-    monkeypatch.setenv("PILOTS_DATA_DIR", str(tmp_path))
+    TokenStore.in_data_dir(data).create("researcher", "read")
+    monkeypatch.setenv("PILOTS_DATA_DIR", str(data))
     monkeypatch.delenv("PILOTS_INFLUX_URL", raising=False)
     monkeypatch.delenv("PILOTS_STORE", raising=False)
     return tmp_path
@@ -84,7 +91,7 @@ def test_a_store_over_the_limit_fails_without_leaving_a_half_folder(
 ) -> None:
     # A device that reports every 10 s where the registry promises 15 min: the registry's
     # estimate passes, the store's own count does not.
-    store = EmbeddedStore(stored / "store.sqlite", registry)
+    store = EmbeddedStore(stored / "data" / "store.sqlite", registry)
     n = 2 * 8640
     store.write(
         Readings.from_arrays(
@@ -101,6 +108,55 @@ def test_a_store_over_the_limit_fails_without_leaving_a_half_folder(
     assert not (stored / "out").exists() and _left_in(stored) == []
 
 
+def _data_kept(stored: Path) -> bool:
+    data = stored / "data"
+    return (data / "store.sqlite").is_file() and any(
+        p.name != "store.sqlite" for p in data.iterdir()
+    )
+
+
+def test_the_data_dir_is_refused_even_forced(stored: Path) -> None:
+    code, said = _publish(stored / "data", "--force")
+    assert code == 2 and "data dir" in said and "PILOTS_DATA_DIR" in said
+    assert _data_kept(stored) and _left_in(stored) == []
+
+
+def test_a_folder_inside_the_data_dir_is_refused(stored: Path) -> None:
+    code, said = _publish(stored / "data" / "published")
+    assert code == 2 and "data dir" in said
+    assert not (stored / "data" / "published").exists() and _data_kept(stored)
+
+
+def test_a_folder_holding_the_data_dir_is_refused_even_forced(
+    stored: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, said = _publish(stored, "--force")
+    assert code == 2 and "data dir" in said
+    monkeypatch.chdir(stored)
+    code, said = _publish(Path(), "--force")  # `--out .` from beside the data dir
+    assert code == 2 and "data dir" in said
+    assert _data_kept(stored)
+
+
+def test_the_data_dir_through_a_symlink_is_refused(stored: Path) -> None:
+    (stored / "link").symlink_to(stored / "data", target_is_directory=True)
+    code, said = _publish(stored / "link", "--force")
+    assert code == 2 and "data dir" in said
+    assert _data_kept(stored) and (stored / "link").is_symlink()
+
+
+def test_the_registrys_folder_is_refused(stored: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = stored / "conf"
+    conf.mkdir()
+    registry = conf / "registry.toml"
+    registry.write_text(DEFAULT_REGISTRY_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setenv("PILOTS_REGISTRY", str(registry))
+    for out in (conf, stored / "elsewhere" / ".." / "conf"):
+        code, said = _publish(out, "--force")
+        assert code == 2 and "registry" in said
+    assert registry.is_file()
+
+
 def test_a_non_empty_folder_is_kept_unless_forced(stored: Path) -> None:
     out = stored / "out"
     out.mkdir()
@@ -109,10 +165,82 @@ def test_a_non_empty_folder_is_kept_unless_forced(stored: Path) -> None:
     assert code == 2 and "--force" in said
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
+
+def test_force_replaces_only_an_earlier_publish(stored: Path) -> None:
+    out = stored / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    code, said = _publish(out, "--force")
+    assert code == 2 and "not a folder pilots publish wrote" in said
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+    (out / "notes.txt").unlink()
+    assert _publish(out)[0] == 0
+    (out / "index.html").write_text("an edit", encoding="utf-8")
     code, said = _publish(out, "--force")
     assert code == 0, said
-    assert not (out / "notes.txt").exists() and (out / "datapackage.json").exists()
+    assert "an edit" not in (out / "index.html").read_text(encoding="utf-8")
     assert _left_in(stored) == []
+
+
+def test_a_folder_appearing_during_the_run_is_kept(
+    stored: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pilots.publishing import folder
+
+    out = stored / "out"
+    write = folder._write_folder
+
+    def write_then_appear(*args: object) -> dict[str, int]:
+        rows = write(*args)  # type: ignore[arg-type]
+        out.mkdir()
+        (out / "notes.txt").write_text("mine", encoding="utf-8")
+        return rows
+
+    monkeypatch.setattr(folder, "_write_folder", write_then_appear)
+    code, said = _publish(out)
+    assert code == 2 and "appeared during the run" in said
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and _left_in(stored) == []
+
+
+def test_a_period_cutting_days_counts_only_its_readings_each_day(stored: Path) -> None:
+    span = ["--start", "2026-11-20T12:00:00-03:00", "--end", "2026-11-21T06:00:00-03:00"]
+    result = runner.invoke(app, ["publish", "resistencia", *span, "--out", str(stored / "o")])
+    assert result.exit_code == 0, result.output
+    with (stored / "o/data/daily.csv").open(encoding="utf-8") as file:
+        ph = [r for r in csv.DictReader(file) if (r["device"], r["sensor"]) == ("rs-wq-01", "ph")]
+    assert {r["day"]: int(r["count"]) for r in ph} == {"2026-11-20": 12, "2026-11-21": 6}
+    assert {r["window_start"] for r in ph} == {
+        "2026-11-20T12:00:00-03:00",
+        "2026-11-21T00:00:00-03:00",
+    }
+    lowest, highest = min(float(r["min"]) for r in ph), max(float(r["max"]) for r in ph)
+    assert (round(lowest, 2), round(highest, 2)) == (7.12, 7.29)
+    report = validate(str(stored / "o/datapackage.json"))
+    assert report.valid, report.flatten(["resourceName", "type", "note"])
+
+
+def test_a_private_pilot_is_published_with_a_note(stored: Path) -> None:
+    result = runner.invoke(app, ["publish", "resistencia", *PERIOD, "--out", str(stored / "o")])
+    assert result.exit_code == 0, result.output
+    assert "not public in the registry" in result.stderr
+    assert "not public" not in result.stdout
+
+
+def test_registry_strings_are_not_markup_in_the_readme(
+    stored: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = DEFAULT_REGISTRY_PATH.read_text(encoding="utf-8")
+    name = 'name = "Resistencia"'
+    assert name in text
+    hostile = 'name = "Res <img src=x onerror=alert(1)> [click](https://evil.example) *x* | y"'
+    (stored / "registry.toml").write_text(text.replace(name, hostile, 1), encoding="utf-8")
+    monkeypatch.setenv("PILOTS_REGISTRY", str(stored / "registry.toml"))
+    assert _publish(stored / "o")[0] == 0
+    readme = (stored / "o/README.md").read_text(encoding="utf-8")
+    assert not re.search(r"(?<!\\)<img", readme), "raw HTML in the README"
+    assert "](https://evil" not in readme and "*x*" not in readme
+    assert r"Res \<img src=x onerror=alert\(1\)\>" in readme
 
 
 def test_an_empty_folder_is_used(stored: Path) -> None:
