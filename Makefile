@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit check services bench bench-deps bench-ingest bench-aggregate bench-api \
+.PHONY: demo test test-unit check services bench bench-deps bench-ingest bench-aggregate bench-api bench-sta \
 	bench-abuse bench-alerts bench-scaleout bench-scale clean
 
 $(STAMP): pyproject.toml
@@ -41,7 +41,7 @@ check: $(STAMP)
 
 ## bench: every benchmark and scale curve, one after another (well over an hour on 2 cores);
 ## figures go into docs/BENCHMARKS.md by hand with their command, curves into docs/scaling/
-bench: bench-ingest bench-scaleout bench-aggregate bench-api bench-abuse bench-alerts bench-scale
+bench: bench-ingest bench-scaleout bench-aggregate bench-api bench-sta bench-abuse bench-alerts bench-scale
 
 ## bench-deps: the bench extra (the engines compared, plotting, the peer bridge's client) and wrk
 bench-deps: $(STAMP) services
@@ -55,6 +55,10 @@ bench-aggregate: bench-deps
 ## bench-api: the API's warm answers against answering each request from InfluxDB (needs wrk)
 bench-api: bench-deps
 	$(BIN)/python -m bench.api
+
+## bench-sta: paging a month of one datastream through /sta/v1.1, against the store's own scan
+bench-sta: bench-deps
+	$(BIN)/python -m bench.sta
 
 ## bench-abuse: a flooding device against good ones; the costliest requests a read token can make
 bench-abuse: bench-deps

@@ -5,6 +5,7 @@ To add a resource: a module here with its `router`, and one line below.
 
 from fastapi import APIRouter
 
+from api import sta
 from api.routes import export, health, pilots, quarantine, report, series
 
 router = APIRouter()
@@ -14,3 +15,4 @@ router.include_router(series.router)
 router.include_router(report.router)
 router.include_router(export.router)
 router.include_router(quarantine.router)
+router.include_router(sta.router)

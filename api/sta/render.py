@@ -1,0 +1,396 @@
+"""A SensorThings request answered: the query options applied to what the path names.
+
+What it is for: `Renderer.answer` takes the path's segments (`api.sta.model.parse_path`,
+walked by `api.sta.resolve`) and the options (`api.sta.options.parse_options`) and returns
+the JSON body: a collection with `@iot.count`, `@iot.nextLink` and `value`, one entity, one
+property (`{"name": ...}`, or its raw `$value`), or `$ref` links. Entities carry
+`@iot.selfLink` and a `<Relation>@iot.navigationLink` per relation; `$expand` puts the
+related entities in place (two levels at most), each with its own options. The small entity
+sets come from the `Catalogue`, observations from the `ObservationReader`, a page at a time.
+
+Limits, all checked before the reading they bound: `MAX_TOP` entities per page of a small
+set, `MAX_OBSERVATION_TOP` observations per page (a larger `$top` is served in pages of that
+size, as server-driven paging allows), `MAX_EXPANDED_OBSERVATIONS` observations expanded in
+one answer, and the reader's own bounds. This module must not know about HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote as url_quote
+from urllib.parse import urlencode
+
+import numpy as np
+import orjson
+
+from api.sta import documents, expression
+from api.sta.errors import bad, unsupported
+from api.sta.model import PROPERTIES, SETS, Catalogue, Entity, Segment, lookup, quote
+from api.sta.observations import (
+    Cursor,
+    ObservationReader,
+    Page,
+    filter_keep,
+)
+from api.sta.options import Options
+from api.sta.resolve import EntityList, Observation, ObservationList, Resolver, Target
+
+DEFAULT_TOP = 100
+MAX_TOP = 1000
+MAX_OBSERVATION_TOP = 10_000
+MAX_EXPANDED_OBSERVATIONS = 10_000
+#: Store queries one request may make in all (edges of many Datastreams, expansions).
+MAX_REQUEST_QUERIES = 4000
+_TIME_ORDER = ("phenomenonTime", "resultTime")
+
+
+class Renderer(Resolver):
+    """Answers one request for one reader."""
+
+    def __init__(self, catalogue: Catalogue, reader: ObservationReader, root: str) -> None:
+        super().__init__(catalogue, reader, root)
+        self.expanded = 0
+        self._nested_depth = 0
+
+    def answer(self, segments: list[Segment], options: Options) -> dict[str, Any] | str:
+        """The body for the path and options (a str for `$value`)."""
+        target, prop, suffix = self.resolve(segments)
+        if prop is not None:
+            value = self.property(target, prop)
+            return {prop: value} if suffix != "$value" else _raw(value)
+        if suffix == "$ref":
+            return self.refs(target, options)
+        if isinstance(target, EntityList):
+            return self.entities(target, options)
+        if isinstance(target, ObservationList):
+            return self.observations(target, options)
+        return self.document(target, options)
+
+    def property(self, target: Target, name: str) -> Any:
+        """One property of one entity."""
+        if isinstance(target, Observation):
+            return self.document(target, Options(select=(name,))).get(
+                "@iot.id" if name == "id" else name
+            )
+        assert isinstance(target, Entity)
+        if name == "id":
+            return target.id
+        return self.document(target, Options(select=(name,))).get(name)
+
+    def refs(self, target: Target, options: Options) -> dict[str, Any]:
+        """`$ref`: the selfLinks only."""
+        if isinstance(target, EntityList | ObservationList):
+            options = replace(options, select=None, expand=(), data_array=False)
+            body = (
+                self.entities(target, options)
+                if isinstance(target, EntityList)
+                else self.observations(target, options)
+            )
+            body["value"] = [{"@iot.selfLink": v["@iot.selfLink"]} for v in body["value"]]
+            return body
+        return {"@iot.selfLink": self.document(target, Options())["@iot.selfLink"]}
+
+    def link(self, path: str, options: Options, **paging: str | int) -> str:
+        """A nextLink: the collection's path with the options, paging ones replaced."""
+        pairs = [(k, v) for k, v in options.given if k not in ("$skip", "$top", "$skiptoken")]
+        pairs += [(f"${k}", str(v)) for k, v in paging.items()]
+        return f"{self.root}/{path}?{urlencode(pairs, quote_via=url_quote, safe='$,()/:')}"
+
+    def entities(self, coll: EntityList, options: Options) -> dict[str, Any]:
+        """A collection of a small set, filtered, ordered, paged."""
+        items = coll.items
+        if options.filter is not None:
+            condition = options.filter
+            if coll.set == "Datastreams" and expression.paths(condition) & set(_TIME_ORDER):
+                raise unsupported(
+                    "$filter on a Datastream's phenomenonTime or resultTime is not supported"
+                )
+            items = [e for e in items if _passes(condition, e)]
+        for key in reversed(options.orderby):
+            items = sorted(items, key=_order_key(key.path), reverse=key.descending)
+        top = min(DEFAULT_TOP if options.top is None else options.top, MAX_TOP)
+        page = items[options.skip : options.skip + top]
+        body: dict[str, Any] = {}
+        if options.count:
+            body["@iot.count"] = len(items)
+        if options.skip + top < len(items) and top > 0:
+            body["@iot.nextLink"] = self.link(coll.path, options, top=top, skip=options.skip + top)
+        body["value"] = [self.document(e, options) for e in page]
+        return body
+
+    def observations(self, coll: ObservationList, options: Options) -> dict[str, Any]:
+        """A collection of observations: a page from the store, by time cursor."""
+        descending, top = self._checked(coll, options)
+        bounds = (
+            expression.time_bounds(options.filter) if options.filter is not None else (None, None)
+        )
+        keep = filter_keep(options.filter)
+        cursor = Cursor.parse(options.skiptoken) if options.skiptoken else None
+        if cursor is not None and cursor.index >= len(coll.series):
+            raise bad("$skiptoken is not one this service gave; follow @iot.nextLink")
+        if cursor is None and options.skip:
+            cursor = self._skip(coll, options.skip, descending, bounds, keep)
+        body: dict[str, Any] = {}
+        if options.count:
+            body["@iot.count"] = self._count(coll, options, bounds)
+        if not top:
+            body["value"] = []
+            return body
+        page = self.reader.page(
+            coll.series, n=top, descending=descending, cursor=cursor, bounds=bounds, keep=keep
+        )
+        self._check_queries()
+        if page.next is not None:
+            body["@iot.nextLink"] = self.link(
+                coll.path, options, top=top, skiptoken=page.next.token()
+            )
+        body["value"] = self._page_documents(coll, page, options)
+        return body
+
+    def _checked(self, coll: ObservationList, options: Options) -> tuple[bool, int]:
+        """Whether the order is descending and the page size; refusals before any reading."""
+        descending = self._order(coll, options)
+        documents.check_select(options.select)
+        if options.filter is not None:
+            expression.check_observation_filter(options.filter)
+        if options.data_array and options.expand:
+            raise bad("$expand does not go with $resultFormat=dataArray")
+        top = min(DEFAULT_TOP if options.top is None else options.top, MAX_OBSERVATION_TOP)
+        if self._nested_depth:
+            self.expanded += top
+            if self.expanded > MAX_EXPANDED_OBSERVATIONS:
+                raise bad(
+                    f"this $expand would include more than {MAX_EXPANDED_OBSERVATIONS} "
+                    "observations; use a smaller $top inside Observations(...) or outside"
+                )
+        return descending, top
+
+    def _page_documents(
+        self, coll: ObservationList, page: Page, options: Options
+    ) -> list[dict[str, Any]]:
+        if options.data_array:
+            return documents.data_arrays(self.root, coll.series, page, options.select)
+        docs = documents.observations(self.root, coll.series, page, options.select)
+        if options.expand:
+            for doc, which, ts, value in zip(
+                docs, page.which.tolist(), page.ts_ns.tolist(), page.value.tolist(), strict=True
+            ):
+                self._expand(doc, Observation(coll.series[which], ts, value), options)
+        return docs
+
+    def _order(self, coll: ObservationList, options: Options) -> bool:
+        if not options.orderby:
+            return False
+        key = options.orderby[0]
+        if len(options.orderby) > 1 or key.path not in (*_TIME_ORDER, "id", "@iot.id"):
+            raise unsupported(
+                "Observations are ordered by phenomenonTime (asc or desc) or id only; "
+                f"not by {', '.join(k.path for k in options.orderby)}"
+            )
+        if key.path in ("id", "@iot.id"):
+            if key.descending:
+                raise unsupported("Observations are ordered by id ascending only")
+            return False
+        if len(coll.series) > 1:
+            raise unsupported(
+                f"$orderby={key.path} needs the observations of one Datastream: ask "
+                "Datastreams('device:sensor')/Observations (here they come by id: "
+                "Datastream, then time)"
+            )
+        return key.descending
+
+    def _skip(
+        self,
+        coll: ObservationList,
+        skip: int,
+        descending: bool,
+        bounds: tuple[int | None, int | None],
+        keep: Any,
+    ) -> Cursor | None:
+        """The cursor after the first `skip` observations (read, within the request's bound)."""
+        if skip > self.reader.max_scan:
+            raise bad(
+                f"$skip over {self.reader.max_scan} observations (PILOTS_API_MAX_SCAN_READINGS); "
+                "follow @iot.nextLink or $filter on phenomenonTime instead"
+            )
+        cursor: Cursor | None = None
+        left = skip
+        while left > 0:
+            page = self.reader.page(
+                coll.series, n=left, descending=descending, cursor=cursor, bounds=bounds, keep=keep
+            )
+            self._check_queries()
+            left -= len(page.ts_ns)
+            cursor = page.next
+            if cursor is None:
+                return Cursor(len(coll.series), None)
+        return cursor
+
+    def _count(
+        self, coll: ObservationList, options: Options, bounds: tuple[int | None, int | None]
+    ) -> int:
+        condition = options.filter
+        if condition is None or _exact_range(condition):
+            return self.reader.count(coll.series, *bounds)
+        total = self.reader.count(coll.series, *bounds)
+        if total > self.reader.max_scan - self.reader.scanned:
+            raise bad(
+                f"$count with this $filter would read {total} readings, over the limit "
+                "(PILOTS_API_MAX_SCAN_READINGS); narrow phenomenonTime"
+            )
+        counted, cursor = 0, None
+        while True:
+            page = self.reader.page(
+                coll.series,
+                n=total + 1,
+                descending=False,
+                cursor=cursor,
+                bounds=bounds,
+                keep=filter_keep(condition),
+            )
+            self._check_queries()
+            counted += len(page.ts_ns)
+            cursor = page.next
+            if cursor is None:
+                return counted
+
+    def _check_queries(self) -> None:
+        if self.reader.queries > MAX_REQUEST_QUERIES:
+            raise bad(
+                f"this request needs more than {MAX_REQUEST_QUERIES} store queries; "
+                "ask for fewer entities ($top) or expand less"
+            )
+
+    def document(self, target: Entity | Observation, options: Options) -> dict[str, Any]:
+        """One entity with its links, `$select` and `$expand` applied."""
+        if isinstance(target, Observation):
+            documents.check_select(options.select)
+            one = documents.observations(
+                self.root, [target.series], _one_page(target), options.select
+            )[0]
+            self._expand(one, target, options)
+            return one
+        select = options.select
+        known = {
+            *PROPERTIES[target.set],
+            *SETS[target.set].relations,
+            "id",
+            "@iot.id",
+            "@iot.selfLink",
+        }
+        for name in select or ():
+            if name not in known:
+                raise bad(f"$select: {target.set} have no property {name!r}")
+        self_link = f"{self.root}/{target.set}({quote(target.id)})"
+        doc: dict[str, Any] = {}
+        if select is None or {"id", "@iot.id"} & set(select):
+            doc["@iot.id"] = target.id
+        if select is None or "@iot.selfLink" in select:
+            doc["@iot.selfLink"] = self_link
+        for name in PROPERTIES[target.set]:
+            if select is None or name in select:
+                doc[name] = self._value(target, name)
+        for relation in SETS[target.set].relations:
+            if select is None or relation in select:
+                doc[f"{relation}@iot.navigationLink"] = f"{self_link}/{relation}"
+        self._expand(doc, target, options)
+        return doc
+
+    def _value(self, entity: Entity, name: str) -> Any:
+        if entity.set == "Datastreams" and name in _TIME_ORDER:
+            assert entity.device is not None and entity.sensor is not None
+            edges = self.reader.edges(self.series(entity.device, entity.sensor))
+            self._check_queries()
+            return None if edges is None else f"{documents.iso(edges[0])}/{documents.iso(edges[1])}"
+        return entity.props[name]
+
+    def _expand(self, doc: dict[str, Any], entity: Entity | Observation, options: Options) -> None:
+        set_name = "Observations" if isinstance(entity, Observation) else entity.set
+        for item in options.expand:
+            relations = SETS[set_name].relations
+            if item.name not in relations:
+                raise bad(
+                    f"$expand: {set_name} have no relation {item.name!r}; "
+                    f"theirs: {', '.join(relations)}"
+                )
+            base = doc.get("@iot.selfLink") or self._self_path(entity)
+            path = base.removeprefix(self.root + "/") + "/" + item.name
+            found = self.related(entity, item.name, path)
+            self._nested_depth += 1
+            try:
+                if isinstance(found, EntityList | ObservationList):
+                    body = (
+                        self.entities(found, item.options)
+                        if isinstance(found, EntityList)
+                        else (self.observations(found, item.options))
+                    )
+                    doc[item.name] = body["value"]
+                    if "@iot.count" in body:
+                        doc[f"{item.name}@iot.count"] = body["@iot.count"]
+                    if "@iot.nextLink" in body:
+                        doc[f"{item.name}@iot.nextLink"] = body["@iot.nextLink"]
+                else:
+                    doc[item.name] = None if found is None else self.document(found, item.options)
+            finally:
+                self._nested_depth -= 1
+
+    def _self_path(self, entity: Entity | Observation) -> str:
+        if isinstance(entity, Observation):
+            return f"{self.root}/Observations('{entity.series.id}:{entity.ts_ns}')"
+        return f"{self.root}/{entity.set}({quote(entity.id)})"
+
+
+def _raw(value: Any) -> str:
+    """A property's `$value`: text as it is, a complex value as JSON, null as nothing."""
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return "" if value is None else str(value)
+
+
+def _one_page(observation: Observation) -> Page:
+    return Page(
+        np.zeros(1, np.int32),
+        np.asarray([observation.ts_ns], np.int64),
+        np.asarray([observation.value], np.float64),
+        None,
+    )
+
+
+def _passes(condition: expression.Expr, entity: Entity) -> bool:
+    def value(path: expression.Path) -> object:
+        return lookup(entity, path.text)
+
+    return expression.matches(condition, value)
+
+
+def _order_key(path: str) -> Callable[[Entity], tuple[int, Any]]:
+    def key(entity: Entity) -> tuple[int, Any]:
+        return _sort_key(lookup(entity, path))
+
+    return key
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool | int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    raise bad("$orderby: only simple properties can be ordered by")
+
+
+def _exact_range(condition: expression.Expr) -> bool:
+    """Whether the filter is exactly its time bounds (a conjunction of time comparisons)."""
+    if isinstance(condition, expression.Logical):
+        return (
+            condition.op == "and" and _exact_range(condition.left) and _exact_range(condition.right)
+        )
+    if isinstance(condition, expression.Compare):
+        if condition.op == "ne":
+            return False
+        names = expression.paths(condition)
+        return bool(names) and names <= set(_TIME_ORDER)
+    return False

@@ -1,0 +1,111 @@
+"""`GET /sta/v1.1/...`: the SensorThings API, read-only, over the registry and the store.
+
+One route takes every resource path (`Things`, `Things('sf-rlv-01')/Datastreams`,
+`Datastreams('sf-rlv-01:level')/Observations`, `.../$ref`, `.../name/$value`) and one answers
+the service root. Both take a `Reader` (`api.access.PublicReadAccess`): a token sees every
+pilot; without one, published pilots only, and their observations only within the published
+period. A request that reads the store (Datastreams' times, Observations) holds one of the
+process's `ScanSlots` while it does. Refusals are problem details (`api.problems`) with the
+status `api.sta.errors` gives: 400, 404 or 501, never a 500 for what a client sent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path, Request, Response
+
+from api.access import PublicReadAccess
+from api.deps import RegistryDep, ScanSlotsDep, SettingsDep, StoreDep
+from api.problems import BUSY_503, Problem, responses
+from api.sta.errors import StaError
+from api.sta.model import SETS, Catalogue, Segment, parse_path
+from api.sta.observations import ObservationReader
+from api.sta.options import Expand, Options, parse_options
+from api.sta.render import Renderer
+
+PREFIX = "/sta/v1.1"
+router = APIRouter(prefix=PREFIX, tags=["sensorthings"])
+
+ERRORS = responses(
+    400,
+    401,
+    404,
+    503,
+    _400="the request cannot be read, or goes past a limit (the detail names it)",
+    _404="no such entity set or entity, or one this reader may not see",
+    _503=BUSY_503,
+)
+#: The conformance classes of 18-088 (SensorThings 1.1) this service meets.
+CONFORMANCE = (
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/datamodel",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/resource-path/resource-path-to-entities",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/data-array/data-array",
+)
+_STORE_RELATIONS = frozenset({"Datastreams", "Datastream", "Observations"})
+
+
+def _root(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+def _reads_store(segments: list[Segment], options: Options) -> bool:
+    def expands(items: tuple[Expand, ...]) -> bool:
+        return any(e.name in _STORE_RELATIONS or expands(e.options.expand) for e in items)
+
+    return any(s.name in _STORE_RELATIONS for s in segments) or expands(options.expand)
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("", responses=ERRORS, summary="SensorThings service root")
+def service_root(request: Request, _: PublicReadAccess) -> Response:
+    """The entity sets and the conformance classes (18-088 §9.2.1)."""
+    root = _root(request)
+    return _json(
+        {
+            "value": [{"name": name, "url": f"{root}/{name}"} for name in SETS],
+            "serverSettings": {"conformance": list(CONFORMANCE)},
+        }
+    )
+
+
+@router.get("/{path:path}", responses=ERRORS, summary="SensorThings resources")
+def resource(
+    *,
+    request: Request,
+    reader: PublicReadAccess,
+    registry: RegistryDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    slots: ScanSlotsDep,
+    path: Annotated[str, Path(description="e.g. Things('sf-rlv-01')/Datastreams")],
+) -> Response:
+    """Entity sets, entities, their relations and properties, with the query options.
+
+    See docs/SENSORTHINGS.md for the ids, the options and the limits.
+    """
+    try:
+        segments = parse_path(path)
+        if not segments or not segments[0].name:
+            return service_root(request, reader)
+        options = parse_options(list(request.query_params.multi_items()))
+        renderer = Renderer(
+            Catalogue(registry, reader),
+            ObservationReader(store, settings.api_max_scan_readings),
+            _root(request),
+        )
+        if _reads_store(segments, options):
+            with slots.held():
+                body = renderer.answer(segments, options)
+        else:
+            body = renderer.answer(segments, options)
+    except StaError as exc:
+        raise Problem(exc.status, str(exc)) from exc
+    if isinstance(body, str):
+        return Response(body, media_type="text/plain; charset=utf-8")
+    return _json(body)
