@@ -11,6 +11,10 @@ set), from the local midnight before so that every day shown is whole, as histor
 only once ingest has stored it (or after `HISTORY_WAIT_S`, saying how far it got), so the first
 page a user sees holds whole days. Then the fleets play in real time.
 
+The API publishes San Nicolás (`DEMO_PUBLIC_PILOT`, in the demo only: the shipped registry keeps
+every pilot private), so that its dashboard, report and SensorThings data answer without a
+token, as a published pilot's do.
+
 Santa Fe's fleet plays the storm scenario (`simulators.storm`), started `DEMO_STORM_AGO_H` hours
 ago: the Paraná is over its evacuation level when the demo opens, so the dashboard shows live
 alarms; later in the run its gauges fall silent and send a late backlog, as the scenario says.
@@ -23,6 +27,7 @@ import logging
 import signal
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 
 import uvicorn
@@ -30,7 +35,7 @@ import uvicorn
 from alerts.service import AlertService
 from api.app import create_app
 from api.auth import TokenStore
-from core.registry import Registry
+from core.registry import DEFAULT_REGISTRY_PATH, Registry, build_registry
 from core.settings import Settings
 from core.store import Store, describe_store, open_store
 from core.timeutil import HOUR_NS, NS_PER_S, datetime_to_ns, ns_to_datetime
@@ -48,6 +53,8 @@ from simulators.storm import storm
 #: How long ago the demo's storm began: 14 h puts the river past its evacuation level now.
 DEMO_STORM_AGO_H = 14
 STORM_PILOT = "santa-fe"
+#: The pilot the demo's API publishes (readable without a token), to show what that does.
+DEMO_PUBLIC_PILOT = "san-nicolas"
 #: The alert service's checkpoint (its acknowledgements) with the embedded broker, which waits
 #: 5 s for an acknowledgement.
 AMQTT_CHECKPOINT_S = 1.0
@@ -210,14 +217,38 @@ def _demo_token(settings: Settings) -> str:
     return tokens.create("demo", "admin")
 
 
+def _published(registry: Registry) -> Registry:
+    """The shipped registry with `DEMO_PUBLIC_PILOT` published, for the demo's API only.
+
+    Shows what publishing a pilot does (a stranger reads it without a token) without changing
+    the shipped file, where nothing is public. A registry of the operator's own
+    (`PILOTS_REGISTRY`) is served as it is.
+    """
+    if registry.source.resolve() != DEFAULT_REGISTRY_PATH.resolve():
+        return registry
+    raw = tomllib.loads(registry.source.read_text(encoding="utf-8"))
+    if DEMO_PUBLIC_PILOT not in raw.get("pilots", {}):
+        return registry
+    raw["pilots"][DEMO_PUBLIC_PILOT]["public"] = True
+    return build_registry(raw, registry.source)
+
+
 def _serve(live: Settings, registry: Registry, store: Store) -> None:
     """Announce the API and the dashboard, and serve them until a signal stops uvicorn."""
-    app = create_app(live, registry, store)
+    shown = _published(registry)
+    app = create_app(live, shown, store)
     token = _demo_token(live)
     base = f"http://{live.api_host}:{live.api_port}"
     log.info("API on %s (OpenAPI at %s/docs)", base, base)
     log.info("dashboard: %s/#token=%s", base, token)
     log.info("try: curl -H 'Authorization: Bearer %s' %s/pilots", token, base)
+    if shown is not registry:
+        log.info(
+            "%s is published in the demo: %s/ and %s/sta/v1.1/Things answer without a token",
+            DEMO_PUBLIC_PILOT,
+            base,
+            base,
+        )
     server = uvicorn.Server(
         uvicorn.Config(
             app,

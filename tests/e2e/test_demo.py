@@ -82,7 +82,13 @@ def test_demo_serves_every_pilot_with_data_and_stops_on_ctrl_c(tmp_path: Path) -
         demo.wait_for_output("#token=", 30)
         token = demo.output().rsplit("#token=", 1)[1].split()[0]
         auth = {"Authorization": f"Bearer {token}"}
-        assert httpx.get(f"{base}/pilots", timeout=10).status_code == 401
+        # San Nicolás is published in the demo: a stranger reads it, and only it.
+        public = httpx.get(f"{base}/pilots", timeout=10)
+        assert public.status_code == 200
+        assert [p["id"] for p in public.json()] == ["san-nicolas"]
+        things = httpx.get(f"{base}/sta/v1.1/Things", timeout=10).json()["value"]
+        assert things and {t["properties"]["pilot"] for t in things} == {"san-nicolas"}
+        assert httpx.get(f"{base}/pilots/santa-fe/devices", timeout=10).status_code == 401
         pilots = httpx.get(f"{base}/pilots", headers=auth, timeout=10).json()
         assert [p["id"] for p in pilots] == ["santa-fe", "san-nicolas", "resistencia"]
         # The history is stored before the API is announced: the first page is full.
