@@ -10,8 +10,10 @@ in single quotes (`''` for a quote), numbers, `true`, `false`, `null`, and ISO 8
 with an offset (`2026-11-20T12:00:00Z`, unquoted as the standard writes them); property paths
 (`name`, `properties/pilot`). Arithmetic, functions (`substringof`, `geo.intersects`,
 `st_within`, ...), lambdas and navigation paths are refused with 501 (`unsupported`), other
-text with 400. The text, its token count and its nesting are bounded (`MAX_LENGTH`,
-`MAX_TOKENS`, `MAX_DEPTH`) before anything recursive runs.
+text with 400; `settle` lets a caller answer some comparisons itself first (`api.sta.render`
+does so for an Observation's `Datastream/...` and `FeatureOfInterest/...`, per series). The
+text, its token count and its nesting are bounded (`MAX_LENGTH`, `MAX_TOKENS`, `MAX_DEPTH`)
+before anything recursive runs.
 
 Why by hand: the Python OData parsers on PyPI were looked at first. `odata-query` parses
 `$filter` only (no `$expand` with nested options, which `api.sta.options` needs anyway), into
@@ -341,6 +343,34 @@ def matches(expr: Expr, lookup: Callable[[Path], object]) -> bool:
     if isinstance(expr, Not):
         return not matches(expr.operand, lookup)
     return value(expr) is True
+
+
+def settle(expr: Expr, decide: Callable[[Compare], bool | None]) -> Expr | bool:
+    """The expression with the comparisons `decide` can answer replaced by their truth.
+
+    What is left once `and`, `or` and `not` are simplified: True or False when nothing else
+    matters, else the rest of the expression (the comparisons `decide` left, None for them).
+    """
+    if isinstance(expr, Compare):
+        known = decide(expr)
+        return expr if known is None else known
+    if isinstance(expr, Not):
+        inner = settle(expr.operand, decide)
+        return (not inner) if isinstance(inner, bool) else Not(inner)
+    if isinstance(expr, Logical):
+        left, right = settle(expr.left, decide), settle(expr.right, decide)
+        absorbing = expr.op == "or"  # True absorbs an `or`, False an `and`
+        for one, other in ((left, right), (right, left)):
+            if isinstance(one, bool):
+                return absorbing if one is absorbing else other
+        assert not isinstance(left, bool) and not isinstance(right, bool)
+        return Logical(expr.op, left, right)
+    return expr
+
+
+def compare_values(op: Comparison, a: object, b: object) -> bool:
+    """`a op b` for two plain values (instants as nanoseconds), as `matches` compares."""
+    return _compare(op, a, b)
 
 
 # -- observations, whole arrays at once -----------------------------------------------------------

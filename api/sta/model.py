@@ -38,6 +38,23 @@ GEO_JSON = "application/geo+json"
 UCUM = "http://unitsofmeasure.org/ucum.html"
 #: UCUM codes of the registry's unit symbols (a unit not listed keeps its symbol).
 UCUM_CODES = {"°C": "Cel", "µg/m³": "ug/m3", "mg/m³": "mg/m3", "µS/cm": "uS/cm", "°": "deg"}
+#: The full names of the registry's units: a Datastream's `unitOfMeasurement.name` is "the full
+#: name of the unitOfMeasurement" (18-088 §8.2.4); a unit not listed is named by its symbol.
+UNIT_NAMES = {
+    "m": "metre",
+    "mm": "millimetre",
+    "°C": "degree Celsius",
+    "%": "percent",
+    "hPa": "hectopascal",
+    "m/s": "metre per second",
+    "°": "degree",
+    "mg/L": "milligram per litre",
+    "µS/cm": "microsiemens per centimetre",
+    "NTU": "nephelometric turbidity unit",
+    "µg/m³": "microgram per cubic metre",
+    "mg/m³": "milligram per cubic metre",
+    "V": "volt",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +149,9 @@ class Segment:
     key: str | None = None
 
 
-_SEGMENT = re.compile(r"^([A-Za-z]{1,40})(?:\((?:'((?:[^']|'')*)'|(\d{1,19}))\))?$")
+#: A set, relation or property name (a key inside a complex property may have `_` and digits),
+#: then an optional key.
+_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63})(?:\((?:'((?:[^']|'')*)'|(\d{1,19}))\))?$")
 MAX_PATH = 512
 
 
@@ -266,7 +285,7 @@ class Catalogue:
             "name": f"{s.name} at {d.id}",
             "description": f"{s.name} measured by {d.id} at {_where(d)}",
             "unitOfMeasurement": {
-                "name": s.unit,
+                "name": UNIT_NAMES.get(s.unit, s.unit),
                 "symbol": s.unit,
                 "definition": f"{UCUM}#{UCUM_CODES.get(s.unit, s.unit)}",
             },

@@ -185,6 +185,8 @@ def _options(pairs: list[tuple[str, str]], depth: int, budget: _Budget) -> Optio
             raise bad(f"unknown query option {name[:40]!r}; known: {', '.join(sorted(KNOWN))}")
         if name in values:
             raise bad(f"{name} is given twice")
+        if depth and name == "$resultFormat":
+            raise bad("$resultFormat goes with the request, not inside $expand(...)")
         if len(value) > MAX_OPTION_LENGTH:
             raise bad(f"{name} is longer than {MAX_OPTION_LENGTH} characters")
         values[name] = value

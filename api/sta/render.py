@@ -3,7 +3,8 @@
 What it is for: `Renderer.answer` takes the path's segments (`api.sta.model.parse_path`,
 walked by `api.sta.resolve`) and the options (`api.sta.options.parse_options`) and returns
 the JSON body: a collection with `@iot.count`, `@iot.nextLink` and `value`, one entity, one
-property (`{"name": ...}`, or its raw `$value`), or `$ref` links. Entities carry
+property or a value inside one (`{"name": ...}`, or its raw `$value`; None when it is null,
+which the route answers 204), or `$ref` links. Entities carry
 `@iot.selfLink` and a `<Relation>@iot.navigationLink` per relation; `$expand` puts the
 related entities in place (two levels at most), each with its own options. The small entity
 sets come from the `Catalogue`, observations from the `ObservationReader`, a page at a time.
@@ -26,12 +27,13 @@ import numpy as np
 import orjson
 
 from api.sta import documents, expression
-from api.sta.errors import bad, unsupported
+from api.sta.errors import bad, not_found, unsupported
 from api.sta.model import PROPERTIES, SETS, Catalogue, Entity, Segment, lookup, quote
 from api.sta.observations import (
     Cursor,
     ObservationReader,
     Page,
+    Series,
     filter_keep,
 )
 from api.sta.options import Options
@@ -44,6 +46,8 @@ MAX_EXPANDED_OBSERVATIONS = 10_000
 #: Store queries one request may make in all (edges of many Datastreams, expansions).
 MAX_REQUEST_QUERIES = 4000
 _TIME_ORDER = ("phenomenonTime", "resultTime")
+#: The relations of an Observation a `$filter` may follow (one Datastream, one feature each).
+_OBSERVATION_NAVIGATION = frozenset({"Datastream", "FeatureOfInterest"})
 
 
 class Renderer(Resolver):
@@ -54,12 +58,25 @@ class Renderer(Resolver):
         self.expanded = 0
         self._nested_depth = 0
 
-    def answer(self, segments: list[Segment], options: Options) -> dict[str, Any] | str:
-        """The body for the path and options (a str for `$value`)."""
+    def answer(self, segments: list[Segment], options: Options) -> dict[str, Any] | str | None:
+        """The body for the path and options (a str for `$value`, None for no content).
+
+        A property whose value is null is None: the route answers 204 No Content (18-088
+        §9.2.4, as OData 4.0 Protocol §11.2.3), for the property and for its `$value`.
+        """
         target, prop, suffix = self.resolve(segments)
+        if options.data_array and (
+            prop is not None or suffix is not None or not isinstance(target, ObservationList)
+        ):
+            raise bad(
+                "$resultFormat=dataArray is for collections of Observations "
+                "(18-088 §13.1), e.g. Datastreams('device:sensor')/Observations"
+            )
         if prop is not None:
             value = self.property(target, prop)
-            return {prop: value} if suffix != "$value" else _raw(value)
+            if value is None:
+                return None
+            return {prop.rsplit("/", 1)[-1]: value} if suffix != "$value" else _raw(value)
         if suffix == "$ref":
             return self.refs(target, options)
         if isinstance(target, EntityList):
@@ -68,16 +85,26 @@ class Renderer(Resolver):
             return self.observations(target, options)
         return self.document(target, options)
 
-    def property(self, target: Target, name: str) -> Any:
-        """One property of one entity."""
+    def property(self, target: Target, path: str) -> Any:
+        """One property of one entity, or a value inside it (`properties/pilot`); 404 if absent."""
+        name, *inside = path.split("/")
+        value: Any
         if isinstance(target, Observation):
-            return self.document(target, Options(select=(name,))).get(
+            value = self.document(target, Options(select=(name,))).get(
                 "@iot.id" if name == "id" else name
             )
-        assert isinstance(target, Entity)
-        if name == "id":
-            return target.id
-        return self.document(target, Options(select=(name,))).get(name)
+        else:
+            assert isinstance(target, Entity)
+            if name == "id":
+                value = target.id
+            else:
+                value = self.document(target, Options(select=(name,))).get(name)
+        for i, key in enumerate(inside):
+            if not isinstance(value, dict) or key not in value:
+                where = "/".join([name, *inside[:i]])
+                raise not_found(f"{where} has no {key[:40]!r}")
+            value = value[key]
+        return value
 
     def refs(self, target: Target, options: Options) -> dict[str, Any]:
         """`$ref`: the selfLinks only."""
@@ -122,6 +149,7 @@ class Renderer(Resolver):
 
     def observations(self, coll: ObservationList, options: Options) -> dict[str, Any]:
         """A collection of observations: a page from the store, by time cursor."""
+        coll, options = self._navigation_filter(coll, options)
         descending, top = self._checked(coll, options)
         bounds = (
             expression.time_bounds(options.filter) if options.filter is not None else (None, None)
@@ -148,6 +176,68 @@ class Renderer(Resolver):
             )
         body["value"] = self._page_documents(coll, page, options)
         return body
+
+    def _navigation_filter(
+        self, coll: ObservationList, options: Options
+    ) -> tuple[ObservationList, Options]:
+        """A `$filter` on the Observations' Datastream or FeatureOfInterest, settled per series.
+
+        `Datastream/id eq 'x'` (18-088 §9.3.3.5, Example 2) and the like are the same for every
+        observation of a series: each series keeps the comparisons of its own observations
+        (the rest of the filter), or drops out when its Datastream or FeatureOfInterest fails.
+        The rest must be the same for every series kept, or it is a 501.
+        """
+        condition = options.filter
+        if condition is None or not any(
+            p.split("/")[0] in _OBSERVATION_NAVIGATION for p in expression.paths(condition)
+        ):
+            return coll, options
+        kept: list[Series] = []
+        rests: set[expression.Expr | bool] = set()
+        for series in coll.series:
+            rest = expression.settle(condition, self._navigation_decider(series))
+            if rest is False:
+                continue
+            kept.append(series)
+            rests.add(rest)
+        if len(rests) > 1:
+            raise unsupported(
+                "$filter: a condition on Datastream or FeatureOfInterest must leave the same "
+                "condition on the observations of every Datastream it keeps"
+            )
+        rest = rests.pop() if rests else True
+        narrowed = replace(options, filter=None if isinstance(rest, bool) else rest)
+        return ObservationList(kept, coll.path), narrowed
+
+    def _navigation_decider(self, series: Series) -> Callable[[expression.Compare], bool | None]:
+        """Answers the comparisons of one series' Datastream and FeatureOfInterest paths."""
+        entities = {
+            "Datastream": lambda: self.catalogue.datastream(series.device, series.sensor),
+            "FeatureOfInterest": lambda: self.catalogue.feature(series.device),
+        }
+
+        def value(term: expression.Const | expression.Path) -> tuple[bool, object]:
+            if isinstance(term, expression.Const):
+                literal = term.value
+                return False, literal.ts_ns if isinstance(literal, expression.Instant) else literal
+            head, _, rest = term.text.partition("/")
+            if head not in entities:
+                return False, term
+            if not rest:
+                raise bad(f"$filter: compare a property of {head}, e.g. {head}/id")
+            return True, lookup(entities[head](), rest)
+
+        def decide(compare: expression.Compare) -> bool | None:
+            (left_nav, left), (right_nav, right) = value(compare.left), value(compare.right)
+            if not (left_nav or right_nav):
+                return None
+            if isinstance(left, expression.Path) or isinstance(right, expression.Path):
+                raise unsupported(
+                    "$filter: compare a Datastream or FeatureOfInterest property with a value"
+                )
+            return expression.compare_values(compare.op, left, right)
+
+        return decide
 
     def _checked(self, coll: ObservationList, options: Options) -> tuple[bool, int]:
         """Whether the order is descending and the page size; refusals before any reading."""

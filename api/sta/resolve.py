@@ -112,7 +112,10 @@ class Resolver:
         return found
 
     def resolve(self, segments: list[Segment]) -> tuple[Target, str | None, str | None]:
-        """The target of the path, the property it names (if any), and `$ref`/`$value`."""
+        """The target of the path, the property it names (if any), and `$ref`/`$value`.
+
+        The property is a path when it goes into a complex value (`unitOfMeasurement/symbol`).
+        """
         target = self.top_level(segments[0])
         path = segments[0].name + (f"({quote(segments[0].key)})" if segments[0].key else "")
         prop: str | None = None
@@ -123,29 +126,36 @@ class Resolver:
                     after = "a property" if seg.name == "$value" else "entities"
                     raise bad(f"{seg.name} ends a path, after {after}")
                 return target, prop, seg.name
+            if prop is not None and seg.key is None:
+                # A key inside a complex property (18-088 §9.2.4): `properties/pilot`.
+                prop = f"{prop}/{seg.name}"
+                continue
             if prop is not None or isinstance(target, EntityList | ObservationList):
                 raise bad(
                     f"cannot go on from {path!r} to {seg.name!r}: name one entity first, "
                     "e.g. Things('id')"
                 )
-            set_name = "Observations" if isinstance(target, Observation) else target.set
-            if seg.name in SETS[set_name].relations:
-                path = f"{path}/{seg.name}"
-                found = self.related(target, seg.name, path)
-                if found is None:
-                    raise not_found(f"{path} is empty")
-                target = self._keyed(found, seg) if seg.key is not None else found
-                if seg.key is not None:
-                    path = f"{path}({quote(seg.key)})"
-            elif seg.name in PROPERTIES[set_name] or seg.name == "id":
-                if seg.key is not None:
-                    raise bad(f"a property takes no key: {seg.name}")
-                prop = seg.name
-            else:
-                raise not_found(
-                    f"{SETS[set_name].singular} has no property or relation {seg.name!r}"
-                )
+            target, path, prop = self._step(target, path, seg)
         return target, prop, None
+
+    def _step(
+        self, target: Entity | Observation, path: str, seg: Segment
+    ) -> tuple[Target, str, str | None]:
+        """One segment after one entity: a relation (the new target and path) or a property."""
+        set_name = "Observations" if isinstance(target, Observation) else target.set
+        if seg.name in SETS[set_name].relations:
+            path = f"{path}/{seg.name}"
+            found = self.related(target, seg.name, path)
+            if found is None:
+                raise not_found(f"{path} is empty")
+            if seg.key is None:
+                return found, path, None
+            return self._keyed(found, seg), f"{path}({quote(seg.key)})", None
+        if seg.name in PROPERTIES[set_name] or seg.name == "id":
+            if seg.key is not None:
+                raise bad(f"a property takes no key: {seg.name}")
+            return target, path, seg.name
+        raise not_found(f"{SETS[set_name].singular} has no property or relation {seg.name!r}")
 
     def _keyed(self, found: Target, seg: Segment) -> Target:
         assert seg.key is not None

@@ -237,7 +237,7 @@ def test_9_2_1_service_root_lists_the_entity_sets_and_conformance(world: World) 
     ]
     assert body["value"][0]["url"] == f"{world.root}/Things"
     assert (
-        "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data"
+        "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data/expand"
         in body["serverSettings"]["conformance"]
     )
 
