@@ -26,10 +26,12 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import Principal, bearer, require
 from api.deps import AppStateDep, RegistryDep
 from api.problems import Problem
+from api.services.slots import ANONYMOUS
 from core.registry import Pilot, PublicPeriod
 from core.timeutil import ns_to_datetime
 
@@ -145,3 +147,27 @@ def _public_pilot(
 #: The path's pilot, when the reader may read it (401 for an anonymous reader otherwise); an
 #: unknown pilot is a 404 naming only the pilots the reader may read.
 PublicPilotDep = Annotated[Pilot, Depends(_public_pilot)]
+
+
+class MarkAnonymous:
+    """ASGI middleware: a request without an `Authorization` header is anonymous.
+
+    It sets `api.services.slots.ANONYMOUS`, so that the scan slots the request takes are the
+    public ones; set here, before the request's context is copied into the endpoint's thread,
+    by the same rule `PublicReadAccess` follows.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request with `ANONYMOUS` set for it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        anonymous = not any(name == b"authorization" for name, _ in scope.get("headers", ()))
+        mark = ANONYMOUS.set(anonymous)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            ANONYMOUS.reset(mark)

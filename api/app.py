@@ -45,11 +45,13 @@ from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alerts.store import AlarmStoreError
 from api import dashboard, docs, problems
+from api.access import MarkAnonymous
 from api.cache import HotCache
 from api.metrics import install as install_metrics
 from api.routes import alerts as alert_routes
@@ -168,6 +170,10 @@ def create_app(
 
     dashboard.install(app, settings)
 
+    app.add_middleware(MarkAnonymous)
+    # Other sites' pages may read what needs no token (published pilots, SensorThings) from a
+    # browser; a request with a token (a preflighted header) is not allowed across origins.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
     # Added last, so outermost: the metrics' middleware and everything inside read one state.
     app.add_middleware(_PinState, state=state)
     return app

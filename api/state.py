@@ -210,7 +210,11 @@ def build_state(
     slots = (
         keep.slots
         if keep is not None
-        else ScanSlots(settings.api_max_concurrent_scans, settings.api_scan_wait_s)
+        else ScanSlots(
+            settings.api_max_concurrent_scans,
+            settings.api_scan_wait_s,
+            public_limit=settings.api_public_max_scans,
+        )
     )
     series = SeriesService(
         registry,

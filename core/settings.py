@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     api_max_streams_per_token: int = Field(default=4, ge=1, le=1_000)
     api_public_rate: str = "60/minute;1000/hour"
     api_public_rate_total: str = "600/minute;10000/hour"
+    api_public_max_scans: int = Field(default=1, ge=1, le=64)
     # The dashboard map's tile layer: URL template with {z} {x} {y}, then optionally the
     # attribution; unset: no tiles (checked at start-up by api.dashboard.map_tiles).
     api_map_tiles: str | None = None

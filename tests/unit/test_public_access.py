@@ -246,3 +246,45 @@ def test_a_public_period_runs_from_local_midnight(tmp_path: Path) -> None:
 def test_a_bad_rate_setting_is_refused(rate: str) -> None:
     with pytest.raises(ValueError, match="not a rate"):
         Settings(api_public_rate=rate, _env_file=None)
+
+
+def test_strangers_hold_at_most_the_public_scan_slots(
+    world: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, read = world
+    slots = client.app.state.slots  # type: ignore[attr-defined]
+    assert slots.limit == 2 and slots.public_limit == 1
+    params = {"start": "2026-11-20", "end": "2026-11-22", "sensor": "level", "every": "1h"}
+    # A stranger's expensive request while the public slot is taken: refused at once.
+    assert slots._public.acquire(blocking=False)  # as another stranger's request holds it
+    try:
+        busy = client.get("/pilots/santa-fe/series", params=params)
+        assert busy.status_code == 503
+        assert "PILOTS_API_PUBLIC_MAX_SCANS" in busy.json()["detail"]
+        assert "retry-after" in busy.headers
+        # A token holder still gets one of the other slots.
+        assert client.get("/pilots/santa-fe/series", params=params, headers=read).is_success
+    finally:
+        slots._public.release()
+    assert client.get("/pilots/santa-fe/series", params=params).is_success
+
+
+def test_other_sites_pages_may_read_public_data_but_not_send_tokens(
+    world: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, _ = world
+    origin = {"Origin": "https://datos.other-city.example"}
+    answer = client.get("/pilots/santa-fe", headers=origin)
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "*"
+    # A page elsewhere cannot send a token: the preflight for the header is refused.
+    preflight = client.options(
+        "/pilots/resistencia",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 400
+    assert "authorization" not in preflight.headers.get("access-control-allow-headers", "").lower()
