@@ -3,9 +3,10 @@
 What it is for: turning a `Page` (series index, times, values) into the standard's
 Observation objects (with `@iot.selfLink` and navigation links) or into the form of the
 standard's Data Array extension (`$resultFormat=dataArray`): one object per Datastream with
-`components` and `dataArray` rows. Times are formatted for the whole page at
-once by numpy (`iso_times`); no per-reading objects other than the output itself. This module
-must not read the store.
+`components` and `dataArray` rows. Times are formatted for the whole page at once by numpy
+(`iso_times`), each in the shortest exact form of its own instant (so one instant is always
+the same text); no per-reading objects other than the output itself. This module must not
+read the store.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from numpy.typing import NDArray
 from api.sta.errors import bad
 from api.sta.observations import Page, Series
 from core.timeutil import NS_PER_MS, NS_PER_S
+
+NS_PER_US = 1000
 
 #: What `$select` may name on an Observation (the last three are never set here).
 OBSERVATION_FIELDS = (
@@ -34,24 +37,38 @@ OBSERVATION_FIELDS = (
     "validTime",
     "parameters",
 )
+_UNITS: tuple[Literal["s", "ms", "us", "ns"], ...] = ("s", "ms", "us", "ns")
 #: dataArray components in the standard's order.
 COMPONENTS = ("id", "phenomenonTime", "resultTime", "result")
 
 
 def iso_times(ts_ns: NDArray[np.int64]) -> list[str]:
-    """RFC 3339 UTC text of each instant, as precise as the page needs (s, ms or ns)."""
+    """RFC 3339 UTC text of each instant, in the shortest exact form of that instant.
+
+    Whole seconds print without a fraction (`...:00Z`), then milliseconds (`.250Z`),
+    microseconds, nanoseconds: the form depends on the instant alone, never on the page it is
+    in, so one instant is always the same text.
+    """
     if not len(ts_ns):
         return []
-    unit: Literal["s", "ms", "ns"]
-    if not (ts_ns % NS_PER_S).any():
-        unit = "s"
-    elif not (ts_ns % NS_PER_MS).any():
-        unit = "ms"
-    else:
-        unit = "ns"
     stamps: NDArray[np.datetime64] = ts_ns.astype("datetime64[ns]")
-    text: list[str] = np.datetime_as_string(stamps, unit=unit, timezone="UTC").tolist()
-    return text
+    # 0: s, 1: ms, 2: us, 3: ns (the coarsest unit that holds the instant exactly).
+    form = (
+        (ts_ns % NS_PER_S != 0).astype(np.int8)
+        + (ts_ns % NS_PER_MS != 0)
+        + (ts_ns % NS_PER_US != 0)
+    )
+    first = int(form[0])
+    if (form == first).all():  # the usual page: one form throughout
+        text: list[str] = np.datetime_as_string(stamps, unit=_UNITS[first], timezone="UTC").tolist()
+        return text
+    out = np.empty(len(ts_ns), dtype=object)
+    for i, unit in enumerate(_UNITS):
+        chosen = form == i
+        if chosen.any():
+            out[chosen] = np.datetime_as_string(stamps[chosen], unit=unit, timezone="UTC")
+    mixed: list[str] = out.tolist()
+    return mixed
 
 
 def iso(ts_ns: int) -> str:

@@ -150,8 +150,9 @@ class Segment:
 
 
 #: A set, relation or property name (a key inside a complex property may have `_` and digits),
-#: then an optional key.
-_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63})(?:\((?:'((?:[^']|'')*)'|(\d{1,19}))\))?$")
+#: then an optional key. An unquoted key is ASCII digits of any length (the path's own bound
+#: holds it): a key no entity has is a 404, however long, not a 400.
+_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63})(?:\((?:'((?:[^']|'')*)'|([0-9]+))\))?$")
 MAX_PATH = 512
 
 

@@ -13,7 +13,10 @@ registry says), and scans only once the count is known to be under the request's
 (`PILOTS_API_MAX_SCAN_READINGS`). The next page starts at the first reading not sent (the
 cursor is that time, in the `$skiptoken` of the nextLink), so no page reads again what an
 earlier page read. A page asks the store at most `MAX_QUERIES` times; past that it ends early
-with a nextLink, which the standard allows (server-driven paging, 18-088 §9.3.3.6).
+with a nextLink, which the standard allows (server-driven paging, 18-088 §9.3.3.6); a page
+that may (`end_when_spent`) also ends early where the request's readings run out. A request
+asks the store at most `max_queries` times in all (`MAX_REQUEST_QUERIES` with a token,
+`MAX_ANONYMOUS_QUERIES` without): the query past that is refused before it is made.
 
 The first and last times are found by counting: from the newest reading back, windows growing
 four-fold until one is empty, then halving until a window holds at most `EDGE_SCAN` readings,
@@ -23,6 +26,7 @@ must not shape answers.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import weakref
@@ -43,6 +47,10 @@ EARLIEST_NS = expression.EARLIEST_NS
 LATEST_NS = expression.LATEST_NS
 #: Store queries one page may make before it ends early with a nextLink.
 MAX_QUERIES = 64
+#: Store queries one request may make in all, with a token and without one (checked before
+#: each query: the next one past the budget is refused, never made).
+MAX_REQUEST_QUERIES = 4000
+MAX_ANONYMOUS_QUERIES = 200
 #: Readings the edge search scans at most once it has narrowed a window down.
 EDGE_SCAN = 2000
 EDGE_TTL_S = 30.0
@@ -85,12 +93,11 @@ class Cursor:
     def parse(cls, text: str) -> Cursor:
         """A cursor from its token; 400 for one this service did not give."""
         index, sep, ts = text.partition("~")
-        try:
-            if not sep or not index.isdigit():
-                raise ValueError(text)
-            cursor = cls(int(index), int(ts) if ts else None)
-        except ValueError:
-            raise bad("$skiptoken is not one this service gave; follow @iot.nextLink") from None
+        if not sep or not re.fullmatch(r"[0-9]{1,10}", index):
+            raise bad("$skiptoken is not one this service gave; follow @iot.nextLink")
+        if ts and not re.fullmatch(r"-?[0-9]{1,19}", ts):
+            raise bad("$skiptoken is not one this service gave; follow @iot.nextLink")
+        cursor = cls(int(index), int(ts) if ts else None)
         if cursor.ts_ns is not None and not EARLIEST_NS <= cursor.ts_ns <= LATEST_NS:
             raise bad("$skiptoken is not one this service gave; follow @iot.nextLink")
         return cursor
@@ -142,9 +149,15 @@ def _edges_of(store: object) -> _Edges:
 class ObservationReader:
     """Pages of observations and series edges from a store, within one request's limits."""
 
-    def __init__(self, store: ReadingReader, max_scan_readings: int) -> None:
+    def __init__(
+        self,
+        store: ReadingReader,
+        max_scan_readings: int,
+        max_queries: int = MAX_REQUEST_QUERIES,
+    ) -> None:
         self.store = store
         self.max_scan = max_scan_readings
+        self.max_queries = max_queries
         self.queries = 0
         self.scanned = 0
         self._page_start = 0
@@ -153,10 +166,23 @@ class ObservationReader:
 
     # -- store access, counted ----------------------------------------------------------------
 
-    def _count(self, s: Series, lo: int, hi: int) -> int:
+    def _spend(self) -> None:
+        """One store query more, or a 400 if the request's budget is spent (before the query)."""
+        if self.queries >= self.max_queries:
+            raise bad(
+                f"this request {self.over_budget()}; ask for fewer entities ($top) or expand less"
+            )
         self.queries += 1
+
+    def over_budget(self) -> str:
+        """What a refusal over the query budget says: the bound and whose it is."""
+        whose = "without a token" if self.max_queries == MAX_ANONYMOUS_QUERIES else "in all"
+        return f"needs more than {self.max_queries} store queries (the bound per request {whose})"
+
+    def _count(self, s: Series, lo: int, hi: int) -> int:
         if lo >= hi:
             return 0
+        self._spend()
         return self.store.count(s.pilot.id, [s.sensor.id], lo, hi, devices=[s.device.id])
 
     def _scan(
@@ -168,7 +194,7 @@ class ObservationReader:
                 "(PILOTS_API_MAX_SCAN_READINGS); ask for a smaller $top or a narrower "
                 "$filter on phenomenonTime"
             )
-        self.queries += 1
+        self._spend()
         readings = self.store.scan(s.pilot.id, [s.sensor.id], lo, hi, devices=[s.device.id])
         self.scanned += len(readings)
         order = np.argsort(readings.ts_ns, kind="stable")
@@ -212,7 +238,7 @@ class ObservationReader:
         """The newest stored reading of the series (`latest`, asked once per pilot)."""
         newest = self._latest.get(s.pilot.id)
         if newest is None:
-            self.queries += 1
+            self._spend()
             latest = self.store.latest(s.pilot.id)
             newest = {
                 (int(d), int(k)): int(t)
@@ -247,7 +273,9 @@ class ObservationReader:
                 a = x
             step *= 4
         found = self._count(s, a, b) if total is None or (a, b) != (lo, hi) else total
-        while found > EDGE_SCAN and b - a > 1:
+        # Narrowed further when the request has less left to read (a few more counts).
+        most = max(1, min(EDGE_SCAN, self.max_scan - self.scanned))
+        while found > most and b - a > 1:
             mid = a + (b - a) // 2
             left = self._count(s, a, mid)
             if first:
@@ -278,8 +306,14 @@ class ObservationReader:
         cursor: Cursor | None,
         bounds: tuple[int | None, int | None],
         keep: Callable[[NDArray[np.int64], NDArray[np.float64]], NDArray[np.bool_]] | None,
+        end_when_spent: bool = False,
     ) -> Page:
-        """Up to `n` observations from `cursor` on (series by series, each in time order)."""
+        """Up to `n` observations from `cursor` on (series by series, each in time order).
+
+        Past the request's `max_scan` readings the page is refused (400), or, with
+        `end_when_spent`, ends early where it got to, with a cursor (possibly with nothing in
+        it, when what the request read before has spent the budget).
+        """
         index, at = (cursor.index, cursor.ts_ns) if cursor is not None else (0, None)
         which: list[NDArray[np.int32]] = []
         times: list[NDArray[np.int64]] = []
@@ -287,23 +321,25 @@ class ObservationReader:
         got = 0
         self._page_start = self.queries
         while index < len(series) and got < n and self.queries - self._page_start < MAX_QUERIES:
+            room = self.max_scan - self.scanned
+            if end_when_spent and room <= 0:
+                break
             s = series[index]
-            lo, hi = _clip(s, *bounds)
-            if lo <= EARLIEST_NS or hi >= LATEST_NS:
-                found = self.edges(s)  # an open end is where the data is, not 1900 or 2200
-                if found is None:
-                    index, at = index + 1, None
-                    continue
-                lo, hi = max(lo, found[0]), min(hi, found[1] + 1)
-            if at is not None:
-                lo, hi = (max(lo, at), hi) if not descending else (lo, min(hi, at))
-            if lo >= hi:
+            span = self._span(s, bounds, at, descending=descending)
+            if span is None:
                 index, at = index + 1, None
                 continue
+            lo, hi = span
+            room = self.max_scan - self.scanned  # the edges may have read some
             want = n - got
             if keep is not None:  # most readings may fail the filter: read more at once
-                want = max(want, min(FILTER_CHUNK, self.max_scan - self.scanned))
-            ts, value, nxt = self._read(s, lo, hi, want, descending)
+                want = max(want, min(FILTER_CHUNK, room))
+            limit = None
+            if end_when_spent:
+                if room <= 0:
+                    break
+                want = limit = min(want, room)
+            ts, value, nxt = self._read(s, lo, hi, want, descending=descending, limit=limit)
             if keep is not None and len(ts):
                 passed = keep(ts, value)
                 ts, value = ts[passed], value[passed]
@@ -321,10 +357,36 @@ class ObservationReader:
             return Page(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), more)
         return Page(np.concatenate(which), np.concatenate(times), np.concatenate(values), more)
 
+    def _span(
+        self, s: Series, bounds: tuple[int | None, int | None], at: int | None, *, descending: bool
+    ) -> tuple[int, int] | None:
+        """What of the series a page reads from `at` on: `[lo, hi)`, None if nothing is left."""
+        lo, hi = _clip(s, *bounds)
+        if lo <= EARLIEST_NS or hi >= LATEST_NS:
+            found = self.edges(s)  # an open end is where the data is, not 1900 or 2200
+            if found is None:
+                return None
+            lo, hi = max(lo, found[0]), min(hi, found[1] + 1)
+        if at is not None:
+            lo, hi = (max(lo, at), hi) if not descending else (lo, min(hi, at))
+        return (lo, hi) if lo < hi else None
+
     def _read(
-        self, s: Series, lo: int, hi: int, want: int, descending: bool
+        self,
+        s: Series,
+        lo: int,
+        hi: int,
+        want: int,
+        *,
+        descending: bool,
+        limit: int | None = None,
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], int | None]:
-        """Up to `want` readings at the start (or end) of `[lo, hi)`, and where to go on."""
+        """Up to `want` readings at the start (or end) of `[lo, hi)`, and where to go on.
+
+        With a `limit`, a window holding more than that many is narrowed, as one holding far
+        more than `want`.
+        """
+        too_many = 2 * want + 16 if limit is None else min(2 * want + 16, limit)
         width = max(want * s.device.interval_s * NS_PER_S, NS_PER_S)
         # Window widths known to hold too few (`short`) and far too many (`long`) readings:
         # the next guess stays strictly between them, so a silence next to a burst is
@@ -337,7 +399,7 @@ class ObservationReader:
             found = self._count(s, a, b)
             if settle or self.queries - self._page_start >= MAX_QUERIES - 1:
                 break
-            if found > 2 * want + 16 and b - a > 1:  # far more than the registry says
+            if found > too_many and b - a > 1:  # far more than the registry says
                 long, guess = b - a, max(1, (b - a) * want // found)
             elif found >= want or whole:
                 break

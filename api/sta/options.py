@@ -96,7 +96,8 @@ def _split(text: str, sep: str) -> list[str]:
 
 
 def _integer(name: str, text: str) -> int:
-    if not text.isdigit() or len(text) > 10 or int(text) > MAX_INTEGER:
+    # ASCII digits only: `str.isdigit` is also true for '²', which `int()` refuses.
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > MAX_INTEGER:
         raise bad(f"{name} must be a whole number from 0 to {MAX_INTEGER}, not {text[:40]!r}")
     return int(text)
 

@@ -12,12 +12,19 @@ sets come from the `Catalogue`, observations from the `ObservationReader`, a pag
 Limits, all checked before the reading they bound: `MAX_TOP` entities per page of a small
 set, `MAX_OBSERVATION_TOP` observations per page (a larger `$top` is served in pages of that
 size, as server-driven paging allows), `MAX_EXPANDED_OBSERVATIONS` observations expanded in
-one answer, and the reader's own bounds. This module must not know about HTTP.
+one answer, and the reader's own bounds (readings read, store queries). An expansion is
+computed once per request for one target and one set of nested options (`_expand`, memoised:
+a page whose observations all expand the same Datastream reads it once), and the outer page
+is fitted to the bounds before anything is read (`_fit`: each item's store-reading expansions
+times the page size, at `QUERIES_PER_READ` each, within the query budget left; each item's
+expanded observations times the page size within `MAX_EXPANDED_OBSERVATIONS`): shortened,
+with its nextLink, or refused when not even one item fits. This module must not know about
+HTTP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote as url_quote
@@ -30,6 +37,7 @@ from api.sta import documents, expression
 from api.sta.errors import bad, not_found, unsupported
 from api.sta.model import PROPERTIES, SETS, Catalogue, Entity, Segment, lookup, quote
 from api.sta.observations import (
+    MAX_QUERIES,
     Cursor,
     ObservationReader,
     Page,
@@ -43,8 +51,9 @@ DEFAULT_TOP = 100
 MAX_TOP = 1000
 MAX_OBSERVATION_TOP = 10_000
 MAX_EXPANDED_OBSERVATIONS = 10_000
-#: Store queries one request may make in all (edges of many Datastreams, expansions).
-MAX_REQUEST_QUERIES = 4000
+#: Store queries one store-reading expansion (a page of observations, a `$count`, a
+#: Datastream's times) is estimated at before anything is read: a count, then a scan.
+QUERIES_PER_READ = 2
 _TIME_ORDER = ("phenomenonTime", "resultTime")
 #: The relations of an Observation a `$filter` may follow (one Datastream, one feature each).
 _OBSERVATION_NAVIGATION = frozenset({"Datastream", "FeatureOfInterest"})
@@ -55,8 +64,12 @@ class Renderer(Resolver):
 
     def __init__(self, catalogue: Catalogue, reader: ObservationReader, root: str) -> None:
         super().__init__(catalogue, reader, root)
+        #: Observations included by `$expand` so far (memoised ones as often as included).
         self.expanded = 0
         self._nested_depth = 0
+        #: Expansions computed in this request: (relation, target, options) -> the
+        #: properties they add to a document, and the observations they include.
+        self._memo: dict[Hashable, tuple[dict[str, Any], int]] = {}
 
     def answer(self, segments: list[Segment], options: Options) -> dict[str, Any] | str | None:
         """The body for the path and options (a str for `$value`, None for no content).
@@ -138,6 +151,8 @@ class Renderer(Resolver):
         for key in reversed(options.orderby):
             items = sorted(items, key=_order_key(key.path), reverse=key.descending)
         top = min(DEFAULT_TOP if options.top is None else options.top, MAX_TOP)
+        if not self._nested_depth:
+            top = self._fit(coll.set, options, top, distinct=top)
         page = items[options.skip : options.skip + top]
         body: dict[str, Any] = {}
         if options.count:
@@ -161,15 +176,25 @@ class Renderer(Resolver):
         if cursor is None and options.skip:
             cursor = self._skip(coll, options.skip, descending, bounds, keep)
         body: dict[str, Any] = {}
+        page: Page | None = None
         if options.count:
-            body["@iot.count"] = self._count(coll, options, bounds)
+            if top and cursor is None and not descending and not _plain_count(options):
+                body["@iot.count"], page = self._count_and_page(coll, options, bounds, top)
+            else:
+                body["@iot.count"] = self._count(coll, options, bounds)
         if not top:
             body["value"] = []
             return body
-        page = self.reader.page(
-            coll.series, n=top, descending=descending, cursor=cursor, bounds=bounds, keep=keep
-        )
-        self._check_queries()
+        if page is None:
+            page = self.reader.page(
+                coll.series,
+                n=top,
+                descending=descending,
+                cursor=cursor,
+                bounds=bounds,
+                keep=keep,
+                end_when_spent=True,
+            )
         if page.next is not None:
             body["@iot.nextLink"] = self.link(
                 coll.path, options, top=top, skiptoken=page.next.token()
@@ -249,13 +274,55 @@ class Renderer(Resolver):
             raise bad("$expand does not go with $resultFormat=dataArray")
         top = min(DEFAULT_TOP if options.top is None else options.top, MAX_OBSERVATION_TOP)
         if self._nested_depth:
-            self.expanded += top
-            if self.expanded > MAX_EXPANDED_OBSERVATIONS:
-                raise bad(
-                    f"this $expand would include more than {MAX_EXPANDED_OBSERVATIONS} "
-                    "observations; use a smaller $top inside Observations(...) or outside"
-                )
+            self._include(top)
+        else:
+            # The Datastream and FeatureOfInterest an observation expands are its series':
+            # memoised, a page expands at most one of each per series.
+            top = self._fit("Observations", options, top, distinct=len(coll.series))
         return descending, top
+
+    def _include(self, n: int) -> None:
+        """`n` more observations in the answer through `$expand`, within the bound."""
+        self.expanded += n
+        if self.expanded > MAX_EXPANDED_OBSERVATIONS:
+            raise bad(
+                f"this $expand would include more than {MAX_EXPANDED_OBSERVATIONS} "
+                "observations; use a smaller $top inside Observations(...) or outside"
+            )
+
+    def _fit(self, set_name: str, options: Options, top: int, *, distinct: int) -> int:
+        """The outer page size that fits this request's bounds with its `$expand`, estimated.
+
+        Before anything is read: each item's store-reading expansions (`_cost`) times the page
+        size (at most `distinct` different targets, as memoised expansions are computed once)
+        must fit the query budget left, and the observations each item includes times the page
+        size must fit `MAX_EXPANDED_OBSERVATIONS`. A page that does not is shortened (its
+        nextLink goes on from there); one that cannot hold even one item is refused.
+        """
+        reads, included = _cost(set_name, options)
+        if not top or not (reads or included):
+            return top
+        fits = top
+        if included:
+            fits = min(fits, MAX_EXPANDED_OBSERVATIONS // included)
+            if not fits:
+                raise bad(
+                    f"one {SETS[set_name].singular} with this $expand would include {included} "
+                    f"observations, over the bound of {MAX_EXPANDED_OBSERVATIONS} per request; "
+                    "use a smaller $top inside Observations(...)"
+                )
+        per_item = reads * QUERIES_PER_READ
+        left = self.reader.max_queries - self.reader.queries
+        if set_name == "Observations":
+            left -= MAX_QUERIES  # the page itself
+        if per_item and min(fits, distinct) * per_item > left:
+            fits = min(fits, max(0, left) // per_item)
+            if not fits:
+                raise bad(
+                    f"one {SETS[set_name].singular} with this $expand needs about {per_item} "
+                    f"store queries and this request {self.reader.over_budget()}; expand less"
+                )
+        return fits
 
     def _page_documents(
         self, coll: ObservationList, page: Page, options: Options
@@ -311,7 +378,6 @@ class Renderer(Resolver):
             page = self.reader.page(
                 coll.series, n=left, descending=descending, cursor=cursor, bounds=bounds, keep=keep
             )
-            self._check_queries()
             left -= len(page.ts_ns)
             cursor = page.next
             if cursor is None:
@@ -321,15 +387,36 @@ class Renderer(Resolver):
     def _count(
         self, coll: ObservationList, options: Options, bounds: tuple[int | None, int | None]
     ) -> int:
-        condition = options.filter
-        if condition is None or _exact_range(condition):
+        """`@iot.count`: counted by the store, or read (a `result` filter) within the bound."""
+        if _plain_count(options):
             return self.reader.count(coll.series, *bounds)
+        counted, _ = self._count_and_page(coll, options, bounds, 0)
+        return counted
+
+    def _count_and_page(
+        self,
+        coll: ObservationList,
+        options: Options,
+        bounds: tuple[int | None, int | None],
+        top: int,
+    ) -> tuple[int, Page]:
+        """A filtered `@iot.count` and the first page (`top`, ascending), in one reading.
+
+        The readings the filter has to see are counted first (the store counts them, nothing
+        is read); over what the request may still read, 400 naming both numbers. Then they
+        are read once, in time order: the count is what passes, the page its first `top`.
+        """
         total = self.reader.count(coll.series, *bounds)
-        if total > self.reader.max_scan - self.reader.scanned:
+        room = self.reader.max_scan - self.reader.scanned
+        if total > room:
+            spent = f", {self.reader.scanned} of them read already" if self.reader.scanned else ""
             raise bad(
-                f"$count with this $filter would read {total} readings, over the limit "
-                "(PILOTS_API_MAX_SCAN_READINGS); narrow phenomenonTime"
+                f"$count with this $filter would read {total} readings; this request may read "
+                f"{self.reader.max_scan} in all (PILOTS_API_MAX_SCAN_READINGS){spent}; "
+                "narrow phenomenonTime"
             )
+        keep = filter_keep(options.filter)
+        parts: list[Page] = []
         counted, cursor = 0, None
         while True:
             page = self.reader.page(
@@ -338,20 +425,15 @@ class Renderer(Resolver):
                 descending=False,
                 cursor=cursor,
                 bounds=bounds,
-                keep=filter_keep(condition),
+                keep=keep,
             )
-            self._check_queries()
+            if counted < top:
+                parts.append(page)
             counted += len(page.ts_ns)
+            if page.next is None or page.next == cursor:
+                break
             cursor = page.next
-            if cursor is None:
-                return counted
-
-    def _check_queries(self) -> None:
-        if self.reader.queries > MAX_REQUEST_QUERIES:
-            raise bad(
-                f"this request needs more than {MAX_REQUEST_QUERIES} store queries; "
-                "ask for fewer entities ($top) or expand less"
-            )
+        return counted, _first(parts, top, counted)
 
     def document(self, target: Entity | Observation, options: Options) -> dict[str, Any]:
         """One entity with its links, `$select` and `$expand` applied."""
@@ -392,7 +474,6 @@ class Renderer(Resolver):
         if entity.set == "Datastreams" and name in _TIME_ORDER:
             assert entity.device is not None and entity.sensor is not None
             edges = self.reader.edges(self.series(entity.device, entity.sensor))
-            self._check_queries()
             return None if edges is None else f"{documents.iso(edges[0])}/{documents.iso(edges[1])}"
         return entity.props[name]
 
@@ -408,23 +489,37 @@ class Renderer(Resolver):
             base = doc.get("@iot.selfLink") or self._self_path(entity)
             path = base.removeprefix(self.root + "/") + "/" + item.name
             found = self.related(entity, item.name, path)
-            self._nested_depth += 1
-            try:
-                if isinstance(found, EntityList | ObservationList):
-                    body = (
-                        self.entities(found, item.options)
-                        if isinstance(found, EntityList)
-                        else (self.observations(found, item.options))
-                    )
-                    doc[item.name] = body["value"]
-                    if "@iot.count" in body:
-                        doc[f"{item.name}@iot.count"] = body["@iot.count"]
-                    if "@iot.nextLink" in body:
-                        doc[f"{item.name}@iot.nextLink"] = body["@iot.nextLink"]
-                else:
-                    doc[item.name] = None if found is None else self.document(found, item.options)
-            finally:
-                self._nested_depth -= 1
+            key = (item.name, _identity(found), item.options)
+            memo = self._memo.get(key)
+            if memo is None:
+                before = self.expanded
+                added = self._expansion(item.name, found, item.options)
+                memo = self._memo[key] = (added, self.expanded - before)
+            else:  # computed once per request; included (and counted) as often as asked
+                self._include(memo[1])
+            doc.update(memo[0])
+
+    def _expansion(self, name: str, found: Target | None, options: Options) -> dict[str, Any]:
+        """What expanding the relation `name` to `found` adds to a document."""
+        added: dict[str, Any] = {}
+        self._nested_depth += 1
+        try:
+            if isinstance(found, EntityList | ObservationList):
+                body = (
+                    self.entities(found, options)
+                    if isinstance(found, EntityList)
+                    else self.observations(found, options)
+                )
+                added[name] = body["value"]
+                if "@iot.count" in body:
+                    added[f"{name}@iot.count"] = body["@iot.count"]
+                if "@iot.nextLink" in body:
+                    added[f"{name}@iot.nextLink"] = body["@iot.nextLink"]
+            else:
+                added[name] = None if found is None else self.document(found, options)
+        finally:
+            self._nested_depth -= 1
+        return added
 
     def _self_path(self, entity: Entity | Observation) -> str:
         if isinstance(entity, Observation):
@@ -446,6 +541,64 @@ def _one_page(observation: Observation) -> Page:
         np.asarray([observation.value], np.float64),
         None,
     )
+
+
+def _first(parts: list[Page], top: int, counted: int) -> Page:
+    """The first `top` observations of pages read in ascending order, and where to go on."""
+    which = np.concatenate([p.which for p in parts]) if parts else np.zeros(0, np.int32)
+    ts = np.concatenate([p.ts_ns for p in parts]) if parts else np.zeros(0, np.int64)
+    value = np.concatenate([p.value for p in parts]) if parts else np.zeros(0)
+    which, ts, value = which[:top], ts[:top], value[:top]
+    more = Cursor(int(which[-1]), int(ts[-1]) + 1) if counted > top and len(ts) else None
+    return Page(which, ts, value, more)
+
+
+def _plain_count(options: Options) -> bool:
+    """Whether `@iot.count` is the store's count: no filter, or one on time alone."""
+    return options.filter is None or _exact_range(options.filter)
+
+
+def _identity(found: Target | None) -> Hashable:
+    """What an expansion's result depends on, besides its options: the target and its path."""
+    if isinstance(found, Entity):
+        return ("entity", found.set, found.id)
+    if isinstance(found, EntityList):
+        return ("entities", found.set, tuple(e.id for e in found.items), found.path)
+    if isinstance(found, ObservationList):
+        return ("observations", tuple((s.id, s.lo_ns, s.hi_ns) for s in found.series), found.path)
+    return None if found is None else ("observation", found.series.id, found.ts_ns)
+
+
+def _cost(set_name: str, options: Options) -> tuple[int, int]:
+    """Store-reading expansions and observations included per entity of `set_name`.
+
+    Estimated from the options alone, before anything is read. A store read (a page of
+    observations, a `$count`, a `$skip`, a Datastream's times) counts once per expansion node:
+    the Datastream and FeatureOfInterest of observations are memoised (one per series), and a
+    to-many relation of the small sets is counted as one entity (the reader's query budget
+    still bounds the rest, before each query).
+    """
+    reads = 0
+    if set_name == "Datastreams" and (
+        options.select is None or set(options.select) & set(_TIME_ORDER)
+    ):
+        reads += 1
+    included = 0
+    for item in options.expand:
+        relation = SETS[set_name].relations.get(item.name)
+        if relation is None:
+            continue  # refused with its message where it is expanded
+        target = relation[0]
+        inner_reads, inner_included = _cost(target, item.options)
+        if target != "Observations":
+            reads += inner_reads
+            included += inner_included
+            continue
+        nested = item.options
+        top = min(DEFAULT_TOP if nested.top is None else nested.top, MAX_OBSERVATION_TOP)
+        reads += (top > 0) + nested.count + (nested.skip > 0) + inner_reads
+        included += top + top * inner_included
+    return reads, included
 
 
 def _passes(condition: expression.Expr, entity: Entity) -> bool:

@@ -3,14 +3,15 @@
 What it is for: `Resolver.resolve` takes the path's segments (`api.sta.model.parse_path`) and
 gives the target: an entity of a small set (`api.sta.model.Entity`), one `Observation`, a
 collection of entities (`EntityList`) or of observations (`ObservationList`, the series it
-spans), and the property, `$ref` or `$value` that follows. Relations are followed one step
-at a time (`related`); an Observation named by id is read from the store, one reading. The
-series of a Datastream is cut to what the reader may see (`series`). This module must not
-shape answers (`api.sta.render` does).
+spans, in the order of their Observations' ids: `by_id`), and the property, `$ref` or
+`$value` that follows. Relations are followed one step at a time (`related`); an Observation
+named by id is read from the store, one reading. The series of a Datastream is cut to what
+the reader may see (`series`). This module must not shape answers (`api.sta.render` does).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from api.sta.errors import bad, not_found
@@ -48,6 +49,17 @@ class ObservationList:
 Target = Entity | Observation | EntityList | ObservationList
 
 
+def by_id(series: list[Series]) -> list[Series]:
+    """The series in the order of their Observations' ids (`device:sensor:ts_ns`) as text.
+
+    Sorted by `device:sensor:` rather than the Datastream id, so that a `-` or a digit after a
+    shorter id (`a:b-x` against `a:b`) orders as it does in the ids of the Observations.
+    Within a series the ids follow time, which is also their text order while the times have
+    the same number of digits (19: from 2001-09-09 to 2286).
+    """
+    return sorted(series, key=lambda s: s.id + ":")
+
+
 class Resolver:
     """Walks paths for one reader over one store."""
 
@@ -67,7 +79,8 @@ class Resolver:
         device_id, _, rest = key.partition(":")
         sensor_id, _, stamp = rest.partition(":")
         d = self.catalogue.device(device_id)
-        if d is None or sensor_id not in d.sensors or not stamp.lstrip("-").isdigit():
+        # ASCII digits only (`str.isdigit` is true for '²'); an int64 has at most 19 digits.
+        if d is None or sensor_id not in d.sensors or not re.fullmatch(r"-?[0-9]{1,19}", stamp):
             raise not_found(f"no Observation with id {quote(key)}")
         s = self.series(d, self.catalogue.registry.sensors[sensor_id])
         value = self.reader.one(s, int(stamp))
@@ -84,11 +97,13 @@ class Resolver:
                 return self.observation(segment.key)
             devices = self.catalogue.devices
             return ObservationList(
-                [
-                    self.series(d, self.catalogue.registry.sensors[s])
-                    for d in devices
-                    for s in d.sensors
-                ],
+                by_id(
+                    [
+                        self.series(d, self.catalogue.registry.sensors[s])
+                        for d in devices
+                        for s in d.sensors
+                    ]
+                ),
                 "Observations",
             )
         if segment.key is not None:
@@ -105,7 +120,7 @@ class Resolver:
         if relation == "Observations" and device is not None:
             registry = self.catalogue.registry
             sensors = [sensor] if sensor else [registry.sensors[x] for x in device.sensors]
-            return ObservationList([self.series(device, x) for x in sensors], path)
+            return ObservationList(by_id([self.series(device, x) for x in sensors]), path)
         found = self.catalogue.related(entity, relation)
         if isinstance(found, list):
             return EntityList(SETS[entity.set].relations[relation][0], found, path)

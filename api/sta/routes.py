@@ -5,8 +5,10 @@ One route takes every resource path (`Things`, `Things('sf-rlv-01')/Datastreams`
 the service root. Both take a `Reader` (`api.access.PublicReadAccess`): a token sees every
 pilot; without one, published pilots only, and their observations only within the published
 period. A request that reads the store (Datastreams' times, Observations) holds one of the
-process's `ScanSlots` while it does. Refusals are problem details (`api.problems`) with the
-status `api.sta.errors` gives: 400, 404 or 501, never a 500 for what a client sent.
+process's `ScanSlots` while it does, and may make `MAX_REQUEST_QUERIES` store queries with a
+token, `MAX_ANONYMOUS_QUERIES` without one (`api.sta.observations`). Refusals are problem
+details (`api.problems`) with the status `api.sta.errors` gives: 400, 404 or 501, never a 500
+for what a client sent.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from api.deps import RegistryDep, ScanSlotsDep, SettingsDep, StoreDep
 from api.problems import BUSY_503, Problem, responses
 from api.sta.errors import StaError
 from api.sta.model import SETS, Catalogue, Segment, parse_path
-from api.sta.observations import ObservationReader
+from api.sta.observations import MAX_ANONYMOUS_QUERIES, MAX_REQUEST_QUERIES, ObservationReader
 from api.sta.options import Expand, Options, parse_options
 from api.sta.render import Renderer
 
@@ -123,7 +125,11 @@ def resource(
         options = parse_options(list(request.query_params.multi_items()))
         renderer = Renderer(
             Catalogue(registry, reader),
-            ObservationReader(store, settings.api_max_scan_readings),
+            ObservationReader(
+                store,
+                settings.api_max_scan_readings,
+                max_queries=MAX_ANONYMOUS_QUERIES if reader.anonymous else MAX_REQUEST_QUERIES,
+            ),
             _root(request),
         )
         if _reads_store(segments, options):

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from api.sta import expression
+from api.sta.documents import iso_times
 from api.sta.errors import StaError
 from api.sta.observations import Cursor, ObservationReader, Series, filter_keep
 from core.readings import Readings
 from core.registry import Registry
 from core.store.embedded import EmbeddedStore
-from core.timeutil import DAY_NS, NS_PER_S, parse_instant_ns
+from core.timeutil import DAY_NS, NS_PER_MS, NS_PER_S, parse_instant_ns
 
 T0 = parse_instant_ns("2026-01-01T00:00:00Z")
 
@@ -133,3 +134,47 @@ def test_edges_are_the_first_and_last_reading(
     assert reader.edges(narrowed) == (T0 + NS_PER_S, T0 + 499 * NS_PER_S)
     empty = Series(series[0].pilot, series[0].device, series[0].sensor, T0 - DAY_NS, T0)
     assert reader.edges(empty) is None
+
+
+def test_a_page_that_may_end_early_ends_where_the_read_budget_runs_out(
+    world: tuple[EmbeddedStore, list[Series]],
+) -> None:
+    store, series = world
+    reader = ObservationReader(store, 100)
+    page = reader.page(
+        series,
+        n=150,
+        descending=False,
+        cursor=None,
+        bounds=(None, None),
+        keep=None,
+        end_when_spent=True,
+    )
+    assert reader.scanned <= 100 and 0 < len(page.ts_ns) < 150
+    # the next page goes on after the last reading sent, before the next one (a second later)
+    assert page.next is not None and page.next.index == 0 and page.next.ts_ns is not None
+    assert int(page.ts_ns[-1]) < page.next.ts_ns <= int(page.ts_ns[-1]) + NS_PER_S
+
+
+def test_the_query_budget_refuses_the_query_past_it_before_making_it(
+    world: tuple[EmbeddedStore, list[Series]],
+) -> None:
+    store, series = world
+    reader = ObservationReader(store, 10_000, max_queries=3)
+    with pytest.raises(StaError) as refused:
+        page_all(reader, series, 7)
+    assert refused.value.status == 400
+    assert "3 store queries" in str(refused.value)
+    assert reader.queries == 3
+
+
+def test_one_instant_is_always_the_same_text_whatever_page_it_is_in() -> None:
+    second, milli, nano = T0, T0 + 250 * NS_PER_MS, T0 + 7
+    alone = {t: iso_times(np.asarray([t], np.int64))[0] for t in (second, milli, nano)}
+    mixed = iso_times(np.asarray([second, milli, nano], np.int64))
+    assert mixed == [alone[second], alone[milli], alone[nano]]
+    assert alone == {
+        second: "2026-01-01T00:00:00Z",
+        milli: "2026-01-01T00:00:00.250Z",
+        nano: "2026-01-01T00:00:00.000000007Z",
+    }

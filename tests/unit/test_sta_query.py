@@ -250,3 +250,15 @@ def test_any_path_is_read_or_refused_as_400(path: str) -> None:
         parse_path(path)
     except StaError as exc:
         assert exc.status == 400
+
+
+def test_only_ascii_digits_are_numbers() -> None:
+    """'²' is a digit to `str.isdigit` and not to `int()`: a 400 (or a 404 for a key), never
+    a 500; an unquoted key of any length is a key, which no entity has (404, not 400)."""
+    for name in ("$top", "$skip"):
+        for text in ("²", "¹0", "\u0661", " 5", "5_0", "+5", "-1"):
+            assert status(parse_options, {name: text}) == 400, (name, text)
+    assert parse_path("Things(" + "9" * 40 + ")") == [Segment("Things", "9" * 40)]
+    assert status(parse_path, "Things(²)") == 400
+    for token in ("²~", "0~²", "0~--5", "0~ 5", "0~5_0"):
+        assert status(Cursor.parse, token) == 400, token

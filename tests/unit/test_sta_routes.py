@@ -213,3 +213,37 @@ def test_no_generated_request_breaks_the_sensorthings_routes(
     )
     if response.status_code >= 400:
         assert response.json()["detail"]
+
+
+def test_an_expansion_is_computed_once_and_its_observations_counted_each_time(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """Every observation of a page expands the same Datastream: one computation (the same
+    `@iot.count` in each), while what it includes counts toward the 10,000 expanded
+    observations each time, so a page that would pass them is shortened before any reading."""
+    test_client, headers = client
+    level = "/sta/v1.1/Datastreams('sf-rlv-01:level')/Observations"
+    body = test_client.get(
+        level,
+        params={"$top": "300", "$expand": "Datastream($expand=Observations($top=0;$count=true))"},
+        headers=headers,
+    ).json()
+    assert len(body["value"]) == 300
+    assert {o["Datastream"]["Observations@iot.count"] for o in body["value"]} == {300}
+    shortened = test_client.get(
+        level,
+        params={"$top": "300", "$expand": "Datastream($expand=Observations)"},
+        headers=headers,
+    ).json()
+    assert len(shortened["value"]) == 100  # each includes 100 (the default $top)
+    assert "$top=100" in shortened["@iot.nextLink"]
+    one = "Datastream($expand=Observations($top=10000))"
+    single = test_client.get(level, params={"$expand": one}, headers=headers).json()
+    assert len(single["value"]) == 1 and "@iot.nextLink" in single  # one observation's fit
+    refused = test_client.get(
+        level,
+        params={"$expand": one + ",FeatureOfInterest($expand=Observations($top=1))"},
+        headers=headers,
+    )
+    assert refused.status_code == 400
+    assert "10000" in refused.json()["detail"]
