@@ -10,7 +10,7 @@ in single quotes (`''` for a quote), numbers, `true`, `false`, `null`, and ISO 8
 with an offset (`2026-11-20T12:00:00Z`, unquoted as the standard writes them); property paths
 (`name`, `properties/pilot`). Arithmetic, functions (`substringof`, `geo.intersects`,
 `st_within`, ...), lambdas and navigation paths are refused with 501 (`unsupported`), other
-text with 400; `settle` lets a caller answer some comparisons itself first (`api.sta.render`
+text with 400; `settle` lets a caller answer some comparisons itself first (`api.sta.paging`
 does so for an Observation's `Datastream/...` and `FeatureOfInterest/...`, per series). The
 text, its token count and its nesting are bounded (`MAX_LENGTH`, `MAX_TOKENS`, `MAX_DEPTH`)
 before anything recursive runs.

@@ -4,22 +4,19 @@ What it is for: `Renderer.answer` takes the path's segments (`api.sta.model.pars
 walked by `api.sta.resolve`) and the options (`api.sta.options.parse_options`) and returns
 the JSON body: a collection with `@iot.count`, `@iot.nextLink` and `value`, one entity, one
 property or a value inside one (`{"name": ...}`, or its raw `$value`; None when it is null,
-which the route answers 204), or `$ref` links. Entities carry
-`@iot.selfLink` and a `<Relation>@iot.navigationLink` per relation; `$expand` puts the
-related entities in place (two levels at most), each with its own options. The small entity
-sets come from the `Catalogue`, observations from the `ObservationReader`, a page at a time.
+which the route answers 204), or `$ref` links. Entities carry `@iot.selfLink` and a
+`<Relation>@iot.navigationLink` per relation; `$select` picks their properties and `$expand`
+puts the related entities in place (two levels at most), each with its own options. The
+small entity sets come from the `Catalogue` (filtered, ordered and paged here), observations
+from the `ObservationReader`, a page at a time (`api.sta.paging` orders, skips and counts
+them; `api.sta.documents` writes them).
 
-Limits, all checked before the reading they bound: `MAX_TOP` entities per page of a small
-set, `MAX_OBSERVATION_TOP` observations per page (a larger `$top` is served in pages of that
-size, as server-driven paging allows), `MAX_EXPANDED_OBSERVATIONS` observations expanded in
-one answer, and the reader's own bounds (readings read, store queries). An expansion is
-computed once per request for one target and one set of nested options (`_expand`, memoised:
-a page whose observations all expand the same Datastream reads it once), and the outer page
-is fitted to the bounds before anything is read (`_fit`: each item's store-reading expansions
-times the page size, at `QUERIES_PER_READ` each, within the query budget left; each item's
-expanded observations times the page size within `MAX_EXPANDED_OBSERVATIONS`): shortened,
-with its nextLink, or refused when not even one item fits. This module must not know about
-HTTP.
+An expansion is computed once per request for one target and one set of nested options
+(`_expand`, memoised: a page whose observations all expand the same Datastream reads it
+once), and the outer page is fitted to the request's bounds before anything is read
+(`api.sta.budget`): shortened, with its nextLink, or refused when not even one item fits;
+an expanded page of observations counts against `MAX_EXPANDED_OBSERVATIONS`. This module
+must not know about HTTP, nor read the store other than through the reader.
 """
 
 from __future__ import annotations
@@ -33,30 +30,13 @@ from urllib.parse import urlencode
 import numpy as np
 import orjson
 
-from api.sta import documents, expression
+from api.sta import documents, expression, paging
+from api.sta.budget import MAX_OBSERVATION_TOP, MAX_TOP, Budget, page_size
 from api.sta.errors import bad, not_found, unsupported
 from api.sta.model import PROPERTIES, SETS, Catalogue, Entity, Segment, lookup, quote
-from api.sta.observations import (
-    MAX_QUERIES,
-    Cursor,
-    ObservationReader,
-    Page,
-    Series,
-    filter_keep,
-)
+from api.sta.observations import Cursor, ObservationReader, Page, filter_keep
 from api.sta.options import Options
 from api.sta.resolve import EntityList, Observation, ObservationList, Resolver, Target
-
-DEFAULT_TOP = 100
-MAX_TOP = 1000
-MAX_OBSERVATION_TOP = 10_000
-MAX_EXPANDED_OBSERVATIONS = 10_000
-#: Store queries one store-reading expansion (a page of observations, a `$count`, a
-#: Datastream's times) is estimated at before anything is read: a count, then a scan.
-QUERIES_PER_READ = 2
-_TIME_ORDER = ("phenomenonTime", "resultTime")
-#: The relations of an Observation a `$filter` may follow (one Datastream, one feature each).
-_OBSERVATION_NAVIGATION = frozenset({"Datastream", "FeatureOfInterest"})
 
 
 class Renderer(Resolver):
@@ -64,8 +44,7 @@ class Renderer(Resolver):
 
     def __init__(self, catalogue: Catalogue, reader: ObservationReader, root: str) -> None:
         super().__init__(catalogue, reader, root)
-        #: Observations included by `$expand` so far (memoised ones as often as included).
-        self.expanded = 0
+        self.budget = Budget(reader)
         self._nested_depth = 0
         #: Expansions computed in this request: (relation, target, options) -> the
         #: properties they add to a document, and the observations they include.
@@ -132,10 +111,10 @@ class Renderer(Resolver):
             return body
         return {"@iot.selfLink": self.document(target, Options())["@iot.selfLink"]}
 
-    def link(self, path: str, options: Options, **paging: str | int) -> str:
+    def link(self, path: str, options: Options, **page: str | int) -> str:
         """A nextLink: the collection's path with the options, paging ones replaced."""
         pairs = [(k, v) for k, v in options.given if k not in ("$skip", "$top", "$skiptoken")]
-        pairs += [(f"${k}", str(v)) for k, v in paging.items()]
+        pairs += [(f"${k}", str(v)) for k, v in page.items()]
         return f"{self.root}/{path}?{urlencode(pairs, quote_via=url_quote, safe='$,()/:')}"
 
     def entities(self, coll: EntityList, options: Options) -> dict[str, Any]:
@@ -143,16 +122,19 @@ class Renderer(Resolver):
         items = coll.items
         if options.filter is not None:
             condition = options.filter
-            if coll.set == "Datastreams" and expression.paths(condition) & set(_TIME_ORDER):
+            if (
+                coll.set == "Datastreams"
+                and expression.paths(condition) & expression.TIME_PROPERTIES
+            ):
                 raise unsupported(
                     "$filter on a Datastream's phenomenonTime or resultTime is not supported"
                 )
             items = [e for e in items if _passes(condition, e)]
         for key in reversed(options.orderby):
             items = sorted(items, key=_order_key(key.path), reverse=key.descending)
-        top = min(DEFAULT_TOP if options.top is None else options.top, MAX_TOP)
+        top = page_size(options, MAX_TOP)
         if not self._nested_depth:
-            top = self._fit(coll.set, options, top, distinct=top)
+            top = self.budget.fit(coll.set, options, top, distinct=top)
         page = items[options.skip : options.skip + top]
         body: dict[str, Any] = {}
         if options.count:
@@ -164,7 +146,7 @@ class Renderer(Resolver):
 
     def observations(self, coll: ObservationList, options: Options) -> dict[str, Any]:
         """A collection of observations: a page from the store, by time cursor."""
-        coll, options = self._navigation_filter(coll, options)
+        coll, options = paging.navigation_filter(self.catalogue, coll, options)
         descending, top = self._checked(coll, options)
         bounds = (
             expression.time_bounds(options.filter) if options.filter is not None else (None, None)
@@ -174,14 +156,18 @@ class Renderer(Resolver):
         if cursor is not None and cursor.index >= len(coll.series):
             raise bad("$skiptoken is not one this service gave; follow @iot.nextLink")
         if cursor is None and options.skip:
-            cursor = self._skip(coll, options.skip, descending, bounds, keep)
+            cursor = paging.skip(
+                self.reader, coll, options.skip, descending=descending, bounds=bounds, keep=keep
+            )
         body: dict[str, Any] = {}
         page: Page | None = None
         if options.count:
-            if top and cursor is None and not descending and not _plain_count(options):
-                body["@iot.count"], page = self._count_and_page(coll, options, bounds, top)
+            if top and cursor is None and not descending and not paging.plain_count(options):
+                body["@iot.count"], page = paging.count_and_page(
+                    self.reader, coll, options, bounds, top
+                )
             else:
-                body["@iot.count"] = self._count(coll, options, bounds)
+                body["@iot.count"] = paging.count(self.reader, coll, options, bounds)
         if not top:
             body["value"] = []
             return body
@@ -202,127 +188,22 @@ class Renderer(Resolver):
         body["value"] = self._page_documents(coll, page, options)
         return body
 
-    def _navigation_filter(
-        self, coll: ObservationList, options: Options
-    ) -> tuple[ObservationList, Options]:
-        """A `$filter` on the Observations' Datastream or FeatureOfInterest, settled per series.
-
-        `Datastream/id eq 'x'` (18-088 §9.3.3.5, Example 2) and the like are the same for every
-        observation of a series: each series keeps the comparisons of its own observations
-        (the rest of the filter), or drops out when its Datastream or FeatureOfInterest fails.
-        The rest must be the same for every series kept, or it is a 501.
-        """
-        condition = options.filter
-        if condition is None or not any(
-            p.split("/")[0] in _OBSERVATION_NAVIGATION for p in expression.paths(condition)
-        ):
-            return coll, options
-        kept: list[Series] = []
-        rests: set[expression.Expr | bool] = set()
-        for series in coll.series:
-            rest = expression.settle(condition, self._navigation_decider(series))
-            if rest is False:
-                continue
-            kept.append(series)
-            rests.add(rest)
-        if len(rests) > 1:
-            raise unsupported(
-                "$filter: a condition on Datastream or FeatureOfInterest must leave the same "
-                "condition on the observations of every Datastream it keeps"
-            )
-        rest = rests.pop() if rests else True
-        narrowed = replace(options, filter=None if isinstance(rest, bool) else rest)
-        return ObservationList(kept, coll.path), narrowed
-
-    def _navigation_decider(self, series: Series) -> Callable[[expression.Compare], bool | None]:
-        """Answers the comparisons of one series' Datastream and FeatureOfInterest paths."""
-        entities = {
-            "Datastream": lambda: self.catalogue.datastream(series.device, series.sensor),
-            "FeatureOfInterest": lambda: self.catalogue.feature(series.device),
-        }
-
-        def value(term: expression.Const | expression.Path) -> tuple[bool, object]:
-            if isinstance(term, expression.Const):
-                literal = term.value
-                return False, literal.ts_ns if isinstance(literal, expression.Instant) else literal
-            head, _, rest = term.text.partition("/")
-            if head not in entities:
-                return False, term
-            if not rest:
-                raise bad(f"$filter: compare a property of {head}, e.g. {head}/id")
-            return True, lookup(entities[head](), rest)
-
-        def decide(compare: expression.Compare) -> bool | None:
-            (left_nav, left), (right_nav, right) = value(compare.left), value(compare.right)
-            if not (left_nav or right_nav):
-                return None
-            if isinstance(left, expression.Path) or isinstance(right, expression.Path):
-                raise unsupported(
-                    "$filter: compare a Datastream or FeatureOfInterest property with a value"
-                )
-            return expression.compare_values(compare.op, left, right)
-
-        return decide
-
     def _checked(self, coll: ObservationList, options: Options) -> tuple[bool, int]:
         """Whether the order is descending and the page size; refusals before any reading."""
-        descending = self._order(coll, options)
+        descending = paging.ordered_descending(coll, options)
         documents.check_select(options.select)
         if options.filter is not None:
             expression.check_observation_filter(options.filter)
         if options.data_array and options.expand:
             raise bad("$expand does not go with $resultFormat=dataArray")
-        top = min(DEFAULT_TOP if options.top is None else options.top, MAX_OBSERVATION_TOP)
+        top = page_size(options, MAX_OBSERVATION_TOP)
         if self._nested_depth:
-            self._include(top)
+            self.budget.include(top)
         else:
             # The Datastream and FeatureOfInterest an observation expands are its series':
             # memoised, a page expands at most one of each per series.
-            top = self._fit("Observations", options, top, distinct=len(coll.series))
+            top = self.budget.fit("Observations", options, top, distinct=len(coll.series))
         return descending, top
-
-    def _include(self, n: int) -> None:
-        """`n` more observations in the answer through `$expand`, within the bound."""
-        self.expanded += n
-        if self.expanded > MAX_EXPANDED_OBSERVATIONS:
-            raise bad(
-                f"this $expand would include more than {MAX_EXPANDED_OBSERVATIONS} "
-                "observations; use a smaller $top inside Observations(...) or outside"
-            )
-
-    def _fit(self, set_name: str, options: Options, top: int, *, distinct: int) -> int:
-        """The outer page size that fits this request's bounds with its `$expand`, estimated.
-
-        Before anything is read: each item's store-reading expansions (`_cost`) times the page
-        size (at most `distinct` different targets, as memoised expansions are computed once)
-        must fit the query budget left, and the observations each item includes times the page
-        size must fit `MAX_EXPANDED_OBSERVATIONS`. A page that does not is shortened (its
-        nextLink goes on from there); one that cannot hold even one item is refused.
-        """
-        reads, included = _cost(set_name, options)
-        if not top or not (reads or included):
-            return top
-        fits = top
-        if included:
-            fits = min(fits, MAX_EXPANDED_OBSERVATIONS // included)
-            if not fits:
-                raise bad(
-                    f"one {SETS[set_name].singular} with this $expand would include {included} "
-                    f"observations, over the bound of {MAX_EXPANDED_OBSERVATIONS} per request; "
-                    "use a smaller $top inside Observations(...)"
-                )
-        per_item = reads * QUERIES_PER_READ
-        left = self.reader.max_queries - self.reader.queries
-        if set_name == "Observations":
-            left -= MAX_QUERIES  # the page itself
-        if per_item and min(fits, distinct) * per_item > left:
-            fits = min(fits, max(0, left) // per_item)
-            if not fits:
-                raise bad(
-                    f"one {SETS[set_name].singular} with this $expand needs about {per_item} "
-                    f"store queries and this request {self.reader.over_budget()}; expand less"
-                )
-        return fits
 
     def _page_documents(
         self, coll: ObservationList, page: Page, options: Options
@@ -336,104 +217,6 @@ class Renderer(Resolver):
             ):
                 self._expand(doc, Observation(coll.series[which], ts, value), options)
         return docs
-
-    def _order(self, coll: ObservationList, options: Options) -> bool:
-        if not options.orderby:
-            return False
-        key = options.orderby[0]
-        if len(options.orderby) > 1 or key.path not in (*_TIME_ORDER, "id", "@iot.id"):
-            raise unsupported(
-                "Observations are ordered by phenomenonTime (asc or desc) or id only; "
-                f"not by {', '.join(k.path for k in options.orderby)}"
-            )
-        if key.path in ("id", "@iot.id"):
-            if key.descending:
-                raise unsupported("Observations are ordered by id ascending only")
-            return False
-        if len(coll.series) > 1:
-            raise unsupported(
-                f"$orderby={key.path} needs the observations of one Datastream: ask "
-                "Datastreams('device:sensor')/Observations (here they come by id: "
-                "Datastream, then time)"
-            )
-        return key.descending
-
-    def _skip(
-        self,
-        coll: ObservationList,
-        skip: int,
-        descending: bool,
-        bounds: tuple[int | None, int | None],
-        keep: Any,
-    ) -> Cursor | None:
-        """The cursor after the first `skip` observations (read, within the request's bound)."""
-        if skip > self.reader.max_scan:
-            raise bad(
-                f"$skip over {self.reader.max_scan} observations (PILOTS_API_MAX_SCAN_READINGS); "
-                "follow @iot.nextLink or $filter on phenomenonTime instead"
-            )
-        cursor: Cursor | None = None
-        left = skip
-        while left > 0:
-            page = self.reader.page(
-                coll.series, n=left, descending=descending, cursor=cursor, bounds=bounds, keep=keep
-            )
-            left -= len(page.ts_ns)
-            cursor = page.next
-            if cursor is None:
-                return Cursor(len(coll.series), None)
-        return cursor
-
-    def _count(
-        self, coll: ObservationList, options: Options, bounds: tuple[int | None, int | None]
-    ) -> int:
-        """`@iot.count`: counted by the store, or read (a `result` filter) within the bound."""
-        if _plain_count(options):
-            return self.reader.count(coll.series, *bounds)
-        counted, _ = self._count_and_page(coll, options, bounds, 0)
-        return counted
-
-    def _count_and_page(
-        self,
-        coll: ObservationList,
-        options: Options,
-        bounds: tuple[int | None, int | None],
-        top: int,
-    ) -> tuple[int, Page]:
-        """A filtered `@iot.count` and the first page (`top`, ascending), in one reading.
-
-        The readings the filter has to see are counted first (the store counts them, nothing
-        is read); over what the request may still read, 400 naming both numbers. Then they
-        are read once, in time order: the count is what passes, the page its first `top`.
-        """
-        total = self.reader.count(coll.series, *bounds)
-        room = self.reader.max_scan - self.reader.scanned
-        if total > room:
-            spent = f", {self.reader.scanned} of them read already" if self.reader.scanned else ""
-            raise bad(
-                f"$count with this $filter would read {total} readings; this request may read "
-                f"{self.reader.max_scan} in all (PILOTS_API_MAX_SCAN_READINGS){spent}; "
-                "narrow phenomenonTime"
-            )
-        keep = filter_keep(options.filter)
-        parts: list[Page] = []
-        counted, cursor = 0, None
-        while True:
-            page = self.reader.page(
-                coll.series,
-                n=total + 1,
-                descending=False,
-                cursor=cursor,
-                bounds=bounds,
-                keep=keep,
-            )
-            if counted < top:
-                parts.append(page)
-            counted += len(page.ts_ns)
-            if page.next is None or page.next == cursor:
-                break
-            cursor = page.next
-        return counted, _first(parts, top, counted)
 
     def document(self, target: Entity | Observation, options: Options) -> dict[str, Any]:
         """One entity with its links, `$select` and `$expand` applied."""
@@ -471,7 +254,7 @@ class Renderer(Resolver):
         return doc
 
     def _value(self, entity: Entity, name: str) -> Any:
-        if entity.set == "Datastreams" and name in _TIME_ORDER:
+        if entity.set == "Datastreams" and name in expression.TIME_PROPERTIES:
             assert entity.device is not None and entity.sensor is not None
             edges = self.reader.edges(self.series(entity.device, entity.sensor))
             return None if edges is None else f"{documents.iso(edges[0])}/{documents.iso(edges[1])}"
@@ -492,11 +275,11 @@ class Renderer(Resolver):
             key = (item.name, _identity(found), item.options)
             memo = self._memo.get(key)
             if memo is None:
-                before = self.expanded
+                before = self.budget.expanded
                 added = self._expansion(item.name, found, item.options)
-                memo = self._memo[key] = (added, self.expanded - before)
+                memo = self._memo[key] = (added, self.budget.expanded - before)
             else:  # computed once per request; included (and counted) as often as asked
-                self._include(memo[1])
+                self.budget.include(memo[1])
             doc.update(memo[0])
 
     def _expansion(self, name: str, found: Target | None, options: Options) -> dict[str, Any]:
@@ -543,21 +326,6 @@ def _one_page(observation: Observation) -> Page:
     )
 
 
-def _first(parts: list[Page], top: int, counted: int) -> Page:
-    """The first `top` observations of pages read in ascending order, and where to go on."""
-    which = np.concatenate([p.which for p in parts]) if parts else np.zeros(0, np.int32)
-    ts = np.concatenate([p.ts_ns for p in parts]) if parts else np.zeros(0, np.int64)
-    value = np.concatenate([p.value for p in parts]) if parts else np.zeros(0)
-    which, ts, value = which[:top], ts[:top], value[:top]
-    more = Cursor(int(which[-1]), int(ts[-1]) + 1) if counted > top and len(ts) else None
-    return Page(which, ts, value, more)
-
-
-def _plain_count(options: Options) -> bool:
-    """Whether `@iot.count` is the store's count: no filter, or one on time alone."""
-    return options.filter is None or _exact_range(options.filter)
-
-
 def _identity(found: Target | None) -> Hashable:
     """What an expansion's result depends on, besides its options: the target and its path."""
     if isinstance(found, Entity):
@@ -567,38 +335,6 @@ def _identity(found: Target | None) -> Hashable:
     if isinstance(found, ObservationList):
         return ("observations", tuple((s.id, s.lo_ns, s.hi_ns) for s in found.series), found.path)
     return None if found is None else ("observation", found.series.id, found.ts_ns)
-
-
-def _cost(set_name: str, options: Options) -> tuple[int, int]:
-    """Store-reading expansions and observations included per entity of `set_name`.
-
-    Estimated from the options alone, before anything is read. A store read (a page of
-    observations, a `$count`, a `$skip`, a Datastream's times) counts once per expansion node:
-    the Datastream and FeatureOfInterest of observations are memoised (one per series), and a
-    to-many relation of the small sets is counted as one entity (the reader's query budget
-    still bounds the rest, before each query).
-    """
-    reads = 0
-    if set_name == "Datastreams" and (
-        options.select is None or set(options.select) & set(_TIME_ORDER)
-    ):
-        reads += 1
-    included = 0
-    for item in options.expand:
-        relation = SETS[set_name].relations.get(item.name)
-        if relation is None:
-            continue  # refused with its message where it is expanded
-        target = relation[0]
-        inner_reads, inner_included = _cost(target, item.options)
-        if target != "Observations":
-            reads += inner_reads
-            included += inner_included
-            continue
-        nested = item.options
-        top = min(DEFAULT_TOP if nested.top is None else nested.top, MAX_OBSERVATION_TOP)
-        reads += (top > 0) + nested.count + (nested.skip > 0) + inner_reads
-        included += top + top * inner_included
-    return reads, included
 
 
 def _passes(condition: expression.Expr, entity: Entity) -> bool:
@@ -623,17 +359,3 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     if isinstance(value, str):
         return (2, value)
     raise bad("$orderby: only simple properties can be ordered by")
-
-
-def _exact_range(condition: expression.Expr) -> bool:
-    """Whether the filter is exactly its time bounds (a conjunction of time comparisons)."""
-    if isinstance(condition, expression.Logical):
-        return (
-            condition.op == "and" and _exact_range(condition.left) and _exact_range(condition.right)
-        )
-    if isinstance(condition, expression.Compare):
-        if condition.op == "ne":
-            return False
-        names = expression.paths(condition)
-        return bool(names) and names <= set(_TIME_ORDER)
-    return False
