@@ -2,10 +2,10 @@
 
 The page (`api/static/dashboard.html`) asks the API for its data with the reader's token, or
 without one for published pilots (`api.access`). Its charts (`static/charts.js`, the vendored
-uPlot) and map (the vendored Leaflet) are served from the package, never from a CDN. The map
-draws on a plain background unless `PILOTS_API_MAP_TILES` names a tile server: the page is then
-told its URL and attribution and its Content-Security-Policy lets it load those images. This
-module must not read the store.
+uPlot) and map (`static/map.js`, the vendored Leaflet) are served from the package, never from
+a CDN. The map draws on a plain background unless `PILOTS_API_MAP_TILES` names a tile server:
+the page is then told its URL and attribution and its Content-Security-Policy lets it load
+those images. This module must not read the store.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ the one division). Every text from the report is escaped, in elements and in att
 
 The modules: `page` (the document and the ordered list of sections), `sections` (one function
 per section), `charts` (line charts), `interactive` (the inlined scripts), `site_map` (the
-device map), `heatmap` (completeness), `day_calendar` (exceedance days), `markup` (escaping,
-tables, legends), `format` (numbers and times), `style` (CSS and colours).
+device map section), `device_table` (the device table section), `heatmap` (completeness),
+`day_calendar` (exceedance days), `markup` (escaping, tables, legends), `format` (numbers and
+times), `style` (CSS and colours).
 """
 
 from api.report_html.charts import SensorChart

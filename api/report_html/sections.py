@@ -2,8 +2,11 @@
 
 A section turns its part of the report into markup (a heading, a table or a figure, a note
 that says how to read it), or into nothing when it does not apply to the pilot (river and
-rain). `api.report_html.page` lists them in the order the page shows them. A section must not
-compute statistics: every number comes from the report or the chart series as given and is
+rain). `api.report_html.page` lists them in the order the page shows them. Every section
+function lives here, so that none can be written and left off the page
+(`tests/unit/test_seams.py`); one that is a room of its own is built in its module and only
+called from here (the map in `site_map`, the device table in `device_table`). A section must
+not compute statistics: every number comes from the report or the chart series as given and is
 only formatted (the flag table's per-flag share is the one division).
 """
 
@@ -16,6 +19,7 @@ from datetime import date, tzinfo
 from api.report_html import markup
 from api.report_html.charts import SensorChart, chart_figure
 from api.report_html.day_calendar import DAY_LEGEND, calendar_svg
+from api.report_html.device_table import devices_section
 from api.report_html.format import (
     DASH,
     EN_DASH,
@@ -32,9 +36,9 @@ from api.report_html.format import (
 )
 from api.report_html.heatmap import heat_fill, heatmap_svg
 from api.report_html.markup import Cell, esc
-from api.report_html.site_map import map_figure
+from api.report_html.site_map import map_section
 from api.report_html.style import DAY_FILLS, NO_DATA_FILL
-from api.schemas import AlarmOut, DeviceReportOut, ExceedanceOut, ReportOut, ThresholdReportOut
+from api.schemas import AlarmOut, ExceedanceOut, ReportOut, ThresholdReportOut
 
 
 @dataclass(frozen=True)
@@ -123,13 +127,7 @@ def charts(page: ReportPage) -> str:
 
 def site_map(page: ReportPage) -> str:
     """Each device at its site, coloured by its status, with its latest values."""
-    note = markup.note(
-        "Devices at their registry positions; devices at one site are stacked under it. A "
-        "marker leads to its row. Latest: each sensor's last chart window with a value, local time."
-    )
-    return markup.section(
-        "map", "Map", note + map_figure(page.report.devices, page.charts, page.tz)
-    )
+    return map_section(page.report.devices, page.charts, page.tz)
 
 
 def completeness(page: ReportPage) -> str:
@@ -194,60 +192,7 @@ def _exceedance_block(
 
 def devices(page: ReportPage) -> str:
     """Each device's delivery, uptime, gaps, latency, battery and radio."""
-    listed = page.report.devices
-    if not listed:
-        return markup.section("devices", "Devices", markup.note("No devices in this report."))
-    columns = ["Device", "Kind", "Site", "Reports", "Completeness", "Uptime (h)", "Gaps"]
-    columns += ["Longest gap", "Silent now", "PDR", "Sessions", "Repeats", "Latency mean"]
-    columns += ["Latency p90", "Battery (V)", "Slope (V/day)", "Days left", "RSSI (dBm)"]
-    columns += ["SNR (dB)", "SF mix"]
-    align = "lllrrrrrlrrrrrrrrrrl"
-    table = markup.table("devices", columns, align, (_device_row(d) for d in listed))
-    note = markup.note(
-        "Uptime: hours with at least one report / hours in the period. PDR: distinct frame "
-        "counters / counter span, per counter session. Repeats: transmissions received again "
-        "(retransmissions) and dropped by ingest. Days left: until 3.3 V at the present slope."
-    )
-    return markup.section("devices", "Devices", table + note)
-
-
-def _device_row(d: DeviceReportOut) -> list[Cell]:
-    return [
-        d.device,
-        d.kind,
-        d.site,
-        str(d.reports),
-        pct(d.completeness),
-        f"{num(d.uptime_hours, 1)} / {num(d.hours, 1)}",
-        str(d.gaps),
-        duration(d.longest_gap_s),
-        ("yes", "warn") if d.silent_now else ("no" if d.silent_now is False else DASH),
-        pct(d.pdr),
-        str(d.counter_sessions),
-        str(d.repeats),
-        duration(d.latency_mean_s),
-        duration(d.latency_p90_s),
-        num(d.battery_last_v),
-        num(d.battery_slope_v_per_day),
-        num(d.battery_days_left, 1),
-        num(d.rssi_median),
-        num(d.snr_median),
-        _sf_mix(d.sf_mix),
-    ]
-
-
-def _sf_mix(mix: Mapping[str, int]) -> str:
-    if not mix:
-        return DASH
-
-    def label(key: str) -> str:
-        return key if key.upper().startswith("SF") else f"SF{key}"
-
-    def order(key: str) -> tuple[int, str]:
-        digits = "".join(ch for ch in key if ch.isdigit())
-        return (int(digits) if digits else 99, key)
-
-    return " · ".join(f"{label(k)} {mix[k]}" for k in sorted(mix, key=order))
+    return devices_section(page.report.devices)
 
 
 def gaps(page: ReportPage) -> str:

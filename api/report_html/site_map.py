@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 
+from api.report_html import markup
 from api.report_html.charts import SensorChart
 from api.report_html.format import DASH, num, stamp
 from api.report_html.markup import esc
@@ -73,6 +74,17 @@ def latest_values(charts: Sequence[SensorChart]) -> dict[str, list[Latest]]:
                     (chart.name, value, chart.unit, chart.times[last])
                 )
     return found
+
+
+def map_section(
+    devices: Sequence[DeviceReportOut], charts: Sequence[SensorChart], tz: tzinfo
+) -> str:
+    """The Map section: how to read the map, then the map and its table."""
+    note = markup.note(
+        "Devices at their registry positions; devices at one site are stacked under it. A "
+        "marker leads to its row. Latest: each sensor's last chart window with a value, local time."
+    )
+    return markup.section("map", "Map", note + map_figure(devices, charts, tz))
 
 
 def map_figure(
