@@ -65,6 +65,15 @@ DATABASE = "bench"
 # --- the fleet and its data ---------------------------------------------------------------
 
 
+def write_registry(raw: dict[str, Any], work: Path) -> tuple[Registry, Path]:
+    """`raw` written as `work/registry.toml` (for the servers) and loaded (for this process)."""
+    import tomli_w
+
+    path = work / "registry.toml"
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    return build_registry(raw, path), path
+
+
 def grown_registry(scale: int, interval_s: int) -> dict[str, Any]:
     """The project's registry with each pilot's devices repeated `scale` times, all at one rate."""
     raw = tomllib.loads((ROOT / "core" / "registry.toml").read_text(encoding="utf-8"))
@@ -429,12 +438,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        raw = grown_registry(args.scale, args.interval)
-        registry_path = work / "registry.toml"
-        import tomli_w
-
-        registry_path.write_text(tomli_w.dumps(raw), encoding="utf-8")
-        registry = build_registry(raw, registry_path)
+        registry, registry_path = write_registry(grown_registry(args.scale, args.interval), work)
         influxd = Influxd(free_port(), work)
         influxd.start()
         try:

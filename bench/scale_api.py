@@ -79,10 +79,11 @@ from bench.api import (
     load,
     start_server,
     wait_ready,
+    write_registry,
     wrk,
 )
 from bench.plot import OUT, Curve, Series, write
-from core.registry import Registry, build_registry
+from core.registry import Registry
 from core.settings import Settings
 from core.store.influx import InfluxStore
 from localservices import Influxd, free_port
@@ -461,12 +462,7 @@ def loaded(
 
     Yields the registry, the servers' environment and a read token's headers.
     """
-    import tomli_w
-
-    raw = grown_registry(scale, interval_s)
-    registry_path = work / "registry.toml"
-    registry_path.write_text(tomli_w.dumps(raw), encoding="utf-8")
-    registry = build_registry(raw, registry_path)
+    registry, registry_path = write_registry(grown_registry(scale, interval_s), work)
     influxd = Influxd(free_port(), work)
     influxd.start()
     try:

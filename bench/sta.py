@@ -31,9 +31,9 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.api import start_server, wait_ready
+from bench.api import start_server, wait_ready, write_registry
 from core.readings import Readings
-from core.registry import DEFAULT_REGISTRY_PATH, build_registry
+from core.registry import DEFAULT_REGISTRY_PATH
 from core.store.influx import InfluxStore
 from core.timeutil import DAY_NS, MINUTE_NS
 from localservices import Influxd, free_port
@@ -68,17 +68,13 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    import tomli_w
-
     raw = tomllib.loads(DEFAULT_REGISTRY_PATH.read_text(encoding="utf-8"))
     for device in raw["pilots"]["santa-fe"]["devices"]:
         if device["id"] == DEVICE:
             device["interval_s"] = 60
     with tempfile.TemporaryDirectory(prefix="bench-sta-") as tmp:
         work = Path(tmp)
-        registry_path = work / "registry.toml"
-        registry_path.write_text(tomli_w.dumps(raw), encoding="utf-8")
-        registry = build_registry(raw, registry_path)
+        registry, registry_path = write_registry(raw, work)
         influxd = Influxd(free_port(), work)
         influxd.start()
         try:
