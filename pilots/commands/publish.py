@@ -50,6 +50,7 @@ def publish(
     It opens offline and checks itself (frictionless validate; sha256sum): docs/PUBLISHING.md.
     """
     settings, registry = setup()
+    out = out.expanduser()  # `--out=~/site` reaches here unexpanded by the shell
     try:
         period = publishing.check_period(
             registry,

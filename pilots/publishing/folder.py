@@ -3,9 +3,10 @@
 `publish` checks the estimate, writes every file into a temporary folder beside `out`
 (`.<out>.XXXX.partial`), then renames it to `out`; a folder `out` held before goes only once
 the new one is in place. A failed run leaves no half folder, and the old one as it was.
-`check_out` refuses an `out` that is, holds or lies in what the service keeps (the data dir,
-the registry's folder), and one that is not an empty folder unless forced; `--force` replaces
-only an earlier publish (`datapackage.json` and `SHA256SUMS` at its top). The rename is the
+`check_out` refuses an `out` that is, holds or lies in the data dir, that is or holds the
+registry file's folder, and one that is not an empty folder unless forced; `--force` replaces
+only an earlier publish (`datapackage.json` and `SHA256SUMS` at its top, and nothing but what
+`pilots publish` writes). The rename is the
 last step and is checked again just before it: rename(2) of a folder never replaces a
 non-empty one, so a second run into the same `out` is refused, not mixed in. This module
 decides which files the folder holds and in what order they are written; it must not shape a
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
 #: The files at the top of a folder `pilots publish` wrote: what `--force` may replace.
 PUBLISHED_MARKS = ("datapackage.json", "SHA256SUMS")
+#: Everything `pilots publish` writes at a folder's top: `--force` replaces a folder holding
+#: these and nothing else (a site's `.git` or `CNAME` beside them is the user's, never removed).
+PUBLISHED_NAMES = frozenset({*PUBLISHED_MARKS, "index.html", "README.md", "data"})
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,9 @@ class Kept:
 
 
 def looks_published(folder: Path) -> bool:
-    """Whether `folder` has what `pilots publish` writes at its top (what --force replaces)."""
-    return all((folder / name).is_file() for name in PUBLISHED_MARKS)
+    """Whether `folder` is an earlier publish and nothing else (what --force replaces)."""
+    names = {entry.name for entry in folder.iterdir()}
+    return names <= PUBLISHED_NAMES and all((folder / name).is_file() for name in PUBLISHED_MARKS)
 
 
 def check_out(out: Path, *, force: bool, kept: Kept) -> None:
@@ -94,9 +99,11 @@ def check_out(out: Path, *, force: bool, kept: Kept) -> None:
         )
     if not looks_published(out):
         marks = " and ".join(PUBLISHED_MARKS)
+        names = ", ".join(sorted(PUBLISHED_NAMES))
         raise RefusedError(
-            f"{out} is not a folder pilots publish wrote (no {marks} at its top); --force "
-            "replaces only an earlier publish: choose another --out"
+            f"{out} is not a folder pilots publish wrote, or holds more ({marks} at its top, "
+            f"and nothing but {names}); --force replaces only an earlier publish, never other "
+            "files: choose another --out"
         )
 
 
