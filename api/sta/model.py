@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from api.access import Reader
@@ -299,6 +300,25 @@ class Catalogue:
         return Entity(
             "Datastreams", f"{d.id}:{s.id}", props, device=d, sensor=s, pilot=self.pilot(d)
         )
+
+    @cached_property
+    def fanout(self) -> dict[str, int]:
+        """The most entities each to-many relation of the small sets leads to.
+
+        Keyed "Set/Relation"; what `api.sta.budget` multiplies an expansion's cost by.
+        """
+        kinds = {k: [d for d in self.devices if d.kind == k] for k in self.kinds}
+        return {
+            "Things/Locations": 1,
+            "Locations/Things": 1,
+            "Things/Datastreams": max((len(d.sensors) for d in self.devices), default=0),
+            "Sensors/Datastreams": max(
+                (sum(len(d.sensors) for d in ds) for ds in kinds.values()), default=0
+            ),
+            "ObservedProperties/Datastreams": max(
+                (sum(s.id in d.sensors for d in self.devices) for s in self.sensors), default=0
+            ),
+        }
 
     # -- sets and lookups --------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from api.sta import expression
 from api.sta.errors import bad, unsupported
@@ -165,12 +166,17 @@ def count_and_page(
     options: Options,
     bounds: Bounds,
     top: int,
+    *,
+    cursor: Cursor | None = None,
+    descending: bool = False,
 ) -> tuple[int, Page]:
-    """A filtered `@iot.count` and the first page (`top`, ascending), in one reading.
+    """A filtered `@iot.count` and the page (`top` from `cursor`, in its order), in one reading.
 
     The readings the filter has to see are counted first (the store counts them, nothing
     is read); over what the request may still read, 400 naming both numbers. Then they
-    are read once, in time order: the count is what passes, the page its first `top`.
+    are read once, in time order: the count is what passes, the page is taken from them.
+    Every page of such a collection reads the range once: none is left without readings
+    to read after its count.
     """
     total = reader.count(coll.series, *bounds)
     room = reader.max_scan - reader.scanned
@@ -183,33 +189,51 @@ def count_and_page(
         )
     keep = filter_keep(options.filter)
     parts: list[Page] = []
-    counted, cursor = 0, None
+    at: Cursor | None = None
     while True:
         page = reader.page(
-            coll.series,
-            n=total + 1,
-            descending=False,
-            cursor=cursor,
-            bounds=bounds,
-            keep=keep,
+            coll.series, n=total + 1, descending=False, cursor=at, bounds=bounds, keep=keep
         )
-        if counted < top:
-            parts.append(page)
-        counted += len(page.ts_ns)
-        if page.next is None or page.next == cursor:
+        parts.append(page)
+        if page.next is None or page.next == at:
             break
-        cursor = page.next
-    return counted, _first(parts, top, counted)
+        at = page.next
+    which = np.concatenate([p.which for p in parts])
+    ts = np.concatenate([p.ts_ns for p in parts])
+    value = np.concatenate([p.value for p in parts])
+    return len(ts), _taken(which, ts, value, top, cursor, descending=descending)
 
 
-def _first(parts: list[Page], top: int, counted: int) -> Page:
-    """The first `top` observations of pages read in ascending order, and where to go on."""
-    which = np.concatenate([p.which for p in parts]) if parts else np.zeros(0, np.int32)
-    ts = np.concatenate([p.ts_ns for p in parts]) if parts else np.zeros(0, np.int64)
-    value = np.concatenate([p.value for p in parts]) if parts else np.zeros(0)
-    which, ts, value = which[:top], ts[:top], value[:top]
-    more = Cursor(int(which[-1]), int(ts[-1]) + 1) if counted > top and len(ts) else None
-    return Page(which, ts, value, more)
+def _taken(
+    which: NDArray[np.int32],
+    ts: NDArray[np.int64],
+    value: NDArray[np.float64],
+    top: int,
+    cursor: Cursor | None,
+    *,
+    descending: bool,
+) -> Page:
+    """The page of `top` from `cursor` of a collection read whole in ascending order.
+
+    As `ObservationReader.page` orders and continues it: series by series, each in time
+    order (descending: latest first); a cursor's time is where the next page starts
+    (descending: the time it ends before).
+    """
+    if descending:  # series still in their order, each latest first
+        order = np.lexsort((-ts, which))
+        which, ts, value = which[order], ts[order], value[order]
+    if cursor is not None:
+        if cursor.ts_ns is None:
+            on = which >= cursor.index
+        else:
+            mine = (ts < cursor.ts_ns) if descending else (ts >= cursor.ts_ns)
+            on = (which > cursor.index) | ((which == cursor.index) & mine)
+        which, ts, value = which[on], ts[on], value[on]
+    more = None
+    if len(ts) > top and top:
+        last = int(ts[top - 1])
+        more = Cursor(int(which[top - 1]), last if descending else last + 1)
+    return Page(which[:top], ts[:top], value[:top], more)
 
 
 def plain_count(options: Options) -> bool:

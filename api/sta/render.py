@@ -44,7 +44,7 @@ class Renderer(Resolver):
 
     def __init__(self, catalogue: Catalogue, reader: ObservationReader, root: str) -> None:
         super().__init__(catalogue, reader, root)
-        self.budget = Budget(reader)
+        self.budget = Budget(reader, catalogue.fanout)
         self._nested_depth = 0
         #: Expansions computed in this request: (relation, target, options) -> the
         #: properties they add to a document, and the observations they include.
@@ -162,9 +162,9 @@ class Renderer(Resolver):
         body: dict[str, Any] = {}
         page: Page | None = None
         if options.count:
-            if top and cursor is None and not descending and not paging.plain_count(options):
+            if top and not paging.plain_count(options):
                 body["@iot.count"], page = paging.count_and_page(
-                    self.reader, coll, options, bounds, top
+                    self.reader, coll, options, bounds, top, cursor=cursor, descending=descending
                 )
             else:
                 body["@iot.count"] = paging.count(self.reader, coll, options, bounds)
@@ -180,6 +180,19 @@ class Renderer(Resolver):
                 bounds=bounds,
                 keep=keep,
                 end_when_spent=True,
+            )
+        if (
+            page.next is not None
+            and not len(page.ts_ns)
+            and page.next == (cursor or Cursor(0, None))
+        ):
+            # Nothing read and nowhere further: the count spent the request's readings. A
+            # nextLink to this same page would send a client round for ever.
+            raise bad(
+                "this $count with this $filter reads every reading of the range, which leaves "
+                f"this page none of the {self.reader.max_scan} readings a request may read "
+                "(PILOTS_API_MAX_SCAN_READINGS); ask without $count=true to page on, or narrow "
+                "the range with phenomenonTime"
             )
         if page.next is not None:
             body["@iot.nextLink"] = self.link(
